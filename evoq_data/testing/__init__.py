@@ -1,0 +1,1 @@
+"""Test and demo helpers (never used by production code paths)."""

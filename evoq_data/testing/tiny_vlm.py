@@ -1,0 +1,130 @@
+"""Write a tiny random-weight Qwen2.5-VL checkpoint, with no network.
+
+    python -m evoq_data.testing.tiny_vlm OUT_DIR
+
+The checkpoint has the standard ``save_pretrained`` layout (config, safetensors weights, a
+byte-level BPE tokenizer trained on the spot with Qwen's special tokens, the Qwen2-VL chat
+template and a small-image ``Qwen2VLImageProcessor`` config), so every engine loads it like
+any Qwen2.5-VL checkpoint. About 0.4 M parameters: for tests and the demo only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
+    "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# The Qwen2-VL chat template (images and videos as content parts).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "You are performing an image quality assessment task. Compare the two images and decide "
+    "which one has better perceptual quality. Answer strictly with the index of the better "
+    "image: 0 if the first image is better, or 1 if the second image is better.",
+    "You are doing the image quality assessment task. What is your overall rating on the "
+    "quality of this picture? The rating should be a float between 1 and 5.",
+    "<think> The first image is sharper and has less noise. </think> \\boxed{0} \\boxed{1}",
+    "0 1 2 3 4 5 6 7 8 9 . 1.25 3.50 4.75 boxed{} think answer system user assistant",
+]
+
+
+def _tokenizer(out: Path, vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token=None, additional_special_tokens=SPECIAL_TOKENS[1:],
+        model_max_length=4096,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write the tiny checkpoint to ``out_dir`` and return the path."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+    )
+
+    from ..modeling import build_processor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(out, vocab_size=400)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vocab = len(tokenizer)
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+            max_position_embeddings=4096, rope_scaling={"type": "mrope", "rope_type": "default",
+                                                        "mrope_section": [4, 6, 6]},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": [4, 6, 6]},
+            tie_word_embeddings=True, bos_token_id=None, eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+            window_size=56, fullatt_block_indexes=[1], tokens_per_second=2,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=True,
+        temperature=1.0, top_p=1.0,
+    )
+    model.save_pretrained(out)
+    processor = build_processor(
+        tokenizer=tokenizer, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16,
+    )
+    processor.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_tiny_vlm(args.out_dir, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

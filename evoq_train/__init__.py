@@ -1,0 +1,1 @@
+"""evoq training plane: GRPO self-evolution with the Thurstone fidelity reward."""
