@@ -1,0 +1,49 @@
+"""Shared fixtures: the tiny offline Qwen2.5-VL and a small image pool.
+
+Everything here is made on the spot: no weights or images are downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    """A tiny random-weight Qwen2.5-VL checkpoint folder (built once per session)."""
+    from evoq_data.testing.tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm") / "model")
+
+
+def make_images(folder: Path, n: int, seed: int = 0, size=(48, 40)) -> list[Path]:
+    """Write ``n`` distinct random RGB images (png/jpg alternating) to ``folder``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        arr = (rng.random((size[1], size[0], 3)) * 255).astype("uint8")
+        path = folder / (f"img{i:03d}.png" if i % 2 == 0 else f"sub/img{i:03d}.jpg")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def image_pool(tmp_path) -> Path:
+    """A folder of 6 distinct small images, some in a subfolder."""
+    folder = tmp_path / "pool"
+    make_images(folder, 6)
+    return folder
