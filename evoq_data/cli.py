@@ -96,8 +96,9 @@ def version_cmd() -> None:
 
 @app.command("pairs")
 def pairs_cmd(
-    images: Annotated[str, typer.Option("--images", help="Image folder (recursive) or HF dataset (folder or Hub id).")],
-    num_pairs: Annotated[int | None, typer.Option("--num-pairs", help="Distinct random pairs to sample.")] = None,
+    images: Annotated[str | None, typer.Option("--images", help="Image folder (recursive) or HF dataset (folder or Hub id).")] = None,
+    num_pairs: Annotated[int | None, typer.Option("--num-pairs", help="Distinct random pairs to sample (with --synthetic: a random subset; all by default).")] = None,
+    synthetic: Annotated[Path | None, typer.Option("--synthetic", help="A folder from `evoq-data distort`: pair variants of the same reference and distortion type, known order recorded.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output pairs Parquet file.")] = Path("pairs.parquet"),
     seed: Seed = 0,
     image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
@@ -111,6 +112,15 @@ def pairs_cmd(
     """
     from .pairs import run_pairs
 
+    if synthetic is not None:
+        from .distort import run_synthetic_pairs
+
+        if images is not None:
+            raise EvoqError("give either --images or --synthetic, not both")
+        _emit(run_synthetic_pairs(synthetic, out, num_pairs=num_pairs, seed=seed))
+        return
+    if images is None:
+        raise EvoqError("--images is required (or --synthetic DIR)")
     if num_pairs is None:
         raise EvoqError("--num-pairs is required")
     summary = run_pairs(images, num_pairs, seed, out, image_column=image_column, split=split,
@@ -162,6 +172,194 @@ def vote_cmd(
 
 
 # --- further stages register below (aggregate, push, score, compare, eval, distort, demo) ---
+
+
+@app.command("score")
+def score_cmd(
+    images: Annotated[str, typer.Option("--images", help="An image file, an image folder (recursive) or a HF dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Per-sample scores Parquet (+ <stem>.summary.parquet, <stem>.manifest.json).")] = Path("scores.parquet"),
+    model: ModelOpt = None,
+    engine: EngineOpt = "transformers",
+    samples: Annotated[int, typer.Option("--samples", "-k", help="K sampled scores per image (self-consistency).")] = 8,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    max_tokens: MaxTokens = 1024,
+    reasoning: Reasoning = True,
+    chunk_images: Annotated[int, typer.Option("--chunk-images", help="Images per engine batch.")] = 32,
+    image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
+    split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
+    model_revision: Annotated[str | None, typer.Option("--model-revision", help="Model revision (Hub branch, tag or commit).")] = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    engine_arg: EngineArg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score every image K times with the paper's score prompt; keep every raw answer.
+
+    Example: evoq-data score --images ./koniq-test --model ByteDance/EvoQuality
+    --engine vllm --samples 8 --out scores.parquet
+    """
+    from .score import run_score
+
+    opts = _engine_options(engine, base_url, concurrency, engine_arg)
+    if model_revision:
+        opts.setdefault("revision", model_revision)
+    _emit(run_score(images, model, engine, out, samples=samples, seed=seed,
+                    temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                    reasoning=reasoning, chunk_images=chunk_images, image_column=image_column,
+                    split=split, model_revision=model_revision, engine_options=opts,
+                    quiet=quiet))
+
+
+@app.command("compare")
+def compare_cmd(
+    image_a: Annotated[Path, typer.Argument(help="First image (A).")],
+    image_b: Annotated[Path, typer.Argument(help="Second image (B).")],
+    model: ModelOpt = None,
+    engine: EngineOpt = "transformers",
+    votes: Annotated[int, typer.Option("--votes", "-k", help="K votes, half shown A first, half B first.")] = 8,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    max_tokens: MaxTokens = 1024,
+    reasoning: Reasoning = True,
+    model_revision: Annotated[str | None, typer.Option("--model-revision", help="Model revision.")] = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    engine_arg: EngineArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full tally (with raw answers) as JSON.")] = False,
+) -> None:
+    """Ask the model K times which of two images is better, in both shown orders.
+
+    Example: evoq-data compare a.jpg b.jpg --model Qwen/Qwen2.5-VL-7B-Instruct --votes 32
+    """
+    from .score import run_compare
+
+    opts = _engine_options(engine, base_url, concurrency, engine_arg)
+    if model_revision:
+        opts.setdefault("revision", model_revision)
+    res = run_compare(image_a, image_b, model, engine, votes=votes, seed=seed,
+                      temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                      reasoning=reasoning, model_revision=model_revision, engine_options=opts)
+    if as_json:
+        _emit(res)
+        return
+    verdict = (f"better: {res['better'].upper()} ({res['better_path']})" if res["better"]
+               else "better: undecided (a tie in valid votes)")
+    typer.echo(verdict)
+    typer.echo(f"votes: A {res['votes_a']}, B {res['votes_b']}, invalid {res['invalid_votes']} "
+               f"of {res['total_votes']}")
+    for order, t in res["by_order"].items():
+        typer.echo(f"  shown {order.replace('_', ' ')}: A {t['a']}, B {t['b']}, invalid {t['invalid']}")
+    typer.echo("parse status: " + ", ".join(f"{k} {v}" for k, v in sorted(res["parse_status"].items())))
+
+
+@app.command("eval")
+def eval_cmd(
+    labels: Annotated[list[str], typer.Option("--labels", help="NAME=SOURCE (repeatable): a CSV/TSV/Parquet manifest (image_id or path, mos) or a HF dataset (image, mos). With --prefs also a synthetic pairs file or a distort folder.")],
+    scores: Annotated[Path | None, typer.Option("--scores", help="scores.parquet (or its .summary.parquet) from `evoq-data score`.")] = None,
+    prefs: Annotated[Path | None, typer.Option("--prefs", help="PREFS_DIR from `evoq-data aggregate`: pseudo-label accuracy instead of metrics.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the Markdown table, JSON and plot.")] = Path("eval"),
+    image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF labels dataset.")] = "image",
+    mos_column: Annotated[str, typer.Option("--mos-column", help="MOS column of the labels.")] = "mos",
+    split: Annotated[str, typer.Option("--split", help="Split of a HF labels dataset.")] = "test",
+) -> None:
+    """SRCC / PLCC of scores against MOS per benchmark, or the accuracy of pseudo-labels.
+
+    Example: evoq-data eval --scores scores.parquet --labels koniq=koniq_test.csv
+    --labels spaq=spaq_test.parquet --out eval/
+
+    Example: evoq-data eval --prefs prefs/ --labels demo/distorted --out eval/
+    """
+    if (scores is None) == (prefs is None):
+        raise EvoqError("give exactly one of --scores (metrics) or --prefs (pseudo-label accuracy)")
+    if prefs is not None:
+        from .label_accuracy import run_label_accuracy
+
+        if len(labels) != 1:
+            raise EvoqError("--prefs takes exactly one --labels")
+        res = run_label_accuracy(prefs, labels[0], out, image_column=image_column,
+                                 mos_column=mos_column, split=split)
+        typer.echo(res["markdown"])
+        typer.echo(f"written: {res['table']}, {res['json']}, {res['plot']}")
+        return
+    from .evaluate import run_eval
+
+    res = run_eval(scores, labels, out, image_column=image_column, mos_column=mos_column,
+                   split=split)
+    for r in res["benchmarks"]:
+        for w in r["warnings"]:
+            typer.echo(f"warning: {w}", err=True)
+    typer.echo(res["markdown"])
+    typer.echo(f"written: {res['table']}, {res['metrics']}, {res['plot']}")
+
+
+@app.command("distort")
+def distort_cmd(
+    images: Annotated[str, typer.Option("--images", help="Reference images: folder (recursive) or HF dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (variants + distortions.parquet).")],
+    distortion: Annotated[list[str] | None, typer.Option("--distortion", help="Only these types (repeatable): blur, noise, jpeg, contrast, saturation.")] = None,
+    seed: Seed = 0,
+    image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
+    split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
+    quiet: Quiet = False,
+) -> None:
+    """Make distorted variants (5 types x 5 levels) of every image, with a manifest.
+
+    Example: evoq-data distort --images ./refs --out distorted/ && evoq-data pairs
+    --synthetic distorted/ --out synth_pairs.parquet
+    """
+    from .distort import run_distort
+
+    _emit(run_distort(images, out, distortions=distortion, seed=seed,
+                      image_column=image_column, split=split, quiet=quiet))
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for every file of the run.")] = Path("evoq-demo"),
+    engine: EngineOpt = "piqe",
+    model: ModelOpt = None,
+    votes_per_pair: Annotated[int, typer.Option("--votes-per-pair", "-k", help="K votes per pair.")] = 32,
+    num_pairs: Annotated[int | None, typer.Option("--num-pairs", help="Vote on a random subset of the synthetic pairs (all by default).")] = None,
+    photos: Annotated[int | None, typer.Option("--photos", help="Use only the first N bundled photos (9 by default).")] = None,
+    size: Annotated[int, typer.Option("--size", help="Longer side of the photos, pixels.")] = 256,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    max_tokens: MaxTokens = 1024,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    engine_arg: EngineArg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run the whole chain on scikit-image's bundled photos and report pseudo-label accuracy.
+
+    Example: evoq-data demo --out evoq-demo   (PIQE judge, CPU, about half a minute)
+
+    Example: evoq-data demo --engine transformers --model ./my-qwen --num-pairs 40 -k 8
+    """
+    from .demo import run_demo
+
+    res = run_demo(out, engine=engine, model=model, votes_per_pair=votes_per_pair,
+                   num_pairs=num_pairs, size=size, photos=photos, seed=seed,
+                   temperature=temperature, max_tokens=max_tokens,
+                   engine_options=_engine_options(engine, base_url, concurrency, engine_arg),
+                   quiet=quiet)
+    typer.echo(f"demo finished in {res.get('seconds', sum(res['timings_s'].values())):.1f}s "
+               f"(judge: {res['model']})")
+    for key in ("photos", "distorted", "pairs", "votes", "prefs", "dataset", "eval"):
+        if key in res:
+            typer.echo(f"  {key:<10} {res[key]}")
+    typer.echo(f"  {res['num_pairs']} pairs, {res['num_votes']} votes "
+               f"({res['invalid_votes']} invalid)")
+    if "markdown" in res:
+        typer.echo("")
+        typer.echo(res["markdown"])
+    if "load_with" in res:
+        typer.echo(f"load it with: {res['load_with']}")
+    for missing in res["missing"]:
+        typer.echo(f"not run: {missing}", err=True)
 
 
 def main() -> None:
