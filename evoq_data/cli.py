@@ -174,6 +174,57 @@ def vote_cmd(
 # --- further stages register below (aggregate, push, score, compare, eval, distort, demo) ---
 
 
+@app.command("push")
+def push_cmd(
+    prefs: Annotated[Path, typer.Option("--prefs", help="PREFS_DIR from `evoq-data aggregate`.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repository OWNER/NAME.")],
+    version: Annotated[str, typer.Option("--version", help="Version tag, e.g. v1 (never overwritten).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
+    license: Annotated[str, typer.Option("--license", help="License id for the card, e.g. apache-2.0.")] = "apache-2.0",
+    embed_images: Annotated[bool, typer.Option("--embed-images/--no-embed-images", help="Embed image bytes (default) or publish only the *_path columns.")] = True,
+    include_votes: Annotated[bool, typer.Option("--include-votes", help="Also publish the raw votes as config 'votes'.")] = False,
+    votes: Annotated[Path | None, typer.Option("--votes", help="VOTES_DIR for --include-votes (default: the one named in the aggregate manifest).")] = None,
+    local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Write the dataset repository folder here instead of uploading.")] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Hub-compatible endpoint (default: HF_ENDPOINT or huggingface.co).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Publish a PREFS_DIR as a versioned dataset (tag VERSION) with a dataset card.
+
+    The token comes from HF_TOKEN or the saved login (`hf auth login`) and is never printed.
+
+    Example: evoq-data push --prefs prefs/ --repo-id me/evoq-koniq --version v1
+    """
+    from .publish import run_push
+
+    _emit(run_push(prefs, repo_id, version, local_dir=local_dir, endpoint=endpoint,
+                   private=private, license=license, embed_images=embed_images,
+                   include_votes=include_votes, votes=votes, quiet=quiet))
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    votes: Annotated[Path, typer.Option("--votes", help="VOTES_DIR from `evoq-data vote`.")],
+    out: Annotated[Path, typer.Option("--out", help="PREFS_DIR: preferences, images, stats, plots.")],
+    label: Annotated[str, typer.Option("--label", help="hard: paper Eq. 1 (1/0/0.5 by majority); soft: vote fraction.")] = "hard",
+    min_agreement: Annotated[float | None, typer.Option("--min-agreement", help="Keep pairs whose majority share of valid votes is at least this (0.5-1). Off by default.")] = None,
+    min_valid_votes: Annotated[int | None, typer.Option("--min-valid-votes", help="Keep pairs with at least this many valid votes. Off by default.")] = None,
+    allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Aggregate votes from more than one model, prompt or sampling setting.")] = False,
+    bt_alpha: Annotated[float, typer.Option("--bt-alpha", help="L2 penalty of the Bradley-Terry fit (choix's alpha).")] = 0.1,
+    threads: Annotated[int | None, typer.Option("--threads", help="DuckDB threads (default: all cores).")] = None,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; it spills to disk beyond.")] = "1GB",
+    quiet: Quiet = False,
+) -> None:
+    """Turn raw votes into pseudo-preferences (majority per pair), per-image scores and stats.
+
+    Example: evoq-data aggregate --votes votes/ --out prefs/ --min-agreement 0.7
+    """
+    from .aggregate import run_aggregate
+
+    _emit(run_aggregate(votes, out, label=label, min_agreement=min_agreement,
+                        min_valid_votes=min_valid_votes, allow_mixed=allow_mixed, quiet=quiet,
+                        bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit))
+
+
 @app.command("score")
 def score_cmd(
     images: Annotated[str, typer.Option("--images", help="An image file, an image folder (recursive) or a HF dataset.")],
