@@ -1,0 +1,386 @@
+"""``evoq-data aggregate``: raw votes -> pseudo-preferences, per-image table and statistics.
+
+Every count is computed by the queries in the top-level ``sql/`` folder, run by DuckDB over the
+vote shards (projection pushdown: only the columns named in ``AGGREGATE_COLUMNS`` are read,
+never ``raw_text``). Python checks the inputs, runs the queries in order, fits the
+Bradley-Terry scores and writes the files of PREFS_DIR::
+
+    preferences.parquet   one row per kept pair (PREFERENCE_COLUMNS)
+    filtered_out.parquet  pairs removed by --min-agreement / --min-valid-votes (+ reason)
+    images.parquet        per-image wins, losses, ties, win rate, Bradley-Terry score
+    stats.json, stats.md  totals, parse failures, ties, agreement, position bias, provenance
+    agreement_hist.png, position_bias.png
+    manifest.json         stage "aggregate", the vote run's manifest, options, SQL hashes
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+from .errors import EvoqError
+from .resources import read_sql, sql_hashes
+from .schemas import VOTES_SCHEMA
+
+log = logging.getLogger(__name__)
+
+Z95 = 1.959963984540054  # standard normal quantile of 0.975: 95% Wilson intervals
+LABELS = ("hard", "soft")
+SHARD_GLOB = "votes-*.parquet"  # the vote store's shard names (evoq_data.votes)
+AGREEMENT_BINS = 10
+DEFAULT_BT_ALPHA = 0.1
+
+# The only vote columns the aggregation reads.
+AGGREGATE_COLUMNS = (
+    "pair_id", "vote_index", "image_a_id", "image_a_path", "image_b_id", "image_b_path",
+    "swapped", "answer", "parse_status", "model", "model_revision", "engine", "prompt_id",
+    "prompt_sha256", "temperature", "top_p", "max_tokens", "seed",
+)
+PREFERENCE_COLUMNS = (
+    "pair_id", "image_a_id", "image_a_path", "image_b_id", "image_b_path", "votes_a",
+    "votes_b", "invalid_votes", "total_votes", "p_star", "vote_fraction_a", "agreement",
+    "wilson_low", "wilson_high", "votes_first_shown",
+)
+IMAGE_COLUMNS = (
+    "image_id", "image_path", "wins", "losses", "ties", "comparisons", "win_rate", "bt_score",
+)
+PROVENANCE_FIELDS = (
+    "model", "model_revision", "engine", "prompt_id", "prompt_sha256", "temperature",
+    "top_p", "max_tokens",
+)
+
+
+def sql_quote(value: str | Path) -> str:
+    """The one place a value is formatted into SQL: a single-quoted string literal (paths
+    in table functions and COPY targets, which DuckDB cannot bind as parameters)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _type_kind(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    return str(t)
+
+
+def list_shards(votes_dir: str | Path) -> list[Path]:
+    """Vote shards of VOTES_DIR, each checked for a readable footer and the needed columns."""
+    votes_dir = Path(votes_dir)
+    if not votes_dir.is_dir():
+        raise EvoqError(f"votes folder not found: {votes_dir}")
+    shards = sorted(votes_dir.glob(SHARD_GLOB))
+    if not shards:
+        raise EvoqError(f"no vote shards ({SHARD_GLOB}) in {votes_dir}; run evoq-data vote first")
+    expected = {name: VOTES_SCHEMA.field(name).type for name in AGGREGATE_COLUMNS}
+    for shard in shards:
+        try:
+            schema = pq.read_schema(shard)
+        except Exception as exc:  # noqa: BLE001 - any reader failure means a broken shard
+            raise EvoqError(f"vote shard {shard} is not a readable Parquet file ({exc})") from exc
+        missing = [c for c in AGGREGATE_COLUMNS if c not in schema.names]
+        if missing:
+            raise EvoqError(f"vote shard {shard} lacks column(s) {', '.join(missing)}; "
+                            "it does not have the vote schema")
+        for name, want in expected.items():
+            got = schema.field(name).type
+            if _type_kind(got) != _type_kind(want):
+                raise EvoqError(f"vote shard {shard} has column {name} of type {got}, "
+                                f"expected {want}")
+    return shards
+
+
+def load_vote_manifest(votes_dir: str | Path) -> dict:
+    path = Path(votes_dir) / "manifest.json"
+    if not path.is_file():
+        raise EvoqError(f"no manifest.json in {votes_dir}; the folder was not made by "
+                        "evoq-data vote")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvoqError(f"{path} is not readable JSON ({exc})") from exc
+
+
+def connect(threads: int | None = None, memory_limit: str = "1GB",
+            temp_directory: str | Path | None = None):
+    """A DuckDB connection set up for streaming aggregation within a memory budget."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+    con.execute("SET memory_limit = $m", {"m": memory_limit})
+    con.execute("SET preserve_insertion_order = false")
+    if temp_directory is not None:
+        con.execute(f"SET temp_directory = {sql_quote(temp_directory)}")
+    con.execute(read_sql("define_wilson_macros"))
+    return con
+
+
+def run_sql(con, name: str, **params):
+    """Run ``sql/<name>.sql`` with its parameters bound; returns the DuckDB result."""
+    return con.execute(read_sql(name).strip().rstrip(";"), params)
+
+
+def materialise(con, table: str, name: str, **params) -> None:
+    """Store the result of ``sql/<name>.sql`` as temp table ``table``."""
+    sql = read_sql(name).strip().rstrip(";")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS\n{sql}", params)
+
+
+def fetch_dicts(result) -> list[dict]:
+    cols = [d[0] for d in result.description]
+    return [dict(zip(cols, row, strict=True)) for row in result.fetchall()]
+
+
+def copy_parquet(con, select: str, path: Path) -> Path:
+    """Write a query's rows to ``path`` (zstd Parquet) through a temp file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    con.execute(f"COPY ({select}) TO {sql_quote(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+    os.replace(tmp, path)
+    return path
+
+
+def check_provenance(groups: list[dict], manifest: dict, votes_dir: Path,
+                     allow_mixed: bool) -> bool:
+    """Refuse votes from more than one model / prompt / sampling setting (or ones that
+    disagree with manifest.json) unless ``allow_mixed``. Returns whether they are mixed."""
+    def describe(g: dict) -> str:
+        return ", ".join(f"{k}={g.get(k)!r}" for k in PROVENANCE_FIELDS)
+
+    mixed = len(groups) > 1
+    reason = ""
+    if mixed:
+        reason = (f"votes in {votes_dir} come from {len(groups)} different runs: "
+                  + "; ".join(f"[{describe(g)}: {g['votes']} votes]" for g in groups[:3]))
+    elif groups:
+        diff = [k for k in PROVENANCE_FIELDS if k in manifest and manifest[k] != groups[0][k]]
+        if diff:
+            mixed = True
+            reason = (f"votes in {votes_dir} disagree with its manifest.json on "
+                      + ", ".join(f"{k} ({groups[0][k]!r} vs {manifest[k]!r})" for k in diff))
+    if mixed and not allow_mixed:
+        raise EvoqError(f"{reason}; pass --allow-mixed to aggregate them together anyway")
+    if mixed:
+        log.warning("%s (aggregated anyway: --allow-mixed)", reason)
+    return mixed
+
+
+def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
+                      alpha: float = DEFAULT_BT_ALPHA) -> tuple[np.ndarray, dict]:
+    """Penalised maximum-likelihood Bradley-Terry scores (log-strengths).
+
+    Minimises ``alpha * sum(theta**2) + sum_k log(1 + exp(-(theta[w_k] - theta[l_k])))``, the
+    objective of ``choix.opt_pairwise`` (choix's L2 regularisation), with scipy's L-BFGS and
+    vectorised gradients, so memory stays O(items + comparisons) where choix's solvers build
+    dense items x items matrices. Items without a comparison get NaN. The optimum sums to zero
+    over the compared items (the penalty's gradient balances the likelihood's, which sums to 0).
+    """
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    scores = np.full(n_items, np.nan)
+    if len(winners) == 0:
+        return scores, {"alpha": alpha, "items": 0, "comparisons": 0, "converged": True,
+                        "iterations": 0, "log_likelihood": 0.0}
+    if alpha <= 0:
+        raise EvoqError(f"--bt-alpha must be positive (an unpenalised fit diverges for any "
+                        f"image that never lost), got {alpha}")
+    items, inverse = np.unique(np.concatenate([winners, losers]), return_inverse=True)
+    w, lo = inverse[: len(winners)], inverse[len(winners):]
+    m = len(items)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        d = theta[w] - theta[lo]
+        value = alpha * float(theta @ theta) + float(np.logaddexp(0.0, -d).sum())
+        z = expit(-d)  # d/dd log(1 + exp(-d)) = -sigmoid(-d)
+        grad = 2 * alpha * theta - np.bincount(w, z, m) + np.bincount(lo, z, m)
+        return value, grad
+
+    res = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 10_000, "gtol": 1e-9, "ftol": 1e-15})
+    theta = res.x - res.x.mean()
+    scores[items] = theta
+    loglik = -float(np.logaddexp(0.0, -(theta[w] - theta[lo])).sum())
+    return scores, {"alpha": alpha, "items": int(m), "comparisons": int(len(w)),
+                    "converged": bool(res.success), "iterations": int(res.nit),
+                    "log_likelihood": loglik}
+
+
+def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
+                  min_agreement: float | None = None, min_valid_votes: int | None = None,
+                  allow_mixed: bool = False, quiet: bool = False,
+                  bt_alpha: float = DEFAULT_BT_ALPHA, threads: int | None = None,
+                  memory_limit: str = "1GB") -> dict:
+    """The ``evoq-data aggregate`` stage. Returns a summary with the paths written."""
+    import duckdb
+    from tqdm.auto import tqdm
+
+    from .aggregate_report import render_stats_md, write_plots
+
+    if label not in LABELS:
+        raise EvoqError(f"unknown --label {label!r}; choose one of {', '.join(LABELS)}")
+    if min_agreement is not None and not 0.5 <= min_agreement <= 1:
+        raise EvoqError(f"--min-agreement must be in [0.5, 1] (agreement is the majority "
+                        f"share), got {min_agreement}")
+    if min_valid_votes is not None and min_valid_votes < 0:
+        raise EvoqError(f"--min-valid-votes must be >= 0, got {min_valid_votes}")
+    if bt_alpha <= 0:
+        raise EvoqError(f"--bt-alpha must be positive, got {bt_alpha}")
+    votes_dir, prefs_dir = Path(votes), Path(out)
+    if prefs_dir.resolve() == votes_dir.resolve():
+        raise EvoqError("--out must be a different folder from --votes")
+    started = time.perf_counter()
+    shards = list_shards(votes_dir)
+    vote_manifest = load_vote_manifest(votes_dir)
+    prefs_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = prefs_dir / ".duckdb_tmp"
+    steps = tqdm(total=7, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
+    con = connect(threads, memory_limit, tmp_dir)
+    timings: dict[str, float] = {}
+
+    def step(name: str, t0: float) -> float:
+        timings[name] = round(time.perf_counter() - t0, 3)
+        log.info("%s: %.2f s", name, timings[name])
+        steps.update(1)
+        return time.perf_counter()
+
+    try:
+        t = time.perf_counter()
+        files = ", ".join(sql_quote(s) for s in shards)
+        columns = ", ".join(AGGREGATE_COLUMNS)
+        con.execute(f"CREATE VIEW votes AS SELECT {columns} FROM read_parquet([{files}])")
+        groups = fetch_dicts(run_sql(con, "check_vote_provenance"))
+        if not groups:
+            raise EvoqError(f"the vote shards in {votes_dir} hold no votes")
+        mixed = check_provenance(groups, vote_manifest, votes_dir, allow_mixed)
+        parse_status = {r["parse_status"]: r["votes"]
+                        for r in fetch_dicts(run_sql(con, "count_parse_status"))}
+        t = step("provenance", t)
+        materialise(con, "pair_votes", "count_pair_votes", soft=label == "soft", z=Z95)
+        bad = fetch_dicts(run_sql(con, "find_incomplete_pairs", limit=3))
+        if bad:
+            b = bad[0]
+            raise EvoqError(
+                f"pair {b['pair_id']} has {b['total_votes']} votes but vote_index runs "
+                f"{b['min_vote_index']}..{b['max_vote_index']}: duplicated or missing vote "
+                f"shards in {votes_dir} (a shard copied twice?)")
+        t = step("pairs", t)
+        materialise(con, "pair_outcomes", "filter_pairs", min_valid_votes=min_valid_votes,
+                    min_agreement=min_agreement)
+        cols = ", ".join(PREFERENCE_COLUMNS)
+        prefs_path = copy_parquet(
+            con, f"SELECT {cols} FROM pair_outcomes WHERE reason IS NULL ORDER BY pair_id",
+            prefs_dir / "preferences.parquet")
+        removed = fetch_dicts(run_sql(con, "count_filter_reasons"))
+        filtered_path = prefs_dir / "filtered_out.parquet"
+        filtered_path.unlink(missing_ok=True)
+        if removed:
+            copy_parquet(con, f"SELECT {cols}, reason FROM pair_outcomes "
+                              "WHERE reason IS NOT NULL ORDER BY pair_id", filtered_path)
+        t = step("preferences", t)
+        stats_all = fetch_dicts(run_sql(con, "summarize_pairs", kept_only=False))[0]
+        stats_kept = fetch_dicts(run_sql(con, "summarize_pairs", kept_only=True))[0]
+        hist = fetch_dicts(run_sql(con, "bin_agreement", bins=AGREEMENT_BINS, kept_only=False))
+        bias = fetch_dicts(run_sql(con, "measure_position_bias", z=Z95))[0]
+        t = step("statistics", t)
+        materialise(con, "image_outcomes", "count_image_outcomes")
+        materialise(con, "decisive_outcomes", "list_decisive_outcomes")
+        edges = con.execute("SELECT winner_index, loser_index FROM decisive_outcomes").fetchnumpy()
+        n_images = con.execute("SELECT count(*) FROM image_outcomes").fetchall()[0][0]
+        scores, bt_info = fit_bradley_terry(np.asarray(edges["winner_index"], np.int64),
+                                            np.asarray(edges["loser_index"], np.int64),
+                                            n_images, bt_alpha)
+        t = step("bradley_terry", t)
+        bt_table = pa.table({"image_index": pa.array(np.arange(n_images, dtype=np.int64)),
+                             "bt_score": pa.array(scores, mask=np.isnan(scores))})
+        con.register("bt_scores", bt_table)
+        images_path = copy_parquet(
+            con, "SELECT i.image_id, i.image_path, i.wins, i.losses, i.ties, i.comparisons, "
+                 "i.win_rate, s.bt_score FROM image_outcomes AS i "
+                 "JOIN bt_scores AS s USING (image_index) ORDER BY i.image_id",
+            prefs_dir / "images.parquet")
+        triads = run_sql(con, "count_intransitive_triads").fetchall()[0][0]
+        t = step("images", t)
+    except duckdb.Error as exc:
+        raise EvoqError(f"aggregating {votes_dir} failed: {exc}") from exc
+    finally:
+        con.close()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    total_votes = int(stats_all["votes"])
+    invalid = int(stats_all["invalid_votes"])
+    judged = int(stats_all["pairs"]) - int(stats_all["pairs_without_valid_votes"])
+    stats = {
+        "label": label,
+        "votes": {
+            "total": total_votes, "valid": int(stats_all["valid_votes"]), "invalid": invalid,
+            "invalid_rate": invalid / total_votes if total_votes else None,
+            "by_parse_status": parse_status,
+        },
+        "pairs": {
+            "total": int(stats_all["pairs"]), "kept": int(stats_kept["pairs"]),
+            "filtered_out": int(stats_all["pairs"]) - int(stats_kept["pairs"]),
+            "without_valid_votes": int(stats_all["pairs_without_valid_votes"]),
+            "ties": int(stats_all["ties"]), "decisive": int(stats_all["decisive_pairs"]),
+            "tie_rate": stats_all["ties"] / judged if judged else None,
+            "kept_ties": int(stats_kept["ties"]),
+            "kept_decisive": int(stats_kept["decisive_pairs"]),
+        },
+        "agreement": {
+            "mean": stats_all["agreement_mean"],
+            "quantiles": {q: stats_all[f"agreement_{q}"]
+                          for q in ("p10", "p25", "median", "p75", "p90")},
+            "kept_mean": stats_kept["agreement_mean"],
+            "histogram": [{"low": h["bin_low"], "high": h["bin_high"], "pairs": h["pairs"]}
+                          for h in hist],
+        },
+        "position_bias": {k: bias[k] for k in ("first_shown_votes", "valid_votes",
+                                               "share_first_shown", "wilson_low",
+                                               "wilson_high")},
+        "filters": {"min_agreement": min_agreement, "min_valid_votes": min_valid_votes,
+                    "removed": [{"reason": r["reason"], "pairs": r["pairs"],
+                                 "votes": r["votes"]} for r in removed]},
+        "images": {"images": int(n_images),
+                   "with_decisive_comparisons": bt_info["items"],
+                   "decisive_comparisons": bt_info["comparisons"],
+                   "intransitive_triads": int(triads), "bradley_terry": bt_info},
+        "provenance": {"mixed": mixed, "runs": groups,
+                       "seed": vote_manifest.get("seed"),
+                       "votes_per_pair": vote_manifest.get("votes_per_pair"),
+                       "order": vote_manifest.get("order"),
+                       "reasoning": vote_manifest.get("reasoning")},
+    }
+    write_plots(stats, prefs_dir)
+    (prefs_dir / "stats.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
+    (prefs_dir / "stats.md").write_text(render_stats_md(stats))
+    manifest = {
+        "stage": "aggregate", "evoq_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(), "votes_dir": str(votes_dir.resolve()),
+        "votes": vote_manifest,
+        "shards": [{"file": s.name, "bytes": s.stat().st_size} for s in shards],
+        "label": label, "allow_mixed": allow_mixed, "bt_alpha": bt_alpha,
+        "filters": {"min_agreement": min_agreement, "min_valid_votes": min_valid_votes},
+        "sql": sql_hashes(), "timings_s": timings,
+    }
+    (prefs_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    steps.update(1)
+    steps.close()
+    return {
+        "prefs_dir": str(prefs_dir), "preferences": str(prefs_path),
+        "filtered_out": str(filtered_path) if removed else None, "images": str(images_path),
+        "stats": str(prefs_dir / "stats.json"), "pairs": stats["pairs"]["total"],
+        "pairs_kept": stats["pairs"]["kept"], "votes": total_votes, "invalid_votes": invalid,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,158 @@
+"""The human-readable side of ``evoq-data aggregate``: stats.md and the two PNG plots.
+
+Both read only the statistics dictionary that :func:`evoq_data.aggregate.run_aggregate`
+writes to stats.json, so a card or a notebook can redraw them from that file alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def write_plots(stats: dict, out: str | Path) -> list[Path]:
+    """agreement_hist.png and position_bias.png in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    hist = stats["agreement"]["histogram"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    lows = [h["low"] for h in hist]
+    width = hist[0]["high"] - hist[0]["low"] if hist else 0.05
+    ax.bar(lows, [h["pairs"] for h in hist], width=width, align="edge",
+           color="#4c72b0", edgecolor="white")
+    ax.set_xlim(0.5, 1.0)
+    ax.set_xlabel("agreement (majority share of valid votes)")
+    ax.set_ylabel("pairs")
+    p = stats["pairs"]
+    ax.set_title(f"Agreement of {p['total'] - p['without_valid_votes']} pairs "
+                 f"(ties {_pct(p['tie_rate'])}, no valid vote: {p['without_valid_votes']})",
+                 fontsize=9)
+    fig.tight_layout()
+    hist_path = out / "agreement_hist.png"
+    fig.savefig(hist_path, dpi=110)
+    plt.close(fig)
+
+    bias = stats["position_bias"]
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    share = bias["share_first_shown"]
+    if share is not None:
+        shares = [share, 1 - share]
+        lo, hi = bias["wilson_low"], bias["wilson_high"]
+        errs = [[share - lo, (1 - share) - (1 - hi)], [hi - share, (1 - lo) - (1 - share)]]
+        ax.bar(["first shown", "second shown"], shares, yerr=errs, capsize=6,
+               color=["#dd8452", "#55a868"])
+    ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="no bias")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of valid votes")
+    ax.set_title(f"Position bias: {_pct(share)} first shown\n95% CI "
+                 f"[{_pct(bias['wilson_low'])}, {_pct(bias['wilson_high'])}], "
+                 f"n={bias['valid_votes']}", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    bias_path = out / "position_bias.png"
+    fig.savefig(bias_path, dpi=110)
+    plt.close(fig)
+    return [hist_path, bias_path]
+
+
+def render_stats_md(stats: dict) -> str:
+    """stats.md: the statistics a reader needs to judge the pseudo-labels."""
+    v, p, a, b = stats["votes"], stats["pairs"], stats["agreement"], stats["position_bias"]
+    img, f = stats["images"], stats["filters"]
+    lines = [
+        "# Pseudo-preference statistics",
+        "",
+        f"Label mode: **{stats['label']}** "
+        + ("(paper Eq. 1: 1 / 0 / 0.5 by majority)." if stats["label"] == "hard"
+           else "(vote fraction for image a)."),
+        "",
+        "## Votes",
+        "",
+        "| | count | share |",
+        "|---|---:|---:|",
+        f"| votes | {v['total']} | |",
+        f"| valid | {v['valid']} | {_pct(v['valid'] / v['total'] if v['total'] else None)} |",
+        f"| invalid (parse failures) | {v['invalid']} | {_pct(v['invalid_rate'])} |",
+    ]
+    for status, n in sorted(v["by_parse_status"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| parse_status `{status}` | {n} | {_pct(n / v['total'])} |")
+    lines += [
+        "",
+        "## Pairs",
+        "",
+        f"- pairs: {p['total']}, kept: {p['kept']}, filtered out: {p['filtered_out']}",
+        f"- without any valid vote (p* null): {p['without_valid_votes']}",
+        f"- ties (p* = 0.5 under hard labels): {p['ties']} "
+        f"({_pct(p['tie_rate'])} of pairs with valid votes); decisive: {p['decisive']}",
+        "",
+        "## Agreement (majority share of valid votes, all pairs)",
+        "",
+        f"- mean {_num(a['mean'])}; "
+        + ", ".join(f"{q} {_num(x)}" for q, x in a["quantiles"].items()),
+        f"- mean over kept pairs: {_num(a['kept_mean'])}",
+        "",
+        "| agreement | pairs |",
+        "|---|---:|",
+    ]
+    lines += [f"| [{h['low']:.2f}, {h['high']:.2f}{']' if h['high'] >= 1 else ')'} "
+              f"| {h['pairs']} |" for h in a["histogram"]]
+    lines += [
+        "",
+        "![agreement](agreement_hist.png)",
+        "",
+        "## Position bias",
+        "",
+        f"Share of valid votes for the first-shown image: {_pct(b['share_first_shown'])} "
+        f"(95% Wilson interval {_pct(b['wilson_low'])} to {_pct(b['wilson_high'])}, "
+        f"{b['first_shown_votes']} of {b['valid_votes']}). 50% means no bias.",
+        "",
+        "![position bias](position_bias.png)",
+        "",
+        "## Filters",
+        "",
+        f"- min_agreement: {f['min_agreement']}, min_valid_votes: {f['min_valid_votes']}",
+    ]
+    lines += [f"- removed for `{r['reason']}`: {r['pairs']} pairs ({r['votes']} votes)"
+              for r in f["removed"]] or ["- nothing removed"]
+    bt = img["bradley_terry"]
+    lines += [
+        "",
+        "## Images",
+        "",
+        f"- images in kept pairs: {img['images']}, with a decisive comparison: "
+        f"{img['with_decisive_comparisons']}",
+        f"- decisive comparisons: {img['decisive_comparisons']}; intransitive triads "
+        f"(A>B, B>C, C>A): {img['intransitive_triads']}",
+        f"- Bradley-Terry: L2 penalty alpha={bt['alpha']}, converged={bt['converged']}, "
+        f"iterations={bt['iterations']}, log-likelihood={_num(bt['log_likelihood'])}",
+        "",
+        "## Provenance",
+        "",
+        "| model | revision | engine | prompt sha256 | temperature | top_p | max_tokens "
+        "| votes | seeds |",
+        "|---|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    pv = stats["provenance"]
+    lines += [f"| {r['model']} | {r['model_revision']} | {r['engine']} | "
+              f"`{str(r['prompt_sha256'])[:16]}` | {r['temperature']} | {r['top_p']} | "
+              f"{r['max_tokens']} | {r['votes']} | {r['seed_min']}..{r['seed_max']} |"
+              for r in pv["runs"]]
+    lines += [
+        "",
+        f"Run seed {pv['seed']}, votes per pair {pv['votes_per_pair']}, order "
+        f"{pv['order']}, reasoning {pv['reasoning']}"
+        + (" — **mixed provenance (--allow-mixed)**" if pv["mixed"] else ""),
+        "",
+    ]
+    return "\n".join(lines)
