@@ -152,7 +152,7 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
                 image_id = hashlib.sha256(data).hexdigest()
                 if image_id in seen:
                     dropped += 1
-                    log.warning("dropped %s level %d of %s: identical to another variant",
+                    log.info("dropped %s level %d of %s: identical to another variant",
                                 kind, level, ref.path)
                     continue
                 seen.add(image_id)
