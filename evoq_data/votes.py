@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
-from .engines import Engine, GenRequest, Sampling, get_engine
+from .engines import ENGINES, Engine, GenRequest, Sampling, get_engine
 from .errors import EvoqError
+from .modeling import check_vlm_checkpoint
 from .parse import parse_compare
 from .prompts import Prompt, compare_prompt
 from .schemas import PAIRS_COLUMNS, SCHEMA_VERSION, VOTES_SCHEMA, check_columns
@@ -111,25 +112,30 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_manifest(votes_dir: Path, manifest: dict) -> None:
+def _check_manifest(votes_dir: Path, manifest: dict) -> bool:
+    """Refuse a VOTES_DIR made with other settings; True when it already has a manifest."""
     path = votes_dir / "manifest.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EvoqError(f"{path} is not readable JSON ({exc}); remove it or use a new --out") from exc
-        diff = [f for f in IDENTITY_FIELDS if old.get(f) != manifest.get(f)]
-        if diff:
-            details = "; ".join(f"{f}: {old.get(f)!r} -> {manifest.get(f)!r}" for f in diff)
-            raise EvoqError(
-                f"{votes_dir} already holds votes made with other settings ({details}); "
-                "use a new --out folder or the original settings"
-            )
-        return
+    if not path.exists():
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvoqError(f"{path} is not readable JSON ({exc}); remove it or use a new --out") from exc
+    diff = [f for f in IDENTITY_FIELDS if old.get(f) != manifest.get(f)]
+    if diff:
+        details = "; ".join(f"{f}: {old.get(f)!r} -> {manifest.get(f)!r}" for f in diff)
+        raise EvoqError(
+            f"{votes_dir} already holds votes made with other settings ({details}); "
+            "use a new --out folder or the original settings"
+        )
+    return True
+
+
+def _write_manifest(votes_dir: Path, manifest: dict) -> None:
     votes_dir.mkdir(parents=True, exist_ok=True)
     tmp = votes_dir / f".manifest.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    os.replace(tmp, votes_dir / "manifest.json")
 
 
 def done_pair_ids(votes_dir: Path) -> set[str]:
@@ -217,8 +223,12 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
         raise EvoqError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
     if chunk_pairs < 1:
         raise EvoqError(f"--chunk-pairs must be at least 1, got {chunk_pairs}")
-    if engine not in ("piqe",) and not model:
-        raise EvoqError(f"engine {engine!r} needs --model")
+    if engine not in ENGINES:
+        raise EvoqError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine in ("transformers", "vllm"):
+        if not model:
+            raise EvoqError(f"engine {engine!r} needs --model")
+        check_vlm_checkpoint(model)
     rows = read_pairs(pairs)
     prompt = compare_prompt(reasoning)
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
@@ -234,7 +244,7 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
         "pairs_file": str(Path(pairs).resolve()), "pairs_sha256": _file_sha256(Path(pairs)),
         "created_at": datetime.now(UTC).isoformat(),
     }
-    _check_manifest(votes_dir, manifest)
+    has_manifest = _check_manifest(votes_dir, manifest)
     for stale in votes_dir.glob(f".votes-{shard_index:05d}-of-{num_shards:05d}-*.tmp"):
         stale.unlink(missing_ok=True)  # leftovers of a killed run of this shard
     mine = [r for r in rows if shard_of(r["pair_id"], num_shards) == shard_index]
@@ -246,6 +256,8 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
     if not todo:
         return summary
     eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
+    if not has_manifest:  # written once the engine is up, so a failed start leaves no trace
+        _write_manifest(votes_dir, manifest)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="pairs", unit="pair",
                disable=quiet, dynamic_ncols=True)
     started = time.perf_counter()

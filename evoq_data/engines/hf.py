@@ -56,7 +56,9 @@ class TransformersEngine:
         for req in requests:
             inputs = self._inputs(req)
             do_sample = sampling.temperature > 0
-            gen_kwargs = dict(max_new_tokens=sampling.max_tokens, num_return_sequences=req.n,
+            # Greedy decoding gives one answer; it is repeated n times (as vLLM does).
+            gen_kwargs = dict(max_new_tokens=sampling.max_tokens,
+                              num_return_sequences=req.n if do_sample else 1,
                               do_sample=do_sample, pad_token_id=tok.pad_token_id)
             if do_sample:
                 gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
@@ -65,7 +67,8 @@ class TransformersEngine:
             with torch.inference_mode():
                 out = self.net.generate(**inputs, **gen_kwargs)
             new = out[:, inputs["input_ids"].shape[1]:]
-            outputs.append(tok.batch_decode(new, skip_special_tokens=True))
+            texts = tok.batch_decode(new, skip_special_tokens=True)
+            outputs.append(texts if do_sample else texts * req.n)
         return outputs
 
     def prompt_tokens(self, request: GenRequest) -> int:

@@ -38,13 +38,13 @@ def piqe_to_score(value: float) -> float:
 class PiqeEngine:
     name = "piqe"
 
-    def __init__(self, model: str | None = None, *, model_revision: str = "unknown",
+    def __init__(self, model: str | None = None, *, model_revision: str | None = None,
                  **_ignored) -> None:
         self._piqe = require("pypiqe", "piqe").piqe
-        version = _package_version("pypiqe")
         self.model = "piqe"
-        # The judge has no weights: its "revision" is the implementation's version.
-        self.model_revision = f"pypiqe=={version}"
+        # The judge has no weights: by default its "revision" is the implementation's
+        # version; a caller that already recorded a revision in its manifest passes it.
+        self.model_revision = model_revision or piqe_revision()
         self._cache: dict[str, float] = {}
         if _ignored:
             log.info("piqe engine ignores options %s", sorted(_ignored))
@@ -89,10 +89,11 @@ class PiqeEngine:
         self._cache.clear()
 
 
-def _package_version(name: str) -> str:
+def piqe_revision() -> str:
+    """``pypiqe==<version>``: what identifies this judge's answers."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version(name)
-    except PackageNotFoundError:  # pragma: no cover - imported above, so installed
-        return "unknown"
+        return f"pypiqe=={version('pypiqe')}"
+    except PackageNotFoundError:  # pragma: no cover - imported by the engine, so installed
+        return "pypiqe"

@@ -1,0 +1,213 @@
+"""`evoq-data push --local-dir`: the dataset repository folder, its card, versions and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from push_fixtures import PAIRS, make_prefs_dir
+from typer.testing import CliRunner
+
+from evoq_data.cli import app
+from evoq_data.errors import EvoqError
+from evoq_data.publish import run_push
+
+runner = CliRunner()
+
+
+def push_cli(*args: str):
+    return runner.invoke(app, ["push", *args])
+
+
+def assert_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, EvoqError), repr(result.exception)
+    message = str(result.exception)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def load_rows(folder: Path, config: str) -> list[dict]:
+    """Rows as `datasets.load_dataset` gives them, with image bytes instead of PIL images."""
+    import datasets
+
+    ds = datasets.load_dataset(str(folder), config, split="train")
+    for name, feature in ds.features.items():
+        if isinstance(feature, datasets.Image):
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+    return ds.to_list()
+
+
+@pytest.fixture
+def prefs(tmp_path) -> Path:
+    return make_prefs_dir(tmp_path / "run1")
+
+
+def test_local_dir_loads_exact_rows_images_and_card(prefs, tmp_path):
+    out = tmp_path / "repo"
+    result = push_cli("--prefs", str(prefs), "--repo-id", "me/evoq-small", "--version", "v1",
+                      "--local-dir", str(out), "--include-votes", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "written"
+    assert summary["rows"] == {"preferences": 5, "images": 5, "votes": 20}
+
+    expected = pq.read_table(prefs / "preferences.parquet").to_pylist()
+    rows = load_rows(out, "preferences")
+    assert [{k: r[k] for k in expected[0]} for r in rows] == expected
+    for row in rows:  # the embedded bytes are exactly the voted files (id = sha256 of bytes)
+        for side in "ab":
+            image = row[f"image_{side}"]
+            assert hashlib.sha256(image["bytes"]).hexdigest() == row[f"image_{side}_id"]
+            assert image["bytes"] == Path(row[f"image_{side}_path"]).read_bytes()
+    images = load_rows(out, "images")
+    assert [r["image_id"] for r in images] == \
+        pq.read_table(prefs / "images.parquet").column("image_id").to_pylist()
+    assert all(hashlib.sha256(r["image"]["bytes"]).hexdigest() == r["image_id"] for r in images)
+    votes = load_rows(out, "votes")
+    assert len(votes) == 20
+    assert sum(v["answer"] is None for v in votes) == sum(p[4] for p in PAIRS)
+    assert {v["raw_text"] for v in votes if v["answer"] is None} == {"no idea"}
+
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["license"] == "apache-2.0"
+    assert {"image-quality-assessment", "pseudo-labels"} <= set(meta["tags"])
+    assert meta["size_categories"] == ["n<1K"]
+    assert [c["config_name"] for c in meta["configs"]] == ["preferences", "images", "votes"]
+    manifest = json.loads((prefs / "manifest.json").read_text())
+    for needle in (manifest["votes"]["prompt_template"], "arXiv", "2509.25787",
+                   "assets/agreement_hist.png", "assets/position_bias.png",
+                   summary["content_hash"], "| votes per pair (K) | 4 |", "| vote seed | 7 |",
+                   "count_pair_votes.sql", "(5 images)", "Position bias"):
+        assert needle in card, needle
+    evoq = json.loads((out / "evoq.json").read_text())
+    assert evoq["content_hash"] == summary["content_hash"]
+    assert evoq["aggregate"] == manifest
+    for rel, digest in evoq["files"].items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+
+
+def test_same_content_is_a_noop_other_content_same_version_refused(prefs, tmp_path):
+    out = tmp_path / "repo"
+    first = run_push(prefs, "me/d", "v1", local_dir=out, quiet=True)
+    mtime = (out / "evoq.json").stat().st_mtime_ns
+    again = run_push(prefs, "me/d", "v1", local_dir=out, quiet=True)
+    assert again["status"] == "unchanged" and again["content_hash"] == first["content_hash"]
+    assert (out / "evoq.json").stat().st_mtime_ns == mtime
+
+    other = make_prefs_dir(tmp_path / "run2", seed=1)
+    result = push_cli("--prefs", str(other), "--repo-id", "me/d", "--version", "v1",
+                      "--local-dir", str(out))
+    assert_error(result, "already holds version v1", "new --version")
+    assert json.loads((out / "evoq.json").read_text())["content_hash"] == first["content_hash"]
+    # a new version replaces the folder's content
+    v2 = run_push(other, "me/d", "v2", local_dir=out, quiet=True)
+    assert v2["status"] == "written" and v2["content_hash"] != first["content_hash"]
+    assert json.loads((out / "evoq.json").read_text())["version"] == "v2"
+
+
+def test_no_embed_images_keeps_paths_only(prefs, tmp_path):
+    out = tmp_path / "repo"
+    run_push(prefs, "me/d", "v1", local_dir=out, embed_images=False, quiet=True)
+    rows = load_rows(out, "preferences")
+    assert "image_a" not in rows[0] and rows[0]["image_a_path"].endswith("img000.png")
+    assert "image" not in load_rows(out, "images")[0]
+
+
+def test_content_hash_ignores_parquet_encoding_and_card(prefs, tmp_path):
+    a = run_push(prefs, "me/d", "v1", local_dir=tmp_path / "a", quiet=True)
+    b = run_push(prefs, "other/name", "v9", local_dir=tmp_path / "b", license="mit", quiet=True)
+    assert a["content_hash"] == b["content_hash"]
+
+
+def test_missing_preferences(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_error(push_cli("--prefs", str(tmp_path / "empty"), "--repo-id", "me/d",
+                          "--version", "v1", "--local-dir", str(tmp_path / "o")),
+                 "has no preferences.parquet")
+
+
+@pytest.mark.parametrize("repo_id", ["nope", "a/b/c", "me/../x", "-me/x", "me/x.git", "me/x y"])
+def test_malformed_repo_id(prefs, tmp_path, repo_id):
+    assert_error(push_cli("--prefs", str(prefs), "--repo-id", repo_id, "--version", "v1",
+                          "--local-dir", str(tmp_path / "o")), "malformed repo id")
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_version(prefs, tmp_path):
+    assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "main",
+                          "--local-dir", str(tmp_path / "o")), "malformed version")
+
+
+def test_missing_token_for_a_real_endpoint(prefs, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
+                          "--endpoint", "https://hub.example.org"),
+                 "no Hugging Face token for https://hub.example.org", "HF_TOKEN")
+
+
+def test_missing_images_are_named_and_nothing_is_written(prefs, tmp_path):
+    gone = [Path(p) for p in pq.read_table(prefs / "images.parquet")
+            .column("image_path").to_pylist()[:2]]
+    for path in gone:
+        path.unlink()
+    out = tmp_path / "o"
+    result = push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
+                      "--local-dir", str(out))
+    assert_error(result, "2 image(s) missing from disk", str(gone[0]), str(gone[1]))
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".evoq-push-")]
+
+
+def test_listed_file_that_is_not_an_image_is_refused(tmp_path):
+    prefs = make_prefs_dir(tmp_path / "run")
+    table = pq.read_table(prefs / "preferences.parquet").to_pylist()
+    fake = tmp_path / "run" / "notes.png"
+    fake.write_bytes(b"secret notes, not an image")
+    table[0]["image_a_path"] = str(fake)
+    table[0]["image_a_id"] = hashlib.sha256(fake.read_bytes()).hexdigest()
+    schema = pq.read_schema(prefs / "preferences.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(table, schema=schema), prefs / "preferences.parquet")
+    result = push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
+                      "--local-dir", str(tmp_path / "o"))
+    assert_error(result, "not usable images", str(fake), "unreadable")
+    assert not (tmp_path / "o").exists()
+
+
+def test_image_changed_since_voting_is_refused(prefs, tmp_path):
+    path = Path(pq.read_table(prefs / "images.parquet").column("image_path").to_pylist()[0])
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(path)
+    assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
+                          "--local-dir", str(tmp_path / "o")), "changed since voting", str(path))
+
+
+def test_local_dir_that_evoq_did_not_write_is_refused(prefs, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep me")
+    assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
+                          "--local-dir", str(out)), "holds no evoq.json")
+    assert (out / "thesis.tex").read_text() == "keep me"
+
+
+def test_include_votes_without_votes_folder(prefs, tmp_path):
+    manifest = json.loads((prefs / "manifest.json").read_text())
+    manifest["votes_dir"] = str(tmp_path / "gone")
+    (prefs / "manifest.json").write_text(json.dumps(manifest))
+    assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
+                          "--local-dir", str(tmp_path / "o"), "--include-votes"),
+                 "--include-votes", "pass --votes VOTES_DIR")

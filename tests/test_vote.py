@@ -1,0 +1,178 @@
+"""`evoq-data vote` with the real transformers engine on the tiny VLM: rows, orders, seeds,
+resume, shards, provenance checks, a SIGKILL in the middle, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from test_pairs import assert_user_error
+from typer.testing import CliRunner
+
+from evoq_data.cli import app
+from evoq_data.errors import EvoqError
+from evoq_data.pairs import run_pairs
+from evoq_data.prompts import compare_prompt
+from evoq_data.votes import plan_votes, run_vote, shard_of
+
+runner = CliRunner()
+FAST = dict(max_tokens=6, quiet=True)
+
+
+@pytest.fixture
+def pairs_file(image_pool, tmp_path) -> Path:
+    out = tmp_path / "pairs.parquet"
+    run_pairs(str(image_pool), 6, 1, out, quiet=True)
+    return out
+
+
+def read_votes(votes_dir: Path) -> list[dict]:
+    rows = []
+    for shard in sorted(votes_dir.glob("votes-*.parquet")):
+        rows += pq.read_table(shard).to_pylist()
+    return sorted(rows, key=lambda r: (r["pair_id"], r["vote_index"]))
+
+
+def test_plan_votes_orders_and_seeds():
+    plan = plan_votes("p1", 32, seed=5, order="balanced")
+    assert plan.swapped.sum() == 16
+    again = plan_votes("p1", 32, seed=5, order="balanced")
+    assert (plan.swapped == again.swapped).all() and plan.seed_swapped == again.seed_swapped
+    other = plan_votes("p2", 32, seed=5, order="random")
+    assert plan_votes("p2", 32, seed=6, order="random").seed_unswapped != other.seed_unswapped
+    # random order: swaps are a fair coin across many pairs
+    share = np.mean([plan_votes(f"p{i}", 32, 0, "random").swapped.mean() for i in range(300)])
+    assert abs(share - 0.5) < 0.02
+
+
+def test_vote_rows_are_complete_and_consistent(tiny_vlm, pairs_file, tmp_path):
+    out = tmp_path / "votes"
+    summary = run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=4,
+                       seed=11, order="balanced", chunk_pairs=4, **FAST)
+    assert summary["pairs_voted"] == 6 and summary["votes"] == 24 and summary["shards_written"] == 2
+    rows = read_votes(out)
+    pairs = {r["pair_id"]: r for r in pq.read_table(pairs_file).to_pylist()}
+    prompt = compare_prompt(True)
+    assert len(rows) == 24
+    assert {(r["pair_id"], r["vote_index"]) for r in rows} == {(p, v) for p in pairs for v in range(4)}
+    for r in rows:
+        plan = plan_votes(r["pair_id"], 4, 11, "balanced")
+        assert r["swapped"] == bool(plan.swapped[r["vote_index"]])
+        base = plan.seed_swapped if r["swapped"] else plan.seed_unswapped
+        # seed = request seed + rank of this vote among the votes shown in the same order
+        rank = int((plan.swapped[: r["vote_index"]] == r["swapped"]).sum())
+        assert r["seed"] == base + rank
+        assert (r["answer"] is None) == (r["parse_status"] != "ok") == (r["winner_id"] is None)
+        if r["answer"] is not None:
+            shown = [r["image_b_id"], r["image_a_id"]] if r["swapped"] else [r["image_a_id"], r["image_b_id"]]
+            assert r["winner_id"] == shown[r["answer"]]
+        p = pairs[r["pair_id"]]
+        assert (r["image_a_id"], r["image_b_id"]) == (p["image_a_id"], p["image_b_id"])
+        assert r["prompt_sha256"] == prompt.sha256 and r["prompt_id"] == "compare-v1+reasoning"
+        assert r["model"] == str(tiny_vlm) and r["model_revision"].startswith("sha256:")
+        assert (r["engine"], r["temperature"], r["max_tokens"]) == ("transformers", 1.0, 6)
+        assert isinstance(r["raw_text"], str)
+    assert summary["invalid_votes"] == sum(r["answer"] is None for r in rows)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["votes_per_pair"] == 4 and manifest["order"] == "balanced"
+    assert manifest["prompt_template"] == prompt.template
+
+    # rerun: nothing left to do, nothing duplicated
+    again = run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=4, seed=11,
+                     order="balanced", chunk_pairs=4, **FAST)
+    assert again["pairs_voted"] == 0 and again["pairs_already_done"] == 6
+    assert len(read_votes(out)) == 24
+
+    # other settings into the same folder are refused, naming the difference
+    with pytest.raises(EvoqError, match="temperature"):
+        run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=4, seed=11,
+                 order="balanced", temperature=0.7, **FAST)
+
+
+def test_shards_split_pairs_without_collision(tiny_vlm, pairs_file, tmp_path):
+    out = tmp_path / "votes"
+    for i in range(3):
+        run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2, seed=0,
+                 num_shards=3, shard_index=i, **FAST)
+    rows = read_votes(out)
+    assert len(rows) == 12 and len({(r["pair_id"], r["vote_index"]) for r in rows}) == 12
+    for shard in out.glob("votes-*.parquet"):
+        index = int(shard.name.split("-")[1])
+        ids = set(pq.read_table(shard, columns=["pair_id"]).column(0).to_pylist())
+        assert all(shard_of(p, 3) == index for p in ids)
+
+
+def test_no_reasoning_and_greedy_are_recorded(tiny_vlm, pairs_file, tmp_path):
+    out = tmp_path / "votes"
+    run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2, seed=0,
+             reasoning=False, temperature=0.0, **FAST)
+    rows = read_votes(out)
+    assert {r["prompt_id"] for r in rows} == {"compare-v1"}
+    assert {r["prompt_sha256"] for r in rows} == {compare_prompt(False).sha256}
+    by_pair = {}
+    for r in rows:  # greedy: both votes in the same shown order are identical
+        by_pair.setdefault((r["pair_id"], r["swapped"]), set()).add(r["raw_text"])
+    assert all(len(texts) == 1 for texts in by_pair.values())
+
+
+def _vote_cmd(pairs_file, model, out):
+    return [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs_file),
+            "--model", str(model), "--engine", "transformers", "-k", "4", "--seed", "3",
+            "--max-tokens", "24", "--chunk-pairs", "1", "--out", str(out), "--quiet"]
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_votes(tiny_vlm, pairs_file, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    reference = tmp_path / "reference"  # uninterrupted, in this process
+    run_vote(pairs_file, str(tiny_vlm), "transformers", reference, votes_per_pair=4, seed=3,
+             max_tokens=24, chunk_pairs=1, quiet=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_vote_cmd(pairs_file, tiny_vlm, killed), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.glob("votes-*.parquet"))) < 2:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    on_disk = read_votes(killed)
+    assert 0 < len(on_disk) < 24, "the kill should land mid-run"
+    assert len(on_disk) % 4 == 0  # complete pairs only
+    resumed = subprocess.run(_vote_cmd(pairs_file, tiny_vlm, killed), env=env,
+                             capture_output=True, text=True, check=True)
+    summary = json.loads(resumed.stdout)
+    assert summary["pairs_already_done"] == len(on_disk) // 4
+    keys = ("pair_id", "vote_index", "swapped", "raw_text", "answer", "winner_id",
+            "parse_status", "seed")
+    got = [tuple(r[k] for k in keys) for r in read_votes(killed)]
+    want = [tuple(r[k] for k in keys) for r in read_votes(reference)]
+    assert got == want
+    assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_vote_bad_input(tmp_path, pairs_file, tiny_vlm):
+    def vote(*extra, pairs=pairs_file, model=tiny_vlm):
+        return runner.invoke(app, ["vote", "--pairs", str(pairs), "--model", str(model),
+                                   "--out", str(tmp_path / "v"), "-q", *extra])
+
+    assert_user_error(vote(pairs=tmp_path / "nope.parquet"), "pairs file not found")
+    import pyarrow as pa
+
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"pair_id": ["x"], "left": ["y"]}), bad)
+    assert_user_error(vote(pairs=bad), "lacks column(s)", "image_a_id")
+    assert_user_error(vote("-k", "0"), "at least 1")
+    assert_user_error(vote("--engine", "magic"), "unknown engine 'magic'")
+    assert_user_error(vote("--order", "balanced", "-k", "3"), "even")
+    llm_only = tmp_path / "text-model"
+    llm_only.mkdir()
+    (llm_only / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    assert_user_error(vote(model=llm_only), "not a vision-language model")
+    assert_user_error(vote(model=tmp_path / "absent-model"), "model not found")
