@@ -1,0 +1,193 @@
+"""Rewards for EvoQuality's GRPO stage.
+
+:func:`thurstone_fidelity` is the pure formula (../shared/method.md, VisualQuality-R1's
+fidelity reward). The factories below build the functions TRL calls, following its calling
+convention ``reward(prompts, completions, **columns) -> list[float | None]``: dataset columns
+arrive as keyword arguments, ``log_metric`` / ``log_extra`` are TRL's logging hooks, and each
+factory checks its settings once and keeps a stable ``__name__`` (TRL names the logged reward
+after it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from evoq_data.errors import EvoqError
+from evoq_data.parse import OK, parse_score
+
+
+def _valid(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _mean_var(values: list[float]) -> tuple[float, float]:
+    """Mean and unbiased (N-1) variance; the variance of fewer than two values is 0."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return mean, var
+
+
+def _phi(z: float) -> float:
+    """Standard normal CDF."""
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def thurstone_fidelity(scores_self: Sequence[float | None], scores_partner: Sequence[float | None],
+                       p_star: float, gamma: float = 1e-6, eps: float = 1e-6) -> list[float]:
+    """Fidelity reward of every sampled score of the "self" image against one partner.
+
+    For each valid score q_k of self::
+
+        p_k = Phi((q_k - mean(partner)) / sqrt(var(self) + var(partner) + gamma))
+        r_k = sqrt(p_star * p_k + eps) + sqrt((1 - p_star) * (1 - p_k) + eps)
+
+    ``p_star`` is the probability that self is better than the partner. Variances are unbiased
+    (N-1; 0 when fewer than two valid scores). Entries that are None or NaN (unparseable
+    answers) get reward 0 and are left out of the means and variances. When the partner has no
+    valid score at all there is nothing to compare with: valid entries get NaN (the trainer
+    leaves such a partner out of its average).
+    """
+    if not 0.0 <= p_star <= 1.0 or math.isnan(p_star):
+        raise ValueError(f"p_star must be in [0, 1], got {p_star}")
+    valid_self = [float(x) for x in scores_self if _valid(x)]
+    valid_partner = [float(x) for x in scores_partner if _valid(x)]
+    if not valid_self:
+        return [0.0] * len(scores_self)
+    if not valid_partner:
+        return [float("nan") if _valid(x) else 0.0 for x in scores_self]
+    _, var_self = _mean_var(valid_self)
+    mean_partner, var_partner = _mean_var(valid_partner)
+    scale = math.sqrt(var_self + var_partner + gamma)
+    out = []
+    for x in scores_self:
+        if not _valid(x):
+            out.append(0.0)
+            continue
+        p_k = _phi((float(x) - mean_partner) / scale)
+        out.append(math.sqrt(p_star * p_k + eps) + math.sqrt((1.0 - p_star) * (1.0 - p_k) + eps))
+    return out
+
+
+def _text(completion) -> str:
+    """A completion's text: TRL passes ``[{"role": "assistant", "content": str}]`` or a str."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion:
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return str(content)
+    return ""
+
+
+def fidelity_reward(*, gamma: float = 1e-6, eps: float = 1e-6, reasoning: bool = True,
+                    audit_path: str | Path | None = None):
+    """The Thurstone fidelity reward as TRL calls it, averaged over every partner in the batch.
+
+    Rows are grouped by (pair_id, image_id): one group is one image's num_generations answers
+    for one pair. A group's partners are the other image of its own pair and of every other
+    pair of the same image present in the batch; each answer's reward is the mean of
+    :func:`thurstone_fidelity` over those partners (partners without any valid score left out;
+    0 when none is left). A group whose own partner is missing from the batch means the
+    pair-aware sampler was bypassed: that raises instead of training on noise.
+
+    ``audit_path`` (debugging and tests): every call appends one JSON line with the process rank
+    and, per pair it saw, the number of answers of each image.
+    """
+    if gamma < 0 or eps < 0:
+        raise EvoqError(f"fidelity reward needs gamma >= 0 and eps >= 0, got {gamma}, {eps}")
+
+    def evoq_fidelity(prompts, completions, pair_id, image_id, partner_id, p_star_self,
+                      log_metric=None, log_extra=None, **_):
+        parsed = [parse_score(_text(c), reasoning=reasoning) for c in completions]
+        scores = [p.value if p.status == OK else None for p in parsed]
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, key in enumerate(zip(pair_id, image_id, strict=True)):
+            groups[key].append(i)
+        pairs_of_image: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for pid, img in groups:
+            pairs_of_image[img].append((pid, img))
+
+        if audit_path is not None:
+            seen: dict[str, dict[str, int]] = defaultdict(dict)
+            for (pid, img), idx in groups.items():
+                seen[pid][img] = len(idx)
+            line = json.dumps({"rank": int(os.environ.get("RANK", "0")), "pid": os.getpid(),
+                               "pairs": seen}, sort_keys=True)
+            with open(audit_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+        rewards = [0.0] * len(completions)
+        for (pid, img), idx in groups.items():
+            own_partner = partner_id[idx[0]]
+            if (pid, own_partner) not in groups:
+                raise RuntimeError(
+                    f"pair {pid}: image {img} is in this process's batch without its partner "
+                    f"{own_partner}; the pair-aware sampler was bypassed (see evoq_train.sampler)")
+            per_partner = []
+            for qid, _img in pairs_of_image[img]:
+                self_idx = groups[(qid, img)]
+                partner = partner_id[self_idx[0]]
+                partner_idx = groups.get((qid, partner))
+                if partner_idx is None:
+                    continue
+                p_star = float(p_star_self[self_idx[0]])
+                # The reward belongs to this group's answers, compared with that partner's.
+                per_partner.append(thurstone_fidelity(
+                    [scores[i] for i in idx], [scores[j] for j in partner_idx], p_star,
+                    gamma=gamma, eps=eps))
+            for pos, i in enumerate(idx):
+                vals = [r[pos] for r in per_partner if not math.isnan(r[pos])]
+                rewards[i] = math.fsum(vals) / len(vals) if vals else 0.0
+
+        valid = [s for s in scores if s is not None]
+        if log_metric is not None and scores:
+            log_metric("parse_failure_rate", 1.0 - len(valid) / len(scores))
+            if valid:
+                log_metric("score_mean", math.fsum(valid) / len(valid))
+        if log_extra is not None:
+            log_extra("score", scores)
+            log_extra("parse_status", [p.status for p in parsed])
+        return rewards
+
+    return evoq_fidelity
+
+
+# <think>...</think>, then a \boxed{} (VisualQuality-R1's format reward, answer in a box).
+_FORMAT = re.compile(r"\s*<think>.+?</think>.*?\\?boxed\{[^{}]*\}.*", re.DOTALL)
+
+
+def format_ok(text: str) -> bool:
+    """True when the text has ``<think>...</think>`` followed by a ``\\boxed{}``."""
+    return bool(_FORMAT.fullmatch(text or ""))
+
+
+def format_reward():
+    """1 when the answer is ``<think>...</think>`` then ``\\boxed{}``, else 0."""
+
+    def evoq_format(prompts, completions, **_):
+        return [1.0 if format_ok(_text(c)) else 0.0 for c in completions]
+
+    return evoq_format
+
+
+def length_penalty(max_chars: int = 2048):
+    """``-min(characters / max_chars, 1)``: a shaping term against rambling answers.
+
+    Measured in characters, not tokens: when every answer hits the token cap (a random or
+    young model) token counts are all equal while character counts still differ.
+    """
+    if max_chars < 1:
+        raise EvoqError(f"length penalty needs max_chars >= 1, got {max_chars}")
+
+    def evoq_length_penalty(prompts, completions, **_):
+        return [-min(len(_text(c)) / max_chars, 1.0) for c in completions]
+
+    return evoq_length_penalty
