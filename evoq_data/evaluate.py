@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +60,14 @@ def logistic4(x, b1, b2, b3, b4):
 
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     """Least-squares fit of :func:`logistic4`; None when it does not converge."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     scale = float(np.std(x)) / 4.0 or 1.0
     p0 = [float(np.max(y)), float(np.min(y)), float(np.mean(x)), scale]
     try:
-        with np.errstate(over="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", OptimizeWarning)
             params, _ = curve_fit(logistic4, x, y, p0=p0, maxfev=20000)
     except (RuntimeError, ValueError, TypeError) as exc:
         log.warning("4-parameter logistic fit failed (%s)", exc)
@@ -89,7 +91,8 @@ def correlations(pred, mos) -> dict:
     params = fit_logistic(x, y) if x.size > 4 else None
     plcc_log = None
     if params is not None:
-        fitted = logistic4(x, *params)
+        with np.errstate(all="ignore"):
+            fitted = logistic4(x, *params)
         if np.std(fitted) > 0:
             plcc_log = safe(pearsonr(fitted, y).statistic)
     return {"n": int(x.size), "srcc": safe(srcc), "plcc": safe(plcc),

@@ -1,0 +1,150 @@
+"""evoq-data eval: metrics against scipy and an independent logistic fit, labels, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.optimize import least_squares
+from scipy.stats import pearsonr, spearmanr
+from typer.testing import CliRunner
+
+from evoq_data.cli import app
+from evoq_data.errors import EvoqError
+from evoq_data.evaluate import BENCHMARKS, benchmark_key, correlations, weighted_average
+from evoq_data.schemas import SCORES_SCHEMA
+from tests.conftest import make_images
+
+runner = CliRunner()
+
+
+def _independent_logistic_plcc(x, y):
+    """DeQA-Score's PLCC, computed here without evoq: own model, own solver."""
+    def resid(b):
+        return (b[0] - b[1]) / (1 + np.exp(-(x - b[2]) / b[3])) + b[1] - y
+
+    b0 = [y.max(), y.min(), x.mean(), x.std() / 4]
+    fit = least_squares(resid, b0, method="lm", max_nfev=20000)
+    return pearsonr(resid(fit.x) + y, y).statistic, fit.x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_agree_with_scipy_and_an_independent_fit(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(1, 5, 200)
+    y = 80 / (1 + np.exp(-(x - 3) / 0.6)) + 10 + rng.normal(0, 6, x.size)
+    m = correlations(x, y)
+    assert m["n"] == 200
+    assert m["srcc"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert m["plcc"] == pytest.approx(pearsonr(x, y).statistic, abs=1e-12)
+    plcc_log, params = _independent_logistic_plcc(x, y)
+    assert m["plcc_logistic"] == pytest.approx(plcc_log, abs=1e-5)
+    assert m["logistic_params"] == pytest.approx(params, rel=1e-3)
+    assert m["plcc_logistic"] > m["plcc"]  # the fit linearises a sigmoid relation
+
+
+def test_pure_noise_gives_small_correlations_and_fewer_than_three_fails():
+    rng = np.random.default_rng(5)
+    m = correlations(rng.random(500), rng.random(500))
+    assert abs(m["srcc"]) < 0.15 and abs(m["plcc"]) < 0.15
+    with pytest.raises(EvoqError, match="at least 3 images, got 2"):
+        correlations([1, 2], [2, 1])
+
+
+def test_weighted_average_weights_by_size():
+    res = [{"n": 100, "srcc": 0.5, "plcc": 0.6, "plcc_logistic": None},
+           {"n": 300, "srcc": 0.9, "plcc": 0.8, "plcc_logistic": 0.7}]
+    w = weighted_average(res)
+    assert w == {"n": 400, "srcc": pytest.approx(0.8), "plcc": pytest.approx(0.75),
+                 "plcc_logistic": pytest.approx(0.7)}
+
+
+@pytest.mark.parametrize(("name", "key"), [("KonIQ", "koniq"), ("koniq-10k", "koniq"),
+                                           ("LIVE-Challenge", "livew"), ("CSIQ", "csiq"),
+                                           ("TID2013", "tid2013"), ("mine", None)])
+def test_benchmark_registry_names(name, key):
+    assert benchmark_key(name) == key
+    assert sum(size for _, size in BENCHMARKS.values()) == 2000 * 3 + 5000 + 1162 + 2982 + 3000 + 866
+
+
+@pytest.fixture
+def scored(tmp_path):
+    """12 images, a scores.parquet with 2 samples each (one invalid for image 0)."""
+    paths = make_images(tmp_path / "imgs", 12, seed=4)
+    ids = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(1, 5, 12)
+    cols = {n: [] for n in SCORES_SCHEMA.names}
+    for i, (p, image_id) in enumerate(zip(paths, ids, strict=True)):
+        for k in range(2):
+            score = None if (i == 0 and k == 0) else float(truth[i] + (0.1 if k else -0.1))
+            row = {"image_id": image_id, "image_path": str(p), "sample_index": k,
+                   "score": score, "parse_status": "ok" if score else "no_box"}
+            for n in SCORES_SCHEMA.names:
+                cols[n].append(row.get(n))
+    pq.write_table(pa.table(cols, schema=SCORES_SCHEMA), tmp_path / "scores.parquet")
+    return tmp_path, paths, ids, truth
+
+
+def test_eval_cli_two_benchmarks_from_csv_parquet_and_dataset(scored):
+    import datasets
+
+    tmp, paths, ids, truth = scored
+    mos = 20 * truth + np.random.default_rng(1).normal(0, 8, 12)
+    # KonIQ by relative paths in a CSV (the first 8 images)
+    lines = ["path,MOS"] + [f"{p.relative_to(tmp)},{m}" for p, m in zip(paths[:8], mos[:8])]
+    (tmp / "koniq.csv").write_text("\n".join(lines) + "\n")
+    # a custom set by image id in Parquet (images 4..11)
+    pq.write_table(pa.table({"image_id": ids[4:], "mos": mos[4:]}), tmp / "mine.parquet")
+    out = tmp / "eval"
+    res = runner.invoke(app, ["eval", "--scores", str(tmp / "scores.parquet"),
+                              "--labels", f"KonIQ={tmp / 'koniq.csv'}",
+                              "--labels", f"mine={tmp / 'mine.parquet'}", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "metrics.json").read_text())
+    k, m = doc["benchmarks"]
+    assert k["matched"] == 8 and m["matched"] == 8
+    assert k["srcc"] == pytest.approx(spearmanr(truth[:8], mos[:8]).statistic)
+    assert m["plcc"] == pytest.approx(pearsonr(truth[4:], mos[4:]).statistic)
+    assert doc["wavg"]["srcc"] == pytest.approx((k["srcc"] + m["srcc"]) / 2)
+    assert "weighted by test-set size" in res.output
+    assert "KonIQ's test split has 2000" in k["warnings"][0] and not m["warnings"]
+    assert (out / "scatter.png").stat().st_size > 1000
+    assert "| KonIQ | 8 |" in (out / "metrics.md").read_text()
+    # the same labels as a HF dataset with an image column
+    ds = datasets.Dataset.from_dict({"image": [str(p) for p in paths[:8]],
+                                     "mos": list(mos[:8])}).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp / "ds"))
+    res = runner.invoke(app, ["eval", "--scores", str(tmp / "scores.parquet"),
+                              "--labels", f"hf={tmp / 'ds'}", "--out", str(tmp / "e2")])
+    assert res.exit_code == 0, res.output
+    hf = json.loads((tmp / "e2" / "metrics.json").read_text())["benchmarks"][0]
+    assert hf["srcc"] == pytest.approx(k["srcc"]) and hf["plcc"] == pytest.approx(k["plcc"])
+
+
+def _fail(args):
+    res = runner.invoke(app, args)
+    assert isinstance(res.exception, EvoqError), res.output
+    msg = str(res.exception)
+    assert "\n" not in msg
+    return msg
+
+
+def test_bad_labels_are_one_line_errors(scored):
+    tmp, paths, ids, _ = scored
+    base = ["eval", "--scores", str(tmp / "scores.parquet"), "--out", str(tmp / "e")]
+    (tmp / "missing.csv").write_text("path,mos\nimgs/nope.png,3\nimgs/img000.png,2\n"
+                                     "gone.jpg,1\n")
+    msg = _fail([*base, "--labels", str(tmp / "missing.csv")])
+    assert "2 image path(s)" in msg and "nope.png" in msg and "gone.jpg" in msg
+    (tmp / "nomos.csv").write_text("path,score\nimgs/img000.png,3\n")
+    assert "no 'mos' column" in _fail([*base, "--labels", str(tmp / "nomos.csv")])
+    pq.write_table(pa.table({"image_id": ids[:2] + ["f" * 64], "mos": [1.0, 2.0, 3.0]}),
+                   tmp / "few.parquet")
+    assert "only 2 image(s)" in _fail([*base, "--labels", str(tmp / "few.parquet")])
+    assert "labels file not found" in _fail([*base, "--labels", str(tmp / "nope.csv")])
+    assert "exactly one of --scores" in _fail(["eval", "--labels", "x.csv"])
