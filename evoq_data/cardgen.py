@@ -65,9 +65,9 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
     from huggingface_hub import DatasetCard, DatasetCardData
 
     configs = [
-        {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*.parquet"}],
+        {"config_name": name, "data_files": [{"split": "train", "path": conf["pattern"]}],
          **({"default": True} if name == "preferences" else {})}
-        for name in meta["configs"]
+        for name, conf in meta["configs"].items()
     ]
     votes = meta["aggregate"].get("votes", {})
     pretty = meta["repo_id"].split("/")[-1]

@@ -280,6 +280,15 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
                                          votes.num_rows, votes.nbytes, folder, VOTES_SHARD_ROWS)
     content = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in configs.items()},
                                         sort_keys=True).encode()).hexdigest()
+    # File names carry the content hash: `datasets` caches a local folder by its data-file
+    # patterns, so a folder re-written with other content must not match the old patterns.
+    for name, conf in configs.items():
+        renamed = []
+        for rel in conf["files"]:
+            new_rel = rel.replace("/train-", f"/train-{content[:12]}-", 1)
+            os.replace(folder / rel, folder / new_rel)
+            renamed.append(new_rel)
+        conf["files"], conf["pattern"] = renamed, f"{name}/train-{content[:12]}-*.parquet"
     plots = []
     for plot in src["plots"]:
         (folder / "assets").mkdir(exist_ok=True)
@@ -443,6 +452,10 @@ def upload(folder: Path, repo_id: str, version: str, meta: dict, *, endpoint: st
         except EvoqError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified right below
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise EvoqError(f"{endpoint} refused the token ({status}): check that HF_TOKEN "
+                                f"or the saved login has write access to {repo_id}") from exc
             if not _is_transient(exc):
                 raise EvoqError(f"pushing to {endpoint} failed: {_describe(exc)}") from exc
             last = exc

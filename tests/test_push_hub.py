@@ -1,0 +1,165 @@
+"""`evoq-data push` through the real huggingface_hub client and `datasets.load_dataset`,
+against the loopback Hub in tests/hub_server.py (plain LFS, no Xet)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from hub_server import HubServer
+from push_fixtures import make_prefs_dir
+from typer.testing import CliRunner
+
+from evoq_data import publish
+from evoq_data.cli import app
+from evoq_data.errors import EvoqError
+from evoq_data.publish import run_push
+
+TOKEN = "hf_loopbackSECRETtoken0123456789"
+LOADER = textwrap.dedent("""
+    import hashlib, json, sys
+    import datasets
+    out = []
+    for repo, config, revision in json.loads(sys.argv[1]):
+        ds = datasets.load_dataset(repo, config, revision=revision, split="train")
+        for name, feature in ds.features.items():
+            if isinstance(feature, datasets.Image):
+                ds = ds.cast_column(name, datasets.Image(decode=False))
+        rows = ds.to_list()
+        for row in rows:
+            for k, v in row.items():
+                if isinstance(v, dict) and "bytes" in v:
+                    row[k] = hashlib.sha256(v["bytes"]).hexdigest()
+        out.append(rows)
+    print(json.dumps(out, default=str))
+""")
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hc, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(publish, "BACKOFF_S", 0.01)
+    with HubServer(token=TOKEN) as server:
+        yield server
+
+
+def load_remote(hub: HubServer, tmp_path: Path, items: list[tuple[str, str, str]]) -> list:
+    """load_dataset in a fresh process (HF_ENDPOINT and offline mode are read at import)."""
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0",
+               HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN=TOKEN, HF_HUB_DISABLE_XET="1")
+    proc = subprocess.run([sys.executable, "-c", LOADER, json.dumps(items)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def expected_prefs(prefs: Path) -> list[dict]:
+    rows = pq.read_table(prefs / "preferences.parquet").to_pylist()
+    for row in rows:  # embedded images must be exactly the voted files: sha256 == image id
+        row["image_a"], row["image_b"] = row["image_a_id"], row["image_b_id"]
+    return rows
+
+
+def test_versions_load_back_exactly_and_repush_is_a_noop(hub, tmp_path, capfd, caplog):
+    caplog.set_level("DEBUG")
+    p1 = make_prefs_dir(tmp_path / "run1", seed=0)
+    p2 = make_prefs_dir(tmp_path / "run2", seed=1,
+                        pairs=[(0, 1, 1, 3, 0), (2, 3, 4, 0, 0), (1, 4, 2, 1, 1)])
+    s1 = run_push(p1, "me/evoq", "v1", endpoint=hub.url, include_votes=True, quiet=True)
+    assert s1["status"] == "published"
+    s2 = run_push(p2, "me/evoq", "v2", endpoint=hub.url, quiet=True)
+    repo = hub.repo("me/evoq")
+    assert repo.tags == {"v1": s1["commit"], "v2": s2["commit"]}
+    assert repo.commits[s2["commit"]].parent == s1["commit"]
+    # v2 has no votes config: its commit removed v1's vote files, v1 keeps them
+    assert not any(p.startswith("votes/") for p in repo.commits[s2["commit"]].tree)
+    assert any(p.startswith("votes/") for p in repo.commits[s1["commit"]].tree)
+
+    n_commits = len(repo.commits)
+    again = run_push(p1, "me/evoq", "v1", endpoint=hub.url, include_votes=True, quiet=True)
+    assert again == {**again, "status": "unchanged", "commit": s1["commit"]}
+    assert len(repo.commits) == n_commits and repo.tags["v1"] == s1["commit"]
+
+    result = CliRunner().invoke(app, ["push", "--prefs", str(p2), "--repo-id", "me/evoq",
+                                      "--version", "v1", "--endpoint", hub.url, "--quiet"])
+    assert result.exit_code == 1 and isinstance(result.exception, EvoqError)
+    assert "version v1 of me/evoq already exists with other content" in str(result.exception)
+    assert len(repo.commits) == n_commits and repo.tags["v1"] == s1["commit"]
+
+    local = tmp_path / "local-v1"
+    run_push(p1, "me/evoq", "v1", local_dir=local, include_votes=True, quiet=True)
+    v1, v1_votes, v2, v1_local = load_remote(hub, tmp_path, [
+        ("me/evoq", "preferences", "v1"), ("me/evoq", "votes", "v1"),
+        ("me/evoq", "preferences", "v2"), (str(local), "preferences", None)])
+    assert v1 == expected_prefs(p1)
+    assert v2 == expected_prefs(p2)
+    assert v1_local == v1
+    assert len(v1_votes) == 20 and sum(v["answer"] is None for v in v1_votes) == 5
+
+    # the token was sent (the server checks it) but is nowhere else
+    commits = [r for r in hub.requests if r["method"] == "POST" and "/commit/" in r["path"]]
+    assert len(commits) == 2
+    assert all({k.lower(): v for k, v in r["headers"].items()}["authorization"]
+               == f"Bearer {TOKEN}" for r in commits)
+    out, err = capfd.readouterr()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (out, err, logged, result.output):
+        assert TOKEN not in text
+    for commit in repo.commits.values():
+        for entry in commit.tree.values():
+            assert TOKEN.encode() not in (entry.data or repo.lfs[entry.lfs_oid])
+
+
+def test_dropped_upload_then_rerun_gives_one_complete_version(hub, tmp_path):
+    prefs = make_prefs_dir(tmp_path / "run")
+    hub.faults = {"lfs_put": 1, "commit": 100}  # a PUT cut halfway; every commit dropped
+    with pytest.raises(EvoqError, match="failed after 5 attempts.*rerun the same command"):
+        run_push(prefs, "me/flaky", "v1", endpoint=hub.url, quiet=True)
+    assert hub.faults["lfs_put"] == 0  # the cut PUT happened (and the client re-sent it)
+    repo = hub.repo("me/flaky")
+    assert repo.tags == {} and len(repo.commits) == 1  # only the repo's initial commit
+    assert set(repo.commits[repo.branches["main"]].tree) == {".gitattributes"}
+    uploaded = set(repo.lfs)
+    assert uploaded  # the data files reached LFS storage before the commit failed
+
+    hub.faults = {}
+    seen = len(hub.requests)
+    summary = run_push(prefs, "me/flaky", "v1", endpoint=hub.url, quiet=True)
+    assert summary["status"] == "published"
+    assert len(repo.commits) == 2 and repo.tags == {"v1": repo.branches["main"]}
+    assert not [r for r in hub.requests[seen:] if r["method"] == "PUT"]  # nothing re-sent
+    tree = repo.commits[repo.tags["v1"]].tree
+    c12 = summary["content_hash"].removeprefix("sha256:")[:12]
+    assert {"README.md", "evoq.json", f"preferences/train-{c12}-00000-of-00001.parquet",
+            f"images/train-{c12}-00000-of-00001.parquet"} <= set(tree)
+    assert json.loads(tree["evoq.json"].data)["content_hash"] == summary["content_hash"]
+
+
+def test_lost_commit_response_and_tag_failure_converge_without_a_second_commit(hub, tmp_path):
+    prefs = make_prefs_dir(tmp_path / "run")
+    hub.faults = {"commit_after": 1, "tag": 2}
+    summary = run_push(prefs, "me/lossy", "v1", endpoint=hub.url, quiet=True)
+    repo = hub.repo("me/lossy")
+    assert summary["status"] == "published"
+    assert len(repo.commits) == 2  # the initial commit and the version, nothing duplicated
+    assert repo.tags == {"v1": repo.branches["main"]} == {"v1": summary["commit"]}
+
+
+def test_wrong_token_is_one_clear_line(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    prefs = make_prefs_dir(tmp_path / "run")
+    with pytest.raises(EvoqError, match="refused the token .*write access") as info:
+        run_push(prefs, "me/denied", "v1", endpoint=hub.url, quiet=True)
+    assert "hf_wrong" not in str(info.value)
+    assert hub.repos == {}
