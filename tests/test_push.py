@@ -211,3 +211,19 @@ def test_include_votes_without_votes_folder(prefs, tmp_path):
     assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
                           "--local-dir", str(tmp_path / "o"), "--include-votes"),
                  "--include-votes", "pass --votes VOTES_DIR")
+
+
+def test_sharding_changes_files_not_content(prefs, tmp_path, monkeypatch):
+    from evoq_data import dataset_repo
+
+    one = run_push(prefs, "me/d", "v1", local_dir=tmp_path / "one", include_votes=True,
+                   quiet=True)
+    monkeypatch.setattr(dataset_repo, "SHARD_BYTES", 10_000)  # ~1 pair of images a file
+    monkeypatch.setattr(dataset_repo, "VOTES_SHARD_ROWS", 1)  # one vote file a shard
+    many = run_push(prefs, "me/d", "v1", local_dir=tmp_path / "many", include_votes=True,
+                    quiet=True)
+    assert many["content_hash"] == one["content_hash"]
+    evoq = json.loads((tmp_path / "many" / "evoq.json").read_text())
+    assert len(evoq["configs"]["preferences"]["files"]) > 1
+    assert load_rows(tmp_path / "many", "preferences") == load_rows(tmp_path / "one",
+                                                                     "preferences")
