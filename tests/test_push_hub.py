@@ -163,3 +163,36 @@ def test_wrong_token_is_one_clear_line(hub, tmp_path, monkeypatch):
         run_push(prefs, "me/denied", "v1", endpoint=hub.url, quiet=True)
     assert "hf_wrong" not in str(info.value)
     assert hub.repos == {}
+
+
+def test_pairs_vote_aggregate_push_chain(hub, tiny_vlm, image_pool, tmp_path):
+    """A dataset made by the real stages (tiny VLM votes) is pushed and loads back exactly."""
+    from evoq_data.aggregate import run_aggregate
+    from evoq_data.pairs import run_pairs
+    from evoq_data.votes import run_vote
+
+    pairs = tmp_path / "pairs.parquet"
+    run_pairs(str(image_pool), 5, 3, pairs, quiet=True)
+    run_vote(pairs, str(tiny_vlm), "transformers", tmp_path / "votes", votes_per_pair=4,
+             seed=2, max_tokens=6, quiet=True)
+    run_aggregate(tmp_path / "votes", tmp_path / "prefs", quiet=True)
+    result = CliRunner().invoke(app, ["push", "--prefs", str(tmp_path / "prefs"), "--repo-id",
+                                      "lab/chain", "--version", "v1", "--endpoint", hub.url,
+                                      "--include-votes", "--quiet"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads(result.stdout)
+    assert summary["rows"]["votes"] == 20 and summary["status"] == "published"
+    prefs, votes = load_remote(hub, tmp_path, [("lab/chain", "preferences", "v1"),
+                                               ("lab/chain", "votes", "v1")])
+    assert prefs == expected_prefs(tmp_path / "prefs")
+    raw = [r for s in sorted((tmp_path / "votes").glob("votes-*.parquet"))
+           for r in pq.read_table(s).to_pylist()]
+    assert [(v["pair_id"], v["vote_index"], v["raw_text"]) for v in votes] == \
+        [(v["pair_id"], v["vote_index"], v["raw_text"]) for v in raw]
+    repo = hub.repo("lab/chain")
+    card = repo.commits[repo.tags["v1"]].tree["README.md"].data.decode()
+    vote_manifest = json.loads((tmp_path / "votes" / "manifest.json").read_text())
+    assert vote_manifest["prompt_template"] in card and str(tiny_vlm) in card
+    assert "Position bias" in card and "assets/agreement_hist.png" in card
+    assert {"assets/agreement_hist.png", "assets/position_bias.png"} <= set(
+        repo.commits[repo.tags["v1"]].tree)
