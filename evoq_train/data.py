@@ -1,0 +1,138 @@
+"""Published preferences -> one training prompt per image, with its pair's metadata.
+
+Sources, in the order they are recognised:
+
+* an aggregate ``PREFS_DIR`` (a folder holding ``preferences.parquet``; images read from the
+  ``image_a_path`` / ``image_b_path`` columns, relative paths tried from the working directory
+  and then from the folder);
+* a local dataset folder in the layout ``evoq-data push --local-dir`` writes (its card's
+  ``configs:`` name the ``preferences`` config);
+* a Hub dataset id, at ``revision`` (a tag such as ``v1``, a branch or a commit).
+
+Each pair with a p* becomes two consecutive rows (row ``2p`` its first image, ``2p + 1`` its
+second), which is what :class:`evoq_train.sampler.PairRepeatSampler` relies on. Pairs whose
+p* is null (no valid vote) are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from evoq_data.errors import EvoqError, require
+from evoq_data.prompts import score_prompt
+
+log = logging.getLogger(__name__)
+
+CONFIG = "preferences"
+REQUIRED = ("pair_id", "image_a_id", "image_b_id", "p_star")
+IMAGE_COLUMNS = ("image_a", "image_b")
+PATH_COLUMNS = ("image_a_path", "image_b_path")
+# Columns of the per-image training set (besides TRL's ``prompt`` and ``image``).
+PROMPT_COLUMNS = ("pair_id", "image_id", "partner_id", "role", "p_star_self")
+
+
+def _resolve(path: str, base: Path) -> str | None:
+    for cand in (Path(path), base / path):
+        if cand.is_file():
+            return str(cand)
+    return None
+
+
+def _from_prefs_dir(folder: Path):
+    datasets = require("datasets", "train")
+    path = folder / "preferences.parquet"
+    try:
+        ds = datasets.Dataset.from_parquet(str(path))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a data error here
+        raise EvoqError(f"{path} is not a readable Parquet file ({exc})") from exc
+    missing = [c for c in PATH_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise EvoqError(f"dataset {folder} has no images: {path.name} lacks {', '.join(missing)}")
+    for col, img_col in zip(PATH_COLUMNS, IMAGE_COLUMNS, strict=True):
+        resolved = [_resolve(p, folder) if p else None for p in ds[col]]
+        lost = [p for p, r in zip(ds[col], resolved, strict=True) if r is None]
+        if lost:
+            raise EvoqError(f"dataset {folder} has no images for {len(lost)} row(s): {col} "
+                            f"{lost[0]!r} is not a file (from the working directory or {folder})")
+        ds = ds.add_column(img_col, resolved)
+    return ds.cast_column("image_a", datasets.Image()).cast_column("image_b", datasets.Image())
+
+
+def load_preferences(source: str | Path, revision: str | None = None):
+    """The ``preferences`` rows of a PREFS_DIR, a local dataset folder or a Hub dataset."""
+    datasets = require("datasets", "train")
+    folder = Path(source)
+    if folder.is_dir() and (folder / "preferences.parquet").is_file():
+        ds = _from_prefs_dir(folder)
+    else:
+        if not folder.exists() and (str(source).startswith((".", "/")) or str(source).count("/") != 1):
+            raise EvoqError(f"dataset not found: {source} (give a PREFS_DIR, a dataset folder "
+                            "written by `evoq-data push --local-dir`, or a Hub id)")
+        try:
+            ds = datasets.load_dataset(str(source), CONFIG, revision=revision, split="train")
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise EvoqError(f"cannot load the '{CONFIG}' config of dataset {source}"
+                            f"{'@' + revision if revision else ''}: {exc}") from exc
+    missing = [c for c in REQUIRED if c not in ds.column_names]
+    if missing:
+        raise EvoqError(f"dataset {source} lacks column(s) {', '.join(missing)}; an evoq "
+                        f"preferences dataset has {', '.join(REQUIRED)}")
+    if not all(c in ds.column_names for c in IMAGE_COLUMNS):
+        raise EvoqError(f"dataset {source} has no images (no image_a/image_b columns): push it "
+                        "with embedded images (the default of `evoq-data push`) or train from "
+                        "the PREFS_DIR whose image paths exist here")
+    return ds
+
+
+def to_image_prompts(pairs, *, reasoning: bool = True, max_pairs: int | None = None):
+    """Per-image prompts (rows 2p, 2p+1 = pair p) and a summary of what was kept and skipped.
+
+    Columns: ``prompt`` (one user turn with the score prompt and, when ``reasoning``, the
+    reasoning suffix, verbatim; TRL puts the image before the text), ``image``, ``pair_id``,
+    ``image_id``, ``partner_id``, ``role`` ("a" or "b") and ``p_star_self`` (the probability
+    that this image beats its partner: p* for the first image, 1 - p* for the second).
+    """
+    datasets = require("datasets", "train")
+    total = len(pairs)
+    pairs = pairs.cast_column("image_a", datasets.Image(decode=False))
+    pairs = pairs.cast_column("image_b", datasets.Image(decode=False))
+    keep = [i for i, p in enumerate(pairs["p_star"]) if p is not None]
+    skipped = total - len(keep)
+    if max_pairs is not None:
+        keep = keep[:max_pairs]
+    if not keep:
+        raise EvoqError(f"no pair to train on: {total} pair(s), {skipped} without p* (no valid "
+                        "vote)")
+    pairs = pairs.select(keep)
+    text = score_prompt(reasoning).text
+
+    def expand(batch):
+        out = {k: [] for k in ("prompt", "image", *PROMPT_COLUMNS)}
+        for i, pid in enumerate(batch["pair_id"]):
+            p = float(batch["p_star"][i])
+            a, b = batch["image_a_id"][i], batch["image_b_id"][i]
+            for role, img, me, other, p_self in (("a", batch["image_a"][i], a, b, p),
+                                                 ("b", batch["image_b"][i], b, a, 1.0 - p)):
+                out["prompt"].append([{"role": "user", "content": text}])
+                out["image"].append(img)
+                out["pair_id"].append(pid)
+                out["image_id"].append(me)
+                out["partner_id"].append(other)
+                out["role"].append(role)
+                out["p_star_self"].append(p_self)
+        return out
+
+    features = datasets.Features({
+        "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+        "image": datasets.Image(),
+        "pair_id": datasets.Value("string"), "image_id": datasets.Value("string"),
+        "partner_id": datasets.Value("string"), "role": datasets.Value("string"),
+        "p_star_self": datasets.Value("float64"),
+    })
+    images = pairs.map(expand, batched=True, batch_size=256, remove_columns=pairs.column_names,
+                       features=features, desc="pairs -> image prompts")
+    summary = {"pairs_total": total, "pairs_skipped_null_p_star": skipped,
+               "pairs_used": len(keep), "prompts": len(images)}
+    log.info("training set: %s", summary)
+    return images, summary

@@ -1,0 +1,162 @@
+"""The GRPO stage: TRL's GRPOTrainer with pair-aware batching, and ``run_grpo`` around it.
+
+Only what TRL does not do lives here: the sampler that keeps pairs together, the rewards, and
+the model card with lineage written beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+from evoq_data import __version__
+from evoq_data.errors import EvoqError, require
+
+log = logging.getLogger(__name__)
+
+LINEAGE_FILE = "evoq_train.json"
+
+
+def _trainer_class():
+    trl = require("trl", "train")
+
+    from .sampler import PairRepeatSampler
+
+    class EvoqGRPOTrainer(trl.GRPOTrainer):
+        """GRPOTrainer whose sampler keeps both images of each pair in one process's slice."""
+
+        def _get_train_sampler(self, dataset=None):
+            dataset = self.train_dataset if dataset is None else dataset
+            return PairRepeatSampler(
+                dataset,
+                num_generations=self.num_generations,
+                pairs_per_batch=self.args.generation_batch_size // (2 * self.num_generations),
+                repeat_count=self.num_iterations * self.args.steps_per_generation,
+                shuffle=self.shuffle_dataset,
+                seed=self.args.seed,
+            )
+
+    return EvoqGRPOTrainer
+
+
+def build_rewards(config) -> tuple[list, list[float]]:
+    """The reward functions and their weights, from the config's reward settings."""
+    from .rewards import fidelity_reward, format_reward, length_penalty
+
+    funcs = [fidelity_reward(gamma=config.thurstone_gamma, eps=config.fidelity_eps,
+                             reasoning=config.reasoning, audit_path=config.pair_audit_path)]
+    weights = [1.0]
+    if config.format_weight > 0:
+        funcs.append(format_reward())
+        weights.append(config.format_weight)
+    if config.length_penalty_weight > 0:
+        funcs.append(length_penalty(config.length_penalty_chars))
+        weights.append(config.length_penalty_weight)
+    return funcs, weights
+
+
+def _dataset_lineage(source: str, revision: str | None) -> dict:
+    """Dataset id, revision and, when the dataset carries ``evoq.json``, its content hash."""
+    lineage = {"dataset": source, "dataset_revision": revision}
+    meta_path = Path(source) / "evoq.json"
+    if not meta_path.is_file() and not Path(source).exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            meta_path = Path(hf_hub_download(source, "evoq.json", repo_type="dataset",
+                                             revision=revision))
+        except Exception as exc:  # noqa: BLE001 - lineage is best effort; say what is missing
+            log.warning("no evoq.json in dataset %s (%s); lineage without its hash", source, exc)
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            lineage["dataset_repo_id"] = meta.get("repo_id")
+            lineage["dataset_version"] = meta.get("version")
+            lineage["dataset_content_hash"] = meta.get("content_hash")
+        except (OSError, json.JSONDecodeError):
+            log.warning("cannot read %s; lineage without the dataset hash", meta_path)
+    return lineage
+
+
+def write_model_card(out: Path, lineage: dict) -> Path:
+    """Render cards/model_card.md.j2 into ``out/README.md``; lineage also as JSON."""
+    import jinja2
+
+    from evoq_data.resources import card_path
+
+    template = jinja2.Template(card_path("model_card.md.j2").read_text(encoding="utf-8"),
+                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    (out / "README.md").write_text(template.render(**lineage), encoding="utf-8")
+    (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str) + "\n")
+    return out / "README.md"
+
+
+def run_grpo(settings: dict, *, quiet: bool = False) -> dict:
+    """Train with GRPO from merged recipe + command-line settings; return a summary."""
+    from .config import EvoqGRPOConfig, split_settings
+    from .data import load_preferences, to_image_prompts
+
+    script, cfg = split_settings(settings)
+    if not script.dataset:
+        raise EvoqError("no dataset: give --dataset (Hub id, pushed folder or PREFS_DIR)")
+    if not script.model:
+        raise EvoqError("no model: give --model (Hub id or checkpoint folder)")
+    if not cfg.get("output_dir"):
+        raise EvoqError("no output folder: give --output-dir")
+    if quiet:
+        cfg.setdefault("disable_tqdm", True)
+    config = EvoqGRPOConfig(**cfg)
+
+    from evoq_data.modeling import check_vlm_checkpoint, load_processor
+
+    check_vlm_checkpoint(script.model)
+    pairs = load_preferences(script.dataset, script.dataset_revision)
+    train_ds, data_summary = to_image_prompts(pairs, reasoning=config.reasoning,
+                                              max_pairs=script.max_pairs)
+    pairs_per_batch = config.generation_batch_size // (2 * config.num_generations)
+    if data_summary["pairs_used"] < pairs_per_batch:
+        raise EvoqError(
+            f"{data_summary['pairs_used']} pair(s) to train on, but one generation batch takes "
+            f"{pairs_per_batch} (samples_per_device x processes / 2); use fewer processes or a "
+            "smaller samples_per_device")
+
+    processor = load_processor(script.model, revision=script.model_revision,
+                               min_pixels=script.min_pixels, max_pixels=script.max_pixels)
+    funcs, weights = build_rewards(config)
+    config.reward_weights = weights
+    dtype = script.torch_dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if config.bf16 else "float32"
+    init = dict(config.model_init_kwargs or {})
+    init.setdefault("dtype", dtype)
+    if script.model_revision:
+        init.setdefault("revision", script.model_revision)
+    config.model_init_kwargs = init
+
+    trainer = _trainer_class()(model=script.model, reward_funcs=funcs, args=config,
+                               train_dataset=train_ds, processing_class=processor)
+    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    out = Path(config.output_dir)
+    trainer.save_model(str(out))
+    lineage = {
+        "base_model": script.model, "base_model_revision": script.model_revision,
+        **_dataset_lineage(script.dataset, script.dataset_revision),
+        "recipe": settings.get("recipe"), "evoq_version": __version__,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "data": data_summary, "global_steps": trainer.state.global_step,
+        "world_size": config.world_size,
+        "hyperparameters": {k: getattr(config, k) for k in (
+            "num_generations", "samples_per_device", "per_device_train_batch_size",
+            "steps_per_generation", "gradient_accumulation_steps", "learning_rate",
+            "lr_scheduler_type", "beta", "epsilon", "loss_type", "optim", "bf16",
+            "max_completion_length", "temperature", "reasoning", "format_weight",
+            "length_penalty_weight", "thurstone_gamma", "fidelity_eps", "num_train_epochs",
+            "max_steps", "seed")},
+        "train_loss": result.training_loss,
+    }
+    if trainer.accelerator.is_main_process:
+        write_model_card(out, lineage)
+    return {"output_dir": str(out), "global_steps": trainer.state.global_step,
+            "train_loss": result.training_loss, **data_summary}
