@@ -32,7 +32,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from . import __version__
 from .errors import EvoqError
 from .pairs import make_pair_id, write_pairs
-from .pool import load_pool
+from .score import images_of
 from .schemas import PAIRS_SCHEMA, SCHEMA_VERSION, check_columns, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,8 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
         raise EvoqError(f"unknown distortion(s) {', '.join(unknown)}; "
                         f"choose from {', '.join(DISTORTIONS)}")
     out = Path(out).resolve()
-    pool, report = load_pool(images, image_column=image_column, split=split,
-                             cache_dir=out / ".pool-cache", quiet=quiet)
+    pool = images_of(images, image_column=image_column, split=split,
+                     cache_dir=out / ".pool-cache", quiet=quiet)
     rows = {name: [] for name in MANIFEST_COLUMNS}
     dropped = 0
 
@@ -165,7 +165,7 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
             "created_at": datetime.now(UTC).isoformat(), "source": str(images), "seed": seed,
             "distortions": {k: list(SEVERITY[k]) for k in kinds}, "references": len(pool),
             "variants": table.num_rows - len(pool), "dropped_duplicates": dropped,
-            "pool": report.as_dict()}
+            "references_files": [ref.path for ref in pool]}
     (out / "distort.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return {"out": str(out), "manifest": str(manifest_file), "references": len(pool),
             "variants": table.num_rows - len(pool), "dropped_duplicates": dropped}

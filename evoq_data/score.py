@@ -71,9 +71,13 @@ def _single_image(path: Path) -> PoolImage:
 def images_of(source: str | Path, *, image_column: str = "image", split: str = "train",
               cache_dir: Path | None = None, quiet: bool = False) -> list[PoolImage]:
     """The images to score: one image file, a folder, or a HF dataset."""
+    from .pool import scan_folder
+
     path = Path(source)
     if path.is_file():
         return [_single_image(path)]
+    if path.is_dir() and len(files := scan_folder(path)) == 1:  # load_pool wants 2+ (pairs)
+        return [_single_image(files[0])]
     pool, report = load_pool(source, image_column=image_column, split=split,
                              cache_dir=cache_dir, quiet=quiet)
     for skip in report.skipped:
