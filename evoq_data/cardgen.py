@@ -60,6 +60,15 @@ def _demote(markdown: str, levels: int = 2) -> str:
     return re.sub(r"\]\(([\w.-]+\.png)\)", r"](assets/\1)", out)
 
 
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} bytes"
+
+
 def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: str) -> str:
     """Render README.md (YAML + body) for one dataset version."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -82,5 +91,9 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
         aggregate=meta["aggregate"], pairs=meta.get("pairs") or {},
         stats=meta.get("stats") or {}, stats_md=stats_body, plots=missing_plots,
         column_docs=COLUMN_DOCS, citation=CITATION, pretty_name=pretty,
+        filters={k: "none" if v is None else v
+                 for k, v in (meta["aggregate"].get("filters") or {
+                     "min_agreement": None, "min_valid_votes": None}).items()},
+        sizes={k: _human(v) for k, v in meta["image_bytes"].items()},
     )
     return str(card)
