@@ -32,8 +32,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 from . import __version__
 from .errors import EvoqError
 from .pairs import make_pair_id, write_pairs
-from .score import images_of
 from .schemas import PAIRS_SCHEMA, SCHEMA_VERSION, check_columns, write_parquet_atomic
+from .score import images_of
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def test_synthetic_pairs_known_order_is_the_lower_level(distorted):
         assert p["image_a_id"] < p["image_b_id"]
         wins[(p["reference_id"], worse["distortion"], better["level"])] += 1
     # a stronger distortion has a lower known rank: level L beats exactly 5 - L others
-    for (ref, kind, level), n in wins.items():
+    for (_ref, _kind, level), n in wins.items():
         assert n == 5 - level
 
 

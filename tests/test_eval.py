@@ -96,7 +96,7 @@ def test_eval_cli_two_benchmarks_from_csv_parquet_and_dataset(scored):
     tmp, paths, ids, truth = scored
     mos = 20 * truth + np.random.default_rng(1).normal(0, 8, 12)
     # KonIQ by relative paths in a CSV (the first 8 images)
-    lines = ["path,MOS"] + [f"{p.relative_to(tmp)},{m}" for p, m in zip(paths[:8], mos[:8])]
+    lines = ["path,MOS"] + [f"{p.relative_to(tmp)},{m}" for p, m in zip(paths[:8], mos[:8], strict=True)]
     (tmp / "koniq.csv").write_text("\n".join(lines) + "\n")
     # a custom set by image id in Parquet (images 4..11)
     pq.write_table(pa.table({"image_id": ids[4:], "mos": mos[4:]}), tmp / "mine.parquet")

@@ -100,7 +100,7 @@ def test_summarize_counts_invalid_and_uses_valid_only():
             cols[n].append(None)
     row_x, row_y = summarize(pa.table(cols, schema=SCORES_SCHEMA)).to_pylist()
     assert row_x == dict(zip(SUMMARY_COLUMNS, ["x", "/x.png", 3.0,
-                                               statistics.stdev([2.0, 4.0, 3.0]), 3, 1, 4]))
+                                               statistics.stdev([2.0, 4.0, 3.0]), 3, 1, 4], strict=True))
     assert row_y["score_mean"] is None and row_y["score_std"] is None
     assert (row_y["valid_samples"], row_y["invalid_samples"]) == (0, 1)
 
