@@ -148,3 +148,31 @@ def test_bad_labels_are_one_line_errors(scored):
     assert "only 2 image(s)" in _fail([*base, "--labels", str(tmp / "few.parquet")])
     assert "labels file not found" in _fail([*base, "--labels", str(tmp / "nope.csv")])
     assert "exactly one of --scores" in _fail(["eval", "--labels", "x.csv"])
+
+
+def test_score_then_eval_piqe_on_known_blur_levels(tmp_path):
+    """score --engine piqe, then eval against MOS = 5 - blur level: a real judge, real files."""
+    pytest.importorskip("pypiqe")
+    from PIL import Image
+    from skimage import data
+
+    from evoq_data.distort import run_distort
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(data, name)()).resize((192, 192)).save(refs / f"{name}.png")
+    run_distort(refs, tmp_path / "d", distortions=["blur"], quiet=True)
+    man = pq.read_table(tmp_path / "d" / "distortions.parquet")
+    pq.write_table(pa.table({"path": man.column("path"),
+                             "mos": pa.compute.subtract(5, man.column("level"))}),
+                   tmp_path / "blur.parquet")
+    res = runner.invoke(app, ["score", "--images", str(tmp_path / "d"), "--engine", "piqe",
+                              "--samples", "1", "--out", str(tmp_path / "s.parquet"), "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", "--scores", str(tmp_path / "s.parquet"), "--labels",
+                              f"blur={tmp_path / 'blur.parquet'}", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    [bench] = json.loads((tmp_path / "e" / "metrics.json").read_text())["benchmarks"]
+    assert bench["matched"] == 12
+    assert bench["srcc"] > 0.8  # PIQE ranks blur levels almost perfectly
