@@ -146,10 +146,8 @@ def _sync_once(api, folder: Path, repo_id: str, version: str, meta: dict, privat
 def upload(folder: Path, repo_id: str, version: str, meta: dict, *, endpoint: str,
            token: str | None, private: bool) -> dict:
     """Publish the staged folder as one commit + tag, retrying transient failures."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
 
-    if constants.is_offline_mode():
-        raise EvoqError("HF_HUB_OFFLINE is set: unset it to push, or use --local-dir")
     api = HfApi(endpoint=endpoint, token=token)
     cache = folder.parent / "hub-cache"
     last: BaseException | None = None
@@ -215,6 +213,8 @@ def run_push(prefs: str | Path, repo_id: str, version: str, *,
         hub_endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         if urlsplit(hub_endpoint).scheme not in ("http", "https"):
             raise EvoqError(f"malformed --endpoint {hub_endpoint!r}: expected an http(s) URL")
+        if constants.is_offline_mode():
+            raise EvoqError("HF_HUB_OFFLINE is set: unset it to push, or use --local-dir")
         token = resolve_token(hub_endpoint, token)
     started = time.perf_counter()
     parent = Path(local_dir).resolve().parent if local_dir else None

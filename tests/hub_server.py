@@ -302,9 +302,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"transfer": "basic", "objects": objects})
 
     def lfs_put(self, method, m, query, body) -> None:
-        repo = self._repo(m)
+        # the upload href stands for the Hub's presigned storage URL: no Authorization header
+        repo = self.hub.repos.get((_TYPES[m["type"]], m["id"]))
         if repo is None:
-            return
+            return self._error(404, "Repository not found", "RepoNotFound")
         n = int(self.headers.get("Content-Length") or 0)
         if self.hub.take_fault("lfs_put"):
             self.rfile.read(n // 2)

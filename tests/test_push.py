@@ -151,6 +151,7 @@ def test_missing_token_for_a_real_endpoint(prefs, monkeypatch, tmp_path):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
                           "--endpoint", "https://hub.example.org"),
                  "no Hugging Face token for https://hub.example.org", "HF_TOKEN")
@@ -227,3 +228,9 @@ def test_sharding_changes_files_not_content(prefs, tmp_path, monkeypatch):
     assert len(evoq["configs"]["preferences"]["files"]) > 1
     assert load_rows(tmp_path / "many", "preferences") == load_rows(tmp_path / "one",
                                                                      "preferences")
+
+
+def test_offline_mode_blocks_pushing_before_any_work(prefs, tmp_path):
+    # conftest sets HF_HUB_OFFLINE=1 for the whole test session
+    assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
+                          "--endpoint", "http://127.0.0.1:9"), "HF_HUB_OFFLINE is set")

@@ -196,3 +196,15 @@ def test_pairs_vote_aggregate_push_chain(hub, tiny_vlm, image_pool, tmp_path):
     assert "Position bias" in card and "assets/agreement_hist.png" in card
     assert {"assets/agreement_hist.png", "assets/position_bias.png"} <= set(
         repo.commits[repo.tags["v1"]].tree)
+
+
+def test_bad_input_publishes_nothing_and_private_is_honoured(hub, tmp_path):
+    prefs = make_prefs_dir(tmp_path / "run")
+    missing = pq.read_table(prefs / "images.parquet").column("image_path").to_pylist()[0]
+    Path(missing).rename(Path(missing).with_suffix(".moved"))
+    with pytest.raises(EvoqError, match="1 image.s. missing from disk"):
+        run_push(prefs, "me/half", "v1", endpoint=hub.url, quiet=True)
+    assert hub.repos == {} and hub.requests == []  # validated before any request
+    Path(missing).with_suffix(".moved").rename(missing)
+    run_push(prefs, "me/half", "v1", endpoint=hub.url, private=True, quiet=True)
+    assert hub.repo("me/half").private
