@@ -2,8 +2,8 @@
 
 ``evoq-data distort`` writes, for every reference image, five distortion types at five
 severity levels each (level 1 mildest .. 5 strongest), plus the reference itself (level 0),
-into one folder with a manifest ``distortions.parquet``. ``evoq-data pairs --synthetic DIR``
-then pairs variants **of the same reference and the same distortion type** (the reference
+into one subfolder per reference (``<stem>-<id prefix>/``) with a manifest
+``distortions.parquet``. ``evoq-data pairs --synthetic DIR`` then pairs variants **of the same reference and the same distortion type** (the reference
 included) and records the known better image: the lower level. Variants of different types
 (blur 3 against noise 2) have no known order, so no such pair is made.
 
@@ -137,7 +137,7 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
             rows[name].append(value)
 
     for ref in tqdm(pool, desc="distort", unit="img", disable=quiet, dynamic_ncols=True):
-        folder = out / ref.image_id[:16]
+        folder = out / f"{Path(ref.path).stem[:40]}-{ref.image_id[:8]}"
         folder.mkdir(parents=True, exist_ok=True)
         with Image.open(ref.path) as src:
             base = src.convert("RGB")
