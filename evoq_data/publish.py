@@ -44,7 +44,7 @@ def _write_local(staging: Path, local_dir: Path, meta: dict) -> str:
             raise EvoqError(f"--local-dir {local_dir} is not empty and holds no evoq.json; "
                             "choose an empty or new folder")
         old = read_json(old_meta_path, "evoq.json")
-        if old.get("content_hash") == meta["content_hash"]:
+        if old.get("content_hash") == meta["content_hash"] and old.get("version") == meta["version"]:
             return "unchanged"
         if old.get("version") == meta["version"]:
             raise EvoqError(f"{local_dir} already holds version {meta['version']} with other "
@@ -123,8 +123,9 @@ def _sync_once(api, folder: Path, repo_id: str, version: str, meta: dict, privat
             "a published version never changes: push under a new --version")
     main = next((b.target_commit for b in refs.branches if b.name == "main"), None)
     remote = _remote_meta(api, repo_id, main, cache) if main else None
-    if remote and remote.get("content_hash") == meta["content_hash"]:
-        commit = main  # an earlier run committed this content but did not tag it
+    if remote and (remote.get("content_hash"), remote.get("version")) == (
+            meta["content_hash"], version):
+        commit = main  # an earlier run committed this version but did not tag it
     else:
         local = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
         existing = set(api.list_repo_files(repo_id, repo_type="dataset", revision=main)) if main \

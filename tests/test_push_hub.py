@@ -208,3 +208,17 @@ def test_bad_input_publishes_nothing_and_private_is_honoured(hub, tmp_path):
     Path(missing).with_suffix(".moved").rename(missing)
     run_push(prefs, "me/half", "v1", endpoint=hub.url, private=True, quiet=True)
     assert hub.repo("me/half").private
+
+
+def test_same_content_as_a_new_version_gets_its_own_card(hub, tmp_path):
+    prefs = make_prefs_dir(tmp_path / "run")
+    s1 = run_push(prefs, "me/alias", "v1", endpoint=hub.url, quiet=True)
+    seen = len(hub.requests)
+    s2 = run_push(prefs, "me/alias", "v2", endpoint=hub.url, quiet=True)
+    repo = hub.repo("me/alias")
+    assert s2["content_hash"] == s1["content_hash"] and s2["commit"] != s1["commit"]
+    old, new = repo.commits[s1["commit"]].tree, repo.commits[s2["commit"]].tree
+    assert set(old) == set(new)
+    assert all(old[p].lfs_oid == new[p].lfs_oid for p in old if p.endswith(".parquet"))
+    assert 'revision="v2"' in new["README.md"].data.decode()
+    assert not [r for r in hub.requests[seen:] if r["method"] == "PUT"]  # no data re-sent
