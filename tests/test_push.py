@@ -234,3 +234,16 @@ def test_offline_mode_blocks_pushing_before_any_work(prefs, tmp_path):
     # conftest sets HF_HUB_OFFLINE=1 for the whole test session
     assert_error(push_cli("--prefs", str(prefs), "--repo-id", "me/d", "--version", "v1",
                           "--endpoint", "http://127.0.0.1:9"), "HF_HUB_OFFLINE is set")
+
+
+def test_console_script_prints_one_error_line_and_exits_1(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from evoq_data.cli import main; main()", "push", "--prefs",
+         str(tmp_path / "nope"), "--repo-id", "me/d", "--version", "v1", "--local-dir",
+         str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"error: PREFS_DIR not found: {tmp_path / 'nope'}"]
+    assert proc.stdout == ""
