@@ -339,10 +339,7 @@ def eval_cmd(
 
     res = run_eval(scores, labels, out, image_column=image_column, mos_column=mos_column,
                    split=split)
-    for r in res["benchmarks"]:
-        for w in r["warnings"]:
-            typer.echo(f"warning: {w}", err=True)
-    typer.echo(res["markdown"])
+    typer.echo(res["markdown"])  # registry warnings are logged (stderr) and in the table
     typer.echo(f"written: {res['table']}, {res['metrics']}, {res['plot']}")
 
 

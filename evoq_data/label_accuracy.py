@@ -173,7 +173,10 @@ def accuracy_plot(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("agreement bucket", result["by_agreement"])]
+    empty = {"decisive": 0, "correct": 0, "accuracy": None}
+    every_bucket = {bucket_of(lo): result["by_agreement"].get(bucket_of(lo), empty)
+                    for lo, _ in BUCKETS}
+    panels = [("agreement bucket", {**every_bucket, **result["by_agreement"]})]
     if result["by_group"]:
         panels.append(("distortion", result["by_group"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
