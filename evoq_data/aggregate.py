@@ -122,6 +122,7 @@ def connect(threads: int | None = None, memory_limit: str = "1GB",
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
     con.execute("SET memory_limit = $m", {"m": memory_limit})
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # it would write to stdout
     if temp_directory is not None:
         con.execute(f"SET temp_directory = {sql_quote(temp_directory)}")
     con.execute(read_sql("define_wilson_macros"))
@@ -133,9 +134,16 @@ def run_sql(con, name: str, **params):
     return con.execute(read_sql(name).strip().rstrip(";"), params)
 
 
-def materialise(con, table: str, name: str, **params) -> None:
-    """Store the result of ``sql/<name>.sql`` as temp table ``table``."""
+def materialise(con, table: str, name: str, inputs: dict[str, str] | None = None,
+                **params) -> None:
+    """Store the result of ``sql/<name>.sql`` as temp table ``table``. ``inputs`` maps a
+    relation the query reads to another sql/ file computing it, composed as a CTE, so an
+    intermediate result is never stored."""
     sql = read_sql(name).strip().rstrip(";")
+    if inputs:
+        ctes = ",\n".join(f"{rel} AS (\n{read_sql(src).strip().rstrip(';')}\n)"
+                          for rel, src in inputs.items())
+        sql = f"WITH {ctes}\n{sql}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS\n{sql}", params)
 
 
@@ -177,6 +185,21 @@ def check_provenance(groups: list[dict], manifest: dict, votes_dir: Path,
     return mixed
 
 
+def provenance_from_metadata(columns: list[dict]) -> list[dict] | None:
+    """The one provenance of the votes read from Parquet footer statistics
+    (sql/check_vote_metadata.sql), or None when the footers cannot prove there is only one."""
+    by_name = {c["column_name"]: c for c in columns}
+    if not all(by_name.get(f, {}).get("single_value") for f in PROVENANCE_FIELDS):
+        return None
+    seed = by_name.get("seed")
+    if not seed or not seed["has_stats"]:
+        return None
+    casts = {"temperature": float, "top_p": float, "max_tokens": int}
+    group = {f: casts.get(f, str)(by_name[f]["value"]) for f in PROVENANCE_FIELDS}
+    return [{**group, "votes": int(by_name["model"]["votes"]), "seed_min": seed["min_number"],
+             "seed_max": seed["max_number"]}]
+
+
 def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
                       alpha: float = DEFAULT_BT_ALPHA) -> tuple[np.ndarray, dict]:
     """Penalised maximum-likelihood Bradley-Terry scores (log-strengths).
@@ -189,6 +212,7 @@ def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
     """
     from scipy.optimize import minimize
     from scipy.special import expit
+    from threadpoolctl import threadpool_limits
 
     scores = np.full(n_items, np.nan)
     if len(winners) == 0:
@@ -203,13 +227,16 @@ def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         d = theta[w] - theta[lo]
-        value = alpha * float(theta @ theta) + float(np.logaddexp(0.0, -d).sum())
+        value = alpha * float(np.square(theta).sum()) + float(np.logaddexp(0.0, -d).sum())
         z = expit(-d)  # d/dd log(1 + exp(-d)) = -sigmoid(-d)
         grad = 2 * alpha * theta - np.bincount(w, z, m) + np.bincount(lo, z, m)
         return value, grad
 
-    res = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 10_000, "gtol": 1e-9, "ftol": 1e-15})
+    # One BLAS thread: L-BFGS works on single vectors, where threaded BLAS only adds
+    # synchronisation (100x slower on a busy 2-core machine).
+    with threadpool_limits(1, user_api="blas"):
+        res = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B",
+                       options={"maxiter": 10_000, "gtol": 1e-8, "ftol": 1e-13})
     theta = res.x - res.x.mean()
     scores[items] = theta
     loglik = -float(np.logaddexp(0.0, -(theta[w] - theta[lo])).sum())
@@ -261,14 +288,19 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         files = ", ".join(sql_quote(s) for s in shards)
         columns = ", ".join(AGGREGATE_COLUMNS)
         con.execute(f"CREATE VIEW votes AS SELECT {columns} FROM read_parquet([{files}])")
-        groups = fetch_dicts(run_sql(con, "check_vote_provenance"))
-        if not groups:
+        con.execute(f"CREATE VIEW vote_metadata AS SELECT * FROM parquet_metadata([{files}])")
+        groups = provenance_from_metadata(fetch_dicts(run_sql(con, "check_vote_metadata")))
+        if groups is None:  # not one value per column in the footers: count by scanning
+            groups = fetch_dicts(run_sql(con, "check_vote_provenance"))
+        if not groups or not groups[0]["votes"]:
             raise EvoqError(f"the vote shards in {votes_dir} hold no votes")
         mixed = check_provenance(groups, vote_manifest, votes_dir, allow_mixed)
         parse_status = {r["parse_status"]: r["votes"]
                         for r in fetch_dicts(run_sql(con, "count_parse_status"))}
         t = step("provenance", t)
-        materialise(con, "pair_votes", "count_pair_votes", soft=label == "soft", z=Z95)
+        materialise(con, "pair_outcomes", "filter_pairs", {"pair_votes": "count_pair_votes"},
+                    soft=label == "soft", z=Z95, min_valid_votes=min_valid_votes,
+                    min_agreement=min_agreement)
         bad = fetch_dicts(run_sql(con, "find_incomplete_pairs", limit=3))
         if bad:
             b = bad[0]
@@ -277,8 +309,6 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                 f"{b['min_vote_index']}..{b['max_vote_index']}: duplicated or missing vote "
                 f"shards in {votes_dir} (a shard copied twice?)")
         t = step("pairs", t)
-        materialise(con, "pair_outcomes", "filter_pairs", min_valid_votes=min_valid_votes,
-                    min_agreement=min_agreement)
         cols = ", ".join(PREFERENCE_COLUMNS)
         prefs_path = copy_parquet(
             con, f"SELECT {cols} FROM pair_outcomes WHERE reason IS NULL ORDER BY pair_id",

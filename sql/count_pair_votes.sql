@@ -7,16 +7,13 @@
 -- p_star: hard (paper Eq. 1) = 1 if votes_a > votes_b, 0 if fewer, 0.5 on a tie;
 --         soft = votes_a / valid votes. NULL when the pair has no valid vote.
 -- Needs: define_wilson_macros.sql.
+-- A pair without a vote 0 gets NULL ids and paths (find_incomplete_pairs.sql reports it).
 -- Reads: votes(pair_id, vote_index, image_a_id, image_a_path, image_b_id, image_b_path,
 --              swapped, answer).  Never raw_text.
 -- Parameters: $soft (BOOLEAN), $z (DOUBLE, normal quantile of the Wilson interval).
 WITH counts AS (
     SELECT
         pair_id,
-        any_value(image_a_id) AS image_a_id,
-        any_value(image_a_path) AS image_a_path,
-        any_value(image_b_id) AS image_b_id,
-        any_value(image_b_path) AS image_b_path,
         count(*) FILTER (WHERE answer IN (0, 1) AND (answer = 0) <> swapped) AS votes_a,
         count(*) FILTER (WHERE answer IN (0, 1) AND (answer = 0) = swapped) AS votes_b,
         count(*) AS total_votes,
@@ -25,12 +22,19 @@ WITH counts AS (
         max(vote_index) AS max_vote_index
     FROM votes
     GROUP BY pair_id
+), firsts AS (
+    -- image ids and paths from each pair's vote 0 only: the filter is pushed into the
+    -- Parquet scan, so the string columns of the other votes are never materialised
+    SELECT pair_id, image_a_id, image_a_path, image_b_id, image_b_path
+    FROM votes
+    WHERE vote_index = 0
 ), shares AS (
     SELECT
         *,
         votes_a + votes_b AS valid_votes,
         greatest(votes_a, votes_b) AS majority_votes
     FROM counts
+    LEFT JOIN firsts USING (pair_id)
 )
 SELECT
     pair_id,

@@ -287,6 +287,11 @@ def test_mixed_provenance_refused_unless_allowed(tmp_path):
     assert stats["provenance"]["mixed"] is True
     assert sorted(r["model"] for r in stats["provenance"]["runs"]) == ["other/model",
                                                                        "tiny/model"]
+    # one model per shard: each footer holds one value, but not the same one
+    votes = write_votes(tmp_path / "votes3", [vote_rows(PAIRS[:3]),
+                                              vote_rows(PAIRS[3:], {"model": "other/model"})])
+    assert_error(invoke(["aggregate", "--votes", str(votes), "--out", str(tmp_path / "o3")]),
+                 "2 different runs", "other/model")
     # sampling settings count as provenance too
     rows = vote_rows(PAIRS[:3]) + vote_rows(PAIRS[3:], {"temperature": 0.7})
     votes = write_votes(tmp_path / "votes2", [rows])

@@ -156,9 +156,9 @@ def test_sql_quote_survives_quotes_in_paths(tmp_path):
 
 
 def test_find_incomplete_pairs(con):
-    con.execute("CREATE TABLE pair_votes (pair_id VARCHAR, total_votes BIGINT, "
+    con.execute("CREATE TABLE pair_outcomes (pair_id VARCHAR, total_votes BIGINT, "
                 "min_vote_index INTEGER, max_vote_index INTEGER)")
-    con.execute("INSERT INTO pair_votes VALUES ('ok', 4, 0, 3), ('dup', 8, 0, 3), "
+    con.execute("INSERT INTO pair_outcomes VALUES ('ok', 4, 0, 3), ('dup', 8, 0, 3), "
                 "('gap', 3, 0, 3), ('late', 2, 1, 2)")
     assert con.execute(q("find_incomplete_pairs"), {"limit": 10}).fetchall() == [
         ("dup", 8, 0, 3), ("gap", 3, 0, 3), ("late", 2, 1, 2)]
@@ -186,7 +186,8 @@ def test_filter_pairs(con):
         ("d", "min_valid_votes,min_agreement")]
     cols = [d[0] for d in con.execute(sql, {"min_valid_votes": None,
                                             "min_agreement": None}).description]
-    assert "min_vote_index" not in cols and cols[-1] == "reason"
+    assert cols[:5] == ["pair_id", "image_a_id", "image_a_path", "image_b_id", "image_b_path"]
+    assert "max_vote_index" in cols and cols[-1] == "reason"
 
 
 OUTCOMES = [  # pair, a, b, votes_a, votes_b, invalid, agreement, first_shown, reason
@@ -266,3 +267,37 @@ def test_count_intransitive_triads_against_brute_force(con):
 def test_sql_files_live_in_top_level_sql_folder():
     assert sql_path("count_pair_votes").parent.name == "sql"
     assert math.isclose(Z95, 1.959963984540054)
+
+
+def test_check_vote_metadata(con, tmp_path):
+    from evoq_data.aggregate import provenance_from_metadata
+
+    rows = []
+    for i, model in enumerate(["m1", "m1", "m2"]):
+        table = pa.table({"model": [model] * 3, "model_revision": ["r"] * 3,
+                          "engine": ["e"] * 3, "prompt_id": ["c"] * 3,
+                          "prompt_sha256": ["s"] * 3, "temperature": [0.7] * 3,
+                          "top_p": [1.0] * 3, "max_tokens": pa.array([64] * 3, pa.int32()),
+                          "seed": [10 * i, 10 * i + 1, 10 * i + 2]})
+        path = tmp_path / f"votes-{i}.parquet"
+        pq.write_table(table, path)
+        rows.append(path)
+    con.execute("CREATE VIEW vote_metadata AS SELECT * FROM parquet_metadata("
+                f"[{sql_quote(rows[0])}, {sql_quote(rows[1])}])")
+    got = {r[0]: r[1:] for r in con.execute(q("check_vote_metadata")).fetchall()}
+    assert got["model"] == (True, "m1", None, None, True, 6)
+    assert got["temperature"][:2] == (True, "0.7")
+    assert got["seed"] == (False, "0", 0, 12, True, 6)
+    cols = [d[0] for d in con.execute(q("check_vote_metadata")).description]
+    groups = provenance_from_metadata([dict(zip(cols, r, strict=True)) for r in
+                                       con.execute(q("check_vote_metadata")).fetchall()])
+    assert groups == [{"model": "m1", "model_revision": "r", "engine": "e", "prompt_id": "c",
+                       "prompt_sha256": "s", "temperature": 0.7, "top_p": 1.0,
+                       "max_tokens": 64, "votes": 6, "seed_min": 0, "seed_max": 12}]
+    # a second model in another shard: the footers cannot vouch for one provenance
+    con.execute("CREATE OR REPLACE VIEW vote_metadata AS SELECT * FROM parquet_metadata("
+                f"[{', '.join(sql_quote(r) for r in rows)}])")
+    got = {r[0]: r[1] for r in con.execute(q("check_vote_metadata")).fetchall()}
+    assert got["model"] is False and got["engine"] is True
+    assert provenance_from_metadata([dict(zip(cols, r, strict=True)) for r in
+                                     con.execute(q("check_vote_metadata")).fetchall()]) is None
