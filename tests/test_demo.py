@@ -57,3 +57,17 @@ def test_demo_with_a_vlm_engine(tmp_path, tiny_vlm):
     assert acc["decisive"] + acc["undecided"] == 3  # a random model's invalid votes: undecided
     rerun = runner.invoke(app, ["demo", "--out", str(out), "-q"])
     assert "already holds a demo run" in str(rerun.exception)
+
+
+@pytest.mark.slow
+def test_full_default_demo_under_three_minutes(tmp_path):
+    """The README's command as a user runs it: 9 photos, K = 32, every synthetic pair."""
+    import time
+
+    started = time.perf_counter()
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "-q"])
+    seconds = time.perf_counter() - started
+    assert res.exit_code == 0, res.output
+    acc = json.loads((tmp_path / "demo" / "eval" / "accuracy.json").read_text())
+    assert acc["decisive"] >= 600 and acc["accuracy"] >= 0.8  # measured 0.858
+    assert seconds < 180, seconds
