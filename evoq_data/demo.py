@@ -77,14 +77,9 @@ def run_demo(out: str | Path = "evoq-demo", *, engine: str = "piqe", model: str 
     pairs = run_synthetic_pairs(out / "distorted", out / "pairs.parquet", num_pairs=num_pairs,
                                 seed=seed)
     lap("pairs")
-    revision = None
-    if engine == "piqe":
-        from .engines.piqe import piqe_revision
-
-        revision = piqe_revision()
     votes = run_vote(out / "pairs.parquet", model, engine, out / "votes",
                      votes_per_pair=votes_per_pair, seed=seed, temperature=temperature,
-                     max_tokens=max_tokens, model_revision=revision,
+                     max_tokens=max_tokens,
                      engine_options=engine_options, quiet=quiet)
     lap("vote")
     summary = {"out": str(out), "photos": str(out / "photos"), "references": len(names),

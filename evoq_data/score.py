@@ -113,11 +113,7 @@ def _engine(engine: str, model: str | None, model_revision: str | None, options:
 
     if engine != "piqe" and not model:
         raise EvoqError(f"engine {engine!r} needs --model")
-    if engine == "piqe" and not model_revision:
-        from .engines.piqe import piqe_revision
-
-        model_revision = piqe_revision()
-    revision = model_revision_of(model or engine, model_revision)
+    revision = model_revision_of(model, model_revision, engine)
     return get_engine(engine, model, model_revision=revision, **(options or {}))
 
 

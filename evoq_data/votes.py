@@ -82,10 +82,19 @@ def plan_votes(pair_id: str, k: int, seed: int, order: str) -> VotePlan:
                     _u64("seed", seed, pair_id, 1) % top)
 
 
-def model_revision_of(model: str, revision: str | None = None) -> str:
-    """A revision for provenance: the given one, or a hash of a local model folder."""
+def model_revision_of(model: str | None, revision: str | None = None,
+                      engine: str | None = None) -> str:
+    """A revision for provenance: the given one, the PIQE implementation's version for the
+    weightless ``piqe`` judge, or a hash of a local model folder ("unknown" for a Hub id
+    loaded without ``--model-revision``)."""
     if revision:
         return revision
+    if engine == "piqe":
+        from .engines.piqe import piqe_revision
+
+        return piqe_revision()
+    if not model:
+        return "unknown"
     path = Path(model)
     if not path.is_dir():
         return "unknown"
@@ -233,7 +242,7 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
     prompt = compare_prompt(reasoning)
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     votes_dir = Path(out)
-    revision = model_revision_of(model or engine, model_revision)
+    revision = model_revision_of(model, model_revision, engine)
     manifest = {
         "stage": "vote", "schema_version": SCHEMA_VERSION, "evoq_version": __version__,
         "model": model or engine, "model_revision": revision, "engine": engine,
