@@ -99,11 +99,12 @@ def test_versions_load_back_exactly_and_repush_is_a_noop(hub, tmp_path, capfd, c
 
     local = tmp_path / "local-v1"
     run_push(p1, "me/evoq", "v1", local_dir=local, include_votes=True, quiet=True)
-    v1, v1_votes, v2, v1_local = load_remote(hub, tmp_path, [
+    v1, v1_votes, v2, v2_default, v1_local = load_remote(hub, tmp_path, [
         ("me/evoq", "preferences", "v1"), ("me/evoq", "votes", "v1"),
-        ("me/evoq", "preferences", "v2"), (str(local), "preferences", None)])
+        ("me/evoq", "preferences", "v2"), ("me/evoq", None, "v2"),
+        (str(local), "preferences", None)])
     assert v1 == expected_prefs(p1)
-    assert v2 == expected_prefs(p2)
+    assert v2 == v2_default == expected_prefs(p2)  # preferences is the default config
     assert v1_local == v1
     assert len(v1_votes) == 20 and sum(v["answer"] is None for v in v1_votes) == 5
 
