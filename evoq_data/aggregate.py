@@ -123,6 +123,7 @@ def connect(threads: int | None = None, memory_limit: str = "1GB",
     con.execute("SET memory_limit = $m", {"m": memory_limit})
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_progress_bar = false")  # it would write to stdout
+    con.execute("SET enable_external_file_cache = false")  # votes are read once: no cache
     if temp_directory is not None:
         con.execute(f"SET temp_directory = {sql_quote(temp_directory)}")
     con.execute(read_sql("define_wilson_macros"))
@@ -255,7 +256,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     import duckdb
     from tqdm.auto import tqdm
 
-    from .aggregate_report import render_stats_md, write_plots
+    from .aggregate_report import build_stats, render_stats_md, write_plots
 
     if label not in LABELS:
         raise EvoqError(f"unknown --label {label!r}; choose one of {', '.join(LABELS)}")
@@ -354,49 +355,12 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         con.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    total_votes = int(stats_all["votes"])
-    invalid = int(stats_all["invalid_votes"])
-    judged = int(stats_all["pairs"]) - int(stats_all["pairs_without_valid_votes"])
-    stats = {
-        "label": label,
-        "votes": {
-            "total": total_votes, "valid": int(stats_all["valid_votes"]), "invalid": invalid,
-            "invalid_rate": invalid / total_votes if total_votes else None,
-            "by_parse_status": parse_status,
-        },
-        "pairs": {
-            "total": int(stats_all["pairs"]), "kept": int(stats_kept["pairs"]),
-            "filtered_out": int(stats_all["pairs"]) - int(stats_kept["pairs"]),
-            "without_valid_votes": int(stats_all["pairs_without_valid_votes"]),
-            "ties": int(stats_all["ties"]), "decisive": int(stats_all["decisive_pairs"]),
-            "tie_rate": stats_all["ties"] / judged if judged else None,
-            "kept_ties": int(stats_kept["ties"]),
-            "kept_decisive": int(stats_kept["decisive_pairs"]),
-        },
-        "agreement": {
-            "mean": stats_all["agreement_mean"],
-            "quantiles": {q: stats_all[f"agreement_{q}"]
-                          for q in ("p10", "p25", "median", "p75", "p90")},
-            "kept_mean": stats_kept["agreement_mean"],
-            "histogram": [{"low": h["bin_low"], "high": h["bin_high"], "pairs": h["pairs"]}
-                          for h in hist],
-        },
-        "position_bias": {k: bias[k] for k in ("first_shown_votes", "valid_votes",
-                                               "share_first_shown", "wilson_low",
-                                               "wilson_high")},
-        "filters": {"min_agreement": min_agreement, "min_valid_votes": min_valid_votes,
-                    "removed": [{"reason": r["reason"], "pairs": r["pairs"],
-                                 "votes": r["votes"]} for r in removed]},
-        "images": {"images": int(n_images),
-                   "with_decisive_comparisons": bt_info["items"],
-                   "decisive_comparisons": bt_info["comparisons"],
-                   "intransitive_triads": int(triads), "bradley_terry": bt_info},
-        "provenance": {"mixed": mixed, "runs": groups,
-                       "seed": vote_manifest.get("seed"),
-                       "votes_per_pair": vote_manifest.get("votes_per_pair"),
-                       "order": vote_manifest.get("order"),
-                       "reasoning": vote_manifest.get("reasoning")},
-    }
+    stats = build_stats(label=label, stats_all=stats_all, stats_kept=stats_kept, hist=hist,
+                        bias=bias, parse_status=parse_status, removed=removed,
+                        min_agreement=min_agreement, min_valid_votes=min_valid_votes,
+                        n_images=n_images, bt_info=bt_info, triads=triads, groups=groups,
+                        mixed=mixed, vote_manifest=vote_manifest)
+    total_votes, invalid = stats["votes"]["total"], stats["votes"]["invalid"]
     write_plots(stats, prefs_dir)
     (prefs_dir / "stats.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
     (prefs_dir / "stats.md").write_text(render_stats_md(stats))

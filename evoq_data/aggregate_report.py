@@ -1,7 +1,8 @@
-"""The human-readable side of ``evoq-data aggregate``: stats.md and the two PNG plots.
+"""The reporting side of ``evoq-data aggregate``: stats.json's dictionary, stats.md and the
+two PNG plots.
 
-Both read only the statistics dictionary that :func:`evoq_data.aggregate.run_aggregate`
-writes to stats.json, so a card or a notebook can redraw them from that file alone.
+stats.md and the plots read only the statistics dictionary written to stats.json, so a card
+or a notebook can redraw them from that file alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,57 @@ def _pct(x: float | None, digits: int = 1) -> str:
 
 def _num(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def build_stats(*, label: str, stats_all: dict, stats_kept: dict, hist: list[dict],
+                bias: dict, parse_status: dict, removed: list[dict],
+                min_agreement: float | None, min_valid_votes: int | None, n_images: int,
+                bt_info: dict, triads: int, groups: list[dict], mixed: bool,
+                vote_manifest: dict) -> dict:
+    """The stats.json dictionary from the rows of the sql/ statistics queries."""
+    total_votes = int(stats_all["votes"])
+    invalid = int(stats_all["invalid_votes"])
+    judged = int(stats_all["pairs"]) - int(stats_all["pairs_without_valid_votes"])
+    return {
+        "label": label,
+        "votes": {
+            "total": total_votes, "valid": int(stats_all["valid_votes"]), "invalid": invalid,
+            "invalid_rate": invalid / total_votes if total_votes else None,
+            "by_parse_status": parse_status,
+        },
+        "pairs": {
+            "total": int(stats_all["pairs"]), "kept": int(stats_kept["pairs"]),
+            "filtered_out": int(stats_all["pairs"]) - int(stats_kept["pairs"]),
+            "without_valid_votes": int(stats_all["pairs_without_valid_votes"]),
+            "ties": int(stats_all["ties"]), "decisive": int(stats_all["decisive_pairs"]),
+            "tie_rate": stats_all["ties"] / judged if judged else None,
+            "kept_ties": int(stats_kept["ties"]),
+            "kept_decisive": int(stats_kept["decisive_pairs"]),
+        },
+        "agreement": {
+            "mean": stats_all["agreement_mean"],
+            "quantiles": {q: stats_all[f"agreement_{q}"]
+                          for q in ("p10", "p25", "median", "p75", "p90")},
+            "kept_mean": stats_kept["agreement_mean"],
+            "histogram": [{"low": h["bin_low"], "high": h["bin_high"], "pairs": h["pairs"]}
+                          for h in hist],
+        },
+        "position_bias": {k: bias[k] for k in ("first_shown_votes", "valid_votes",
+                                               "share_first_shown", "wilson_low",
+                                               "wilson_high")},
+        "filters": {"min_agreement": min_agreement, "min_valid_votes": min_valid_votes,
+                    "removed": [{"reason": r["reason"], "pairs": r["pairs"],
+                                 "votes": r["votes"]} for r in removed]},
+        "images": {"images": int(n_images),
+                   "with_decisive_comparisons": bt_info["items"],
+                   "decisive_comparisons": bt_info["comparisons"],
+                   "intransitive_triads": int(triads), "bradley_terry": bt_info},
+        "provenance": {"mixed": mixed, "runs": groups,
+                       "seed": vote_manifest.get("seed"),
+                       "votes_per_pair": vote_manifest.get("votes_per_pair"),
+                       "order": vote_manifest.get("order"),
+                       "reasoning": vote_manifest.get("reasoning")},
+    }
 
 
 def write_plots(stats: dict, out: str | Path) -> list[Path]:

@@ -65,6 +65,7 @@ def add_pair_outcomes(con, rows, table="pair_outcomes"):
 
 def test_every_sql_file_has_a_header_naming_it_and_its_parameters():
     import re
+
     from evoq_data.resources import sql_hashes
 
     for name in sql_hashes():
