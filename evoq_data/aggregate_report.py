@@ -107,8 +107,8 @@ def write_plots(stats: dict, out: str | Path) -> list[Path]:
     ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="no bias")
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of valid votes")
-    ax.set_title(f"Position bias: {_pct(share)} first shown\n95% CI "
-                 f"[{_pct(bias['wilson_low'])}, {_pct(bias['wilson_high'])}], "
+    ax.set_title(f"Position bias: {_pct(share, 2)} first shown\n95% CI "
+                 f"[{_pct(bias['wilson_low'], 2)}, {_pct(bias['wilson_high'], 2)}], "
                  f"n={bias['valid_votes']}", fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
@@ -165,8 +165,8 @@ def render_stats_md(stats: dict) -> str:
         "",
         "## Position bias",
         "",
-        f"Share of valid votes for the first-shown image: {_pct(b['share_first_shown'])} "
-        f"(95% Wilson interval {_pct(b['wilson_low'])} to {_pct(b['wilson_high'])}, "
+        f"Share of valid votes for the first-shown image: {_pct(b['share_first_shown'], 2)} "
+        f"(95% Wilson interval {_pct(b['wilson_low'], 2)} to {_pct(b['wilson_high'], 2)}, "
         f"{b['first_shown_votes']} of {b['valid_votes']}). 50% means no bias.",
         "",
         "![position bias](position_bias.png)",

@@ -192,7 +192,7 @@ def test_stats_images_plots_manifest(votes_dir, tmp_path):
     for png in ("agreement_hist.png", "position_bias.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "stats.md").read_text()
-    assert "57.9%" in md and "intransitive triads (A>B, B>C, C>A): 1" in md
+    assert "57.89%" in md and "intransitive triads (A>B, B>C, C>A): 1" in md
     man = json.loads((out / "manifest.json").read_text())
     assert man["stage"] == "aggregate" and man["label"] == "hard"
     assert man["votes"]["model"] == "tiny/model" and man["votes"]["votes_per_pair"] == 4
