@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -83,7 +84,8 @@ def grpo_cmd(
     # Trainer logs and prints go to stderr; stdout carries only the summary.
     with contextlib.redirect_stdout(sys.stderr):
         summary = run_grpo(settings, quiet=quiet)
-    typer.echo(json.dumps(summary, indent=2, default=str))
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary, from the main process
+        typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 @app.command("recipe-path")

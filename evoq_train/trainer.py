@@ -147,6 +147,8 @@ def run_grpo(settings: dict, *, quiet: bool = False) -> dict:
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": data_summary, "global_steps": trainer.state.global_step,
         "world_size": config.world_size,
+        "distributed_type": str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1],
+        "zero_stage": getattr(trainer.accelerator.state.deepspeed_plugin, "zero_stage", None),
         "hyperparameters": {k: getattr(config, k) for k in (
             "num_generations", "samples_per_device", "per_device_train_batch_size",
             "steps_per_generation", "gradient_accumulation_steps", "learning_rate",
