@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .errors import EvoqError
 from .resources import read_sql, sql_hashes
-from .schemas import VOTES_SCHEMA
+from .schemas import VOTES_SCHEMA, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -339,14 +339,12 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                                             np.asarray(edges["loser_index"], np.int64),
                                             n_images, bt_alpha)
         t = step("bradley_terry", t)
-        bt_table = pa.table({"image_index": pa.array(np.arange(n_images, dtype=np.int64)),
-                             "bt_score": pa.array(scores, mask=np.isnan(scores))})
-        con.register("bt_scores", bt_table)
-        images_path = copy_parquet(
-            con, "SELECT i.image_id, i.image_path, i.wins, i.losses, i.ties, i.comparisons, "
-                 "i.win_rate, s.bt_score FROM image_outcomes AS i "
-                 "JOIN bt_scores AS s USING (image_index) ORDER BY i.image_id",
-            prefs_dir / "images.parquet")
+        # (DuckDB's register() would import pandas: the scores join in pyarrow instead)
+        images = con.sql("SELECT image_id, image_path, wins, losses, ties, comparisons, "
+                         "win_rate FROM image_outcomes ORDER BY image_index").to_arrow_table()
+        images = images.append_column("bt_score", pa.array(scores, mask=np.isnan(scores)))
+        images_path = write_parquet_atomic(images, prefs_dir / "images.parquet")
+        del images
         triads = run_sql(con, "count_intransitive_triads").fetchall()[0][0]
         t = step("images", t)
     except duckdb.Error as exc:
