@@ -93,8 +93,13 @@ def write_model_card(out: Path, lineage: dict) -> Path:
     return out / "README.md"
 
 
-def run_grpo(settings: dict, *, quiet: bool = False) -> dict:
-    """Train with GRPO from merged recipe + command-line settings; return a summary."""
+def run_grpo(settings: dict, *, quiet: bool = False, callbacks: list | None = None,
+             wrap_reward=None) -> dict:
+    """Train with GRPO from merged recipe + command-line settings; return a summary.
+
+    ``callbacks`` (transformers TrainerCallbacks) and ``wrap_reward`` (a function applied to
+    each reward function, e.g. a timer) are for benchmarks and tests.
+    """
     from .config import EvoqGRPOConfig, split_settings
     from .data import load_preferences, to_image_prompts
 
@@ -125,6 +130,8 @@ def run_grpo(settings: dict, *, quiet: bool = False) -> dict:
     processor = load_processor(script.model, revision=script.model_revision,
                                min_pixels=script.min_pixels, max_pixels=script.max_pixels)
     funcs, weights = build_rewards(config)
+    if wrap_reward is not None:
+        funcs = [wrap_reward(f) for f in funcs]
     config.reward_weights = weights
     dtype = script.torch_dtype
     if dtype == "auto":
@@ -136,7 +143,8 @@ def run_grpo(settings: dict, *, quiet: bool = False) -> dict:
     config.model_init_kwargs = init
 
     trainer = _trainer_class()(model=script.model, reward_funcs=funcs, args=config,
-                               train_dataset=train_ds, processing_class=processor)
+                               train_dataset=train_ds, processing_class=processor,
+                               callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     out = Path(config.output_dir)
     trainer.save_model(str(out))
