@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     model_dir = build_model(args.model, work / "model", shrink=args.shrink)
     build_s = time.perf_counter() - t0
+    import evoq_data.modeling as modeling
+
+    try:  # the stock AutoProcessor path (torchvision present) may want a video processor
+        modeling.load_processor(str(model_dir))
+    except Exception as exc:  # noqa: BLE001 - fall back to evoq's image-only processor
+        print(f"stock processor failed ({exc}); using the image-only one", file=sys.stderr)
+        modeling.has_torchvision = lambda: False
     w, h = (int(x) for x in args.image_size.split("x"))
     pairs_per_step = args.samples_per_device // 2
     prefs = make_prefs(work / "prefs", pairs_per_step * args.steps, (w, h))
