@@ -221,9 +221,8 @@ def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
     if alpha <= 0:
         raise EvoqError(f"--bt-alpha must be positive (an unpenalised fit diverges for any "
                         f"image that never lost), got {alpha}")
-    items, inverse = np.unique(np.concatenate([winners, losers]), return_inverse=True)
-    w, lo = inverse[: len(winners)], inverse[len(winners):]
-    m = len(items)
+    w, lo, m = winners, losers, n_items
+    compared = (np.bincount(w, minlength=m) + np.bincount(lo, minlength=m)) > 0
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         d = theta[w] - theta[lo]
@@ -238,11 +237,11 @@ def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
     # synchronisation (100x slower on a busy 2-core machine).
     with threadpool_limits(1, user_api="blas"):
         res = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B",
-                       options={"maxiter": 10_000, "gtol": 1e-7, "ftol": 1e-12})
-    theta = res.x - res.x.mean()
-    scores[items] = theta
+                       options={"maxiter": 10_000, "gtol": 1e-6, "ftol": 1e-11})
+    theta = res.x - res.x[compared].mean()  # (items never compared get NaN below)
+    scores[compared] = theta[compared]
     loglik = -float(np.logaddexp(0.0, -(theta[w] - theta[lo])).sum())
-    return scores, {"alpha": alpha, "items": int(m), "comparisons": int(len(w)),
+    return scores, {"alpha": alpha, "items": int(compared.sum()), "comparisons": int(len(w)),
                     "converged": bool(res.success), "iterations": int(res.nit),
                     "log_likelihood": loglik}
 
