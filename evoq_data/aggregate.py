@@ -154,9 +154,11 @@ def fetch_dicts(result) -> list[dict]:
 
 
 def copy_parquet(con, select: str, path: Path) -> Path:
-    """Write a query's rows to ``path`` (zstd Parquet) through a temp file and a rename."""
+    """Write a query's rows to ``path`` (zstd Parquet, level 1: half the CPU of the default
+    level for a few percent more bytes) through a temp file and a rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    con.execute(f"COPY ({select}) TO {sql_quote(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY ({select}) TO {sql_quote(tmp)} "
+                "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)")
     os.replace(tmp, path)
     return path
 
