@@ -88,7 +88,11 @@ class VLLMEngine:
         is_cpu = current_platform.is_cpu()
         if is_cpu:  # in-process engine core: starts in seconds, and keeps the compat patches
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        compat.install()
+        if compat.install() and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0":
+            # A spawned engine core would not have the no-torchvision patches and fail.
+            log.warning("no usable torchvision: running vLLM's engine core in-process "
+                        "(VLLM_ENABLE_V1_MULTIPROCESSING=0)")
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         check_vlm_checkpoint(model)
         self.model = model
         self.model_revision = model_revision
