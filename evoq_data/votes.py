@@ -253,7 +253,17 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
         "pairs_file": str(Path(pairs).resolve()), "pairs_sha256": _file_sha256(Path(pairs)),
         "created_at": datetime.now(UTC).isoformat(),
     }
-    has_manifest = _check_manifest(votes_dir, manifest)
+    eng = None
+    if engine == "openai" and not model:
+        # the served model's id is known only once connected: record it, not "openai"
+        eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
+        manifest["model"] = eng.model
+    try:
+        has_manifest = _check_manifest(votes_dir, manifest)
+    except EvoqError:
+        if eng is not None:
+            eng.close()
+        raise
     for stale in votes_dir.glob(f".votes-{shard_index:05d}-of-{num_shards:05d}-*.tmp"):
         stale.unlink(missing_ok=True)  # leftovers of a killed run of this shard
     mine = [r for r in rows if shard_of(r["pair_id"], num_shards) == shard_index]
@@ -263,8 +273,11 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
                "pairs_already_done": len(mine) - len(todo), "pairs_voted": 0, "votes": 0,
                "invalid_votes": 0, "shards_written": 0}
     if not todo:
+        if eng is not None:
+            eng.close()
         return summary
-    eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
+    if eng is None:
+        eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
     if not has_manifest:  # written once the engine is up, so a failed start leaves no trace
         _write_manifest(votes_dir, manifest)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="pairs", unit="pair",

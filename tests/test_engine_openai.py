@@ -277,3 +277,16 @@ def test_connection_refused_is_retried_then_error(image_pool):
     with pytest.raises(EvoqError, match="after 2 attempts; last: ConnectError"):
         engine.generate([_request(image_pool)], Sampling())
     engine.close()
+
+
+def test_openai_without_model_records_the_served_id(vllm_server, tiny_vlm, pairs_file, tmp_path):
+    out = tmp_path / "votes"
+    args = ["vote", "--pairs", str(pairs_file), "--engine", "openai", "--base-url", vllm_server,
+            "-k", "2", "--max-tokens", "4", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["model"] == str(tiny_vlm)
+    assert {r["model"] for r in _votes(out)} == {str(tiny_vlm)}
+    again = CliRunner().invoke(app, args)  # resuming without --model matches the manifest
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["pairs_already_done"] == 3
