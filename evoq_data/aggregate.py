@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -223,6 +224,7 @@ def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
     if alpha <= 0:
         raise EvoqError(f"--bt-alpha must be positive (an unpenalised fit diverges for any "
                         f"image that never lost), got {alpha}")
+    started = time.perf_counter()
     w, lo, m = winners, losers, n_items
     compared = (np.bincount(w, minlength=m) + np.bincount(lo, minlength=m)) > 0
 
@@ -239,13 +241,15 @@ def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
     # synchronisation (100x slower on a busy 2-core machine).
     with threadpool_limits(1, user_api="blas"):
         res = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B",
-                       options={"maxiter": 10_000, "gtol": 1e-6, "ftol": 1e-11})
+                       options={"maxiter": 10_000, "gtol": 1e-6, "ftol": 1e-11,
+                                "maxcor": 5})  # history: 2 x 5 vectors of n_items
     theta = res.x - res.x[compared].mean()  # (items never compared get NaN below)
     scores[compared] = theta[compared]
     loglik = -float(np.logaddexp(0.0, -(theta[w] - theta[lo])).sum())
     return scores, {"alpha": alpha, "items": int(compared.sum()), "comparisons": int(len(w)),
                     "converged": bool(res.success), "iterations": int(res.nit),
-                    "log_likelihood": loglik}
+                    "log_likelihood": loglik,
+                    "seconds": round(time.perf_counter() - started, 3)}
 
 
 def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
@@ -276,8 +280,9 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     vote_manifest = load_vote_manifest(votes_dir)
     prefs_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir = prefs_dir / ".duckdb_tmp"
-    steps = tqdm(total=7, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
+    steps = tqdm(total=8, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
     con = connect(threads, memory_limit, tmp_dir)
+    pool = ThreadPoolExecutor(max_workers=1)
     timings: dict[str, float] = {}
     cpu_times: dict[str, float] = {}
     cpu = [time.process_time()]
@@ -316,6 +321,15 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                 f"{b['min_vote_index']}..{b['max_vote_index']}: duplicated or missing vote "
                 f"shards in {votes_dir} (a shard copied twice?)")
         t = step("pairs", t)
+        materialise(con, "image_outcomes", "count_image_outcomes")
+        materialise(con, "decisive_outcomes", "list_decisive_outcomes")
+        edges = con.execute("SELECT winner_index, loser_index FROM decisive_outcomes").fetchnumpy()
+        n_images = con.execute("SELECT count(*) FROM image_outcomes").fetchall()[0][0]
+        # The fit (one core, numpy) runs beside the DuckDB work below, which releases the GIL.
+        bt_future = pool.submit(fit_bradley_terry, np.asarray(edges["winner_index"], np.int64),
+                                np.asarray(edges["loser_index"], np.int64), n_images, bt_alpha)
+        del edges
+        t = step("outcomes", t)
         cols = ", ".join(PREFERENCE_COLUMNS)
         prefs_path = copy_parquet(
             con, f"SELECT {cols} FROM pair_outcomes WHERE reason IS NULL ORDER BY pair_id",
@@ -331,26 +345,21 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         stats_kept = fetch_dicts(run_sql(con, "summarize_pairs", kept_only=True))[0]
         hist = fetch_dicts(run_sql(con, "bin_agreement", bins=AGREEMENT_BINS, kept_only=False))
         bias = fetch_dicts(run_sql(con, "measure_position_bias", z=Z95))[0]
+        triads = run_sql(con, "count_intransitive_triads").fetchall()[0][0]
         t = step("statistics", t)
-        materialise(con, "image_outcomes", "count_image_outcomes")
-        materialise(con, "decisive_outcomes", "list_decisive_outcomes")
-        edges = con.execute("SELECT winner_index, loser_index FROM decisive_outcomes").fetchnumpy()
-        n_images = con.execute("SELECT count(*) FROM image_outcomes").fetchall()[0][0]
-        scores, bt_info = fit_bradley_terry(np.asarray(edges["winner_index"], np.int64),
-                                            np.asarray(edges["loser_index"], np.int64),
-                                            n_images, bt_alpha)
-        t = step("bradley_terry", t)
+        scores, bt_info = bt_future.result()
+        t = step("bradley_terry_wait", t)
         # (DuckDB's register() would import pandas: the scores join in pyarrow instead)
         images = con.sql("SELECT image_id, image_path, wins, losses, ties, comparisons, "
                          "win_rate FROM image_outcomes ORDER BY image_index").to_arrow_table()
         images = images.append_column("bt_score", pa.array(scores, mask=np.isnan(scores)))
         images_path = write_parquet_atomic(images, prefs_dir / "images.parquet")
         del images
-        triads = run_sql(con, "count_intransitive_triads").fetchall()[0][0]
         t = step("images", t)
     except duckdb.Error as exc:
         raise EvoqError(f"aggregating {votes_dir} failed: {exc}") from exc
     finally:
+        pool.shutdown(wait=True)
         con.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
