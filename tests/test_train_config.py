@@ -105,10 +105,11 @@ def test_recipes_ship_and_parse():
         "max_steps": 3, "bf16": False, "use_vllm": True}
 
 
-def test_card_recipe_builds_a_valid_config(tmp_path):
+@pytest.mark.parametrize("recipe", ["qwen2.5-vl-7b-8xa100", "qwen2.5-vl-7b-1gpu"])
+def test_gpu_recipes_build_valid_configs(tmp_path, recipe):
     from evoq_train.config import split_settings
 
-    settings = load_recipe("qwen2.5-vl-7b-8xa100")
+    settings = load_recipe(recipe)
     settings.update(use_cpu=True, bf16=False, output_dir=str(tmp_path))
     script, cfg = split_settings(settings)
     c = EvoqGRPOConfig(**cfg)

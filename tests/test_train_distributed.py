@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 from collections import defaultdict
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
