@@ -112,7 +112,21 @@ def run_grpo(settings: dict, *, quiet: bool = False, callbacks: list | None = No
         raise EvoqError("no output folder: give --output-dir")
     if quiet:
         cfg.setdefault("disable_tqdm", True)
-    config = EvoqGRPOConfig(**cfg)
+    try:
+        config = EvoqGRPOConfig(**cfg)
+    except ValueError as exc:  # TRL's and transformers' own checks
+        raise EvoqError(f"invalid training settings: {exc}") from exc
+    resume = config.resume_from_checkpoint
+    if resume in (True, "true", "True"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+        if found is None:
+            raise EvoqError(f"--resume-from-checkpoint true: no checkpoint-N folder in "
+                            f"{config.output_dir}")
+        config.resume_from_checkpoint = found
+    elif resume and not Path(resume).is_dir():
+        raise EvoqError(f"--resume-from-checkpoint: {resume} is not a checkpoint folder")
 
     from evoq_data.modeling import check_vlm_checkpoint, load_processor
 

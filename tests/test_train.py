@@ -158,6 +158,11 @@ def test_dataset_without_images(tmp_path, tiny_vlm):
     (["--config", "cpu-smoke", "--samples_per_device", "null", "--steps_per_generation", "1"],
      ["cannot hold whole pairs", "multiple of 8"]),
     (["--config", "cpu-smoke", "--learning_rat", "1"], ["unknown setting(s): learning_rat"]),
+    (["--config", "cpu-smoke", "--resume-from-checkpoint", "nowhere/checkpoint-9"],
+     ["nowhere/checkpoint-9 is not a checkpoint folder"]),
+    (["--config", "cpu-smoke", "--resume-from-checkpoint", "true"], ["no checkpoint-N folder"]),
+    (["--config", "cpu-smoke", "--lr_scheduler_type", "sideways"],
+     ["invalid training settings", "sideways"]),
 ])
 def test_bad_settings(args, fragments, tmp_path, tiny_vlm, pushed):
     assert_error(train_cli(*args, "--dataset", str(pushed), "--model", str(tiny_vlm),
