@@ -103,7 +103,10 @@ def generate(votes_dir: Path, n_votes: int, seed: int = 0) -> dict:
     }
     created = np.datetime64("2026-11-26T00:00:00", "us")
     per_file = -(-n_pairs // n_files)
-    chunk = 2**15  # pairs per row group: 1M votes
+    # pairs per row group: 2,048 (65,536 votes). Like the vote store's own shards (64 pairs
+    # per file by default), a row group then holds few distinct ids and paths, so pyarrow
+    # dictionary-encodes them as it does in real shards.
+    chunk = 2**11
     for f in range(n_files):
         path = votes_dir / f"votes-{f:05d}-of-{n_files:05d}-{f:016x}.parquet"
         writer = None

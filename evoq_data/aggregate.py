@@ -280,7 +280,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     vote_manifest = load_vote_manifest(votes_dir)
     prefs_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir = prefs_dir / ".duckdb_tmp"
-    steps = tqdm(total=8, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
+    steps = tqdm(total=7, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
     con = connect(threads, memory_limit, tmp_dir)
     pool = ThreadPoolExecutor(max_workers=1)
     timings: dict[str, float] = {}
@@ -360,6 +360,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         raise EvoqError(f"aggregating {votes_dir} failed: {exc}") from exc
     finally:
         pool.shutdown(wait=True)
+        steps.close()
         con.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
@@ -382,8 +383,6 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         "sql": sql_hashes(), "timings_s": timings, "cpu_s": cpu_times,
     }
     (prefs_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    steps.update(1)
-    steps.close()
     return {
         "prefs_dir": str(prefs_dir), "preferences": str(prefs_path),
         "filtered_out": str(filtered_path) if removed else None, "images": str(images_path),
