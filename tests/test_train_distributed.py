@@ -77,9 +77,8 @@ def test_two_processes_every_reward_call_sees_both_images_of_its_pairs(tmp_path,
     assert seen == set(pair_images)  # one epoch of 4 pairs = 2 steps x 2 processes x 1 pair
 
 
-@pytest.mark.slow
 def test_deepspeed_zero2_single_cpu_process(tmp_path, tiny_vlm):
-    """~70 s warm; the first run on a machine also compiles DeepSpeed's shm op (~4 min)."""
+    """~40-70 s; DeepSpeed's shm op is prebuilt by scripts/setup.sh (else ~2-4 min more)."""
     from evoq_train.settings import recipes_dir
 
     prefs = make_prefs_dir(tmp_path / "run")
