@@ -32,6 +32,10 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", help="Model: Hub id or local checkpoint folder (Qwen2.5-VL family)."),
 ]
+ModelRevision = Annotated[
+    str | None,
+    typer.Option("--model-revision", help="Model revision to load and record (Hub branch, tag or commit)."),
+]
 EngineOpt = Annotated[
     str, typer.Option("--engine", help="Engine: transformers, vllm, openai or piqe.")
 ]
@@ -147,7 +151,7 @@ def vote_cmd(
     num_shards: Annotated[int, typer.Option("--num-shards", help="Workers splitting the pairs.")] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", help="This worker's index in [0, num-shards).")] = 0,
     chunk_pairs: Annotated[int, typer.Option("--chunk-pairs", help="Pairs per engine batch and per shard file (the most a crash can lose).")] = 64,
-    model_revision: Annotated[str | None, typer.Option("--model-revision", help="Model revision (Hub branch, tag or commit).")] = None,
+    model_revision: ModelRevision = None,
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
     engine_arg: EngineArg = None,
@@ -240,7 +244,7 @@ def score_cmd(
     chunk_images: Annotated[int, typer.Option("--chunk-images", help="Images per engine batch.")] = 32,
     image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
     split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
-    model_revision: Annotated[str | None, typer.Option("--model-revision", help="Model revision (Hub branch, tag or commit).")] = None,
+    model_revision: ModelRevision = None,
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
     engine_arg: EngineArg = None,
@@ -275,7 +279,7 @@ def compare_cmd(
     top_p: TopP = 1.0,
     max_tokens: MaxTokens = 1024,
     reasoning: Reasoning = True,
-    model_revision: Annotated[str | None, typer.Option("--model-revision", help="Model revision.")] = None,
+    model_revision: ModelRevision = None,
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
     engine_arg: EngineArg = None,

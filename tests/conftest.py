@@ -47,3 +47,17 @@ def image_pool(tmp_path) -> Path:
     folder = tmp_path / "pool"
     make_images(folder, 6)
     return folder
+
+
+def assert_user_error(result, *fragments: str) -> str:
+    """A CliRunner result stopped by an EvoqError: exit 1 and a one-line message holding
+    every fragment. Returns the message."""
+    from evoq_data.errors import EvoqError
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, EvoqError), repr(result.exception)
+    message = str(result.exception)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message

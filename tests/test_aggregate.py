@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_user_error as assert_error
 from typer.testing import CliRunner
 
 from evoq_data.aggregate import IMAGE_COLUMNS, PREFERENCE_COLUMNS, Z95, fit_bradley_terry
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
 from evoq_data.schemas import VOTES_SCHEMA
 
 PROVENANCE = {"model": "tiny/model", "model_revision": "rev1", "engine": "transformers",
@@ -85,13 +85,6 @@ def invoke(args: list[str]):
     return CliRunner().invoke(app, args)
 
 
-def assert_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, EvoqError), result.exception
-    msg = str(result.exception)
-    assert "\n" not in msg
-    for frag in fragments:
-        assert frag in msg, msg
 
 
 def run_cli(votes: Path, out: Path, *extra: str) -> dict:

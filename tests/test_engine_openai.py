@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_user_error as _fails
 from conftest import make_images
 from typer.testing import CliRunner
 
@@ -32,15 +33,6 @@ K = 4
 SECRET = "sk-test-do-not-log-0123456789"
 
 
-def _fails(result, *fragments: str) -> str:
-    """The CLI stopped with an EvoqError (exit 1) whose one-line message has ``fragments``."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, EvoqError), repr(result.exception)
-    message = str(result.exception)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def _free_port() -> int:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_user_error as _fails
 from conftest import make_images
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
 from evoq_data.votes import plan_votes
 
 vllm = pytest.importorskip("vllm")
@@ -22,15 +22,6 @@ STATUSES = {"ok", "empty", "no_box", "no_answer", "conflicting_boxes", "out_of_r
             "not_a_number"}
 
 
-def _fails(result, *fragments: str) -> str:
-    """The CLI stopped with an EvoqError (exit 1) whose one-line message has ``fragments``."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, EvoqError), repr(result.exception)
-    message = str(result.exception)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def _votes(votes_dir: Path):

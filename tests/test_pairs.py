@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_images
+from conftest import assert_user_error, make_images
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -25,13 +25,6 @@ def _cli(*args):
     return runner.invoke(app, list(args))
 
 
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, EvoqError), repr(result.exception)
-    msg = str(result.exception)
-    assert "\n" not in msg
-    for frag in fragments:
-        assert frag in msg, msg
 
 
 @pytest.mark.parametrize("m", [2, 3, 7, 50, 401])

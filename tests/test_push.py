@@ -9,11 +9,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import assert_user_error as assert_error
 from push_fixtures import PAIRS, make_prefs_dir
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
 from evoq_data.publish import run_push
 
 runner = CliRunner()
@@ -23,13 +23,6 @@ def push_cli(*args: str):
     return runner.invoke(app, ["push", *args])
 
 
-def assert_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, EvoqError), repr(result.exception)
-    message = str(result.exception)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def load_rows(folder: Path, config: str) -> list[dict]:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("trl")
 
-from evoq_data.errors import EvoqError  # noqa: E402
+from conftest import assert_user_error as assert_error
 
 runner = CliRunner()
 
@@ -25,13 +25,6 @@ def train_cli(*args: str):
     return runner.invoke(app, ["grpo", *args])
 
 
-def assert_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    assert isinstance(result.exception, EvoqError), result.output
-    message = str(result.exception)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 @pytest.fixture(scope="module")

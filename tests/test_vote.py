@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_pairs import assert_user_error
+from conftest import assert_user_error
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
