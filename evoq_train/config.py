@@ -139,6 +139,30 @@ class EvoqGRPOConfig(trl.GRPOConfig):
                 f"of {2 * g} (e.g. samples_per_device 2 or 4)")
 
 
+def _number_type(name: str) -> type | None:
+    """float or int when the setting ``name`` is numeric (optional or not), else None."""
+    import typing
+
+    for cls in (EvoqGRPOConfig, EvoqScriptArguments):
+        hint = typing.get_type_hints(cls).get(name)
+        if hint is not None:
+            kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
+            return next((t for t in (float, int) if kinds == {t}), None)
+    return None
+
+
+def _as_number(name: str, value):
+    """A numeric setting given as text (YAML reads ``1e-6`` as a string) -> its number."""
+    kind = _number_type(name) if isinstance(value, str) else None
+    if kind is None:
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise EvoqError(f"setting {name} expects {'a number' if kind is float else 'an integer'}"
+                        f", got {value!r}") from None
+
+
 def split_settings(settings: dict) -> tuple[EvoqScriptArguments, dict]:
     """Script arguments and the GRPO config keyword arguments; unknown keys fail."""
     script_names = {f.name for f in dataclasses.fields(EvoqScriptArguments)}
@@ -147,6 +171,7 @@ def split_settings(settings: dict) -> tuple[EvoqScriptArguments, dict]:
     if unknown:
         raise EvoqError(f"unknown setting(s): {', '.join(unknown)} (not an evoq script argument "
                         "nor a TRL GRPOConfig field)")
+    settings = {k: _as_number(k, v) for k, v in settings.items()}
     script = EvoqScriptArguments(**{k: v for k, v in settings.items() if k in script_names})
     config = {k: v for k, v in settings.items() if k in config_names}
     return script, config

@@ -105,6 +105,19 @@ def test_recipes_ship_and_parse():
         "max_steps": 3, "bf16": False, "use_vllm": True}
 
 
+def test_numbers_in_exponent_notation_are_numbers():
+    # YAML reads 1e-6 (no dot) as a string: the grpo help's own example, --learning_rate 1e-6
+    from evoq_train.config import split_settings
+
+    script, cfg = split_settings(parse_overrides(
+        ["--learning_rate", "1e-6", "--beta", "5e-2", "--thurstone_gamma", "1e-6",
+         "--max_steps", "3"]))
+    assert (cfg["learning_rate"], cfg["beta"], cfg["thurstone_gamma"], cfg["max_steps"]) == (
+        1e-6, 0.05, 1e-6, 3)
+    with pytest.raises(EvoqError, match="learning_rate expects a number, got 'abc'"):
+        split_settings({"learning_rate": "abc"})
+
+
 @pytest.mark.parametrize("recipe", ["qwen2.5-vl-7b-8xa100", "qwen2.5-vl-7b-1gpu"])
 def test_gpu_recipes_build_valid_configs(tmp_path, recipe):
     from evoq_train.config import split_settings
