@@ -210,6 +210,12 @@ def read_pairs(pairs_path: str | Path) -> list[dict]:
     rows = pq.read_table(path, columns=list(PAIRS_COLUMNS)).to_pylist()
     if not rows:
         raise EvoqError(f"pairs file {path} has no rows")
+    seen: set[str] = set()
+    dup = next((r["pair_id"] for r in rows if r["pair_id"] in seen or seen.add(r["pair_id"])),
+               None)
+    if dup is not None:
+        raise EvoqError(f"pairs file {path} lists pair {dup} more than once; every pair_id "
+                        "must be unique (its K votes would be written twice)")
     return rows
 
 

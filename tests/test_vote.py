@@ -176,3 +176,12 @@ def test_vote_bad_input(tmp_path, pairs_file, tiny_vlm):
     (llm_only / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     assert_user_error(vote(model=llm_only), "not a vision-language model")
     assert_user_error(vote(model=tmp_path / "absent-model"), "model not found")
+    assert_user_error(vote("--temperature", "-1"), "--temperature must be >= 0")
+    assert_user_error(vote("--top-p", "1.5"), "--top-p must be in (0, 1]")
+    assert_user_error(vote("--max-tokens", "0"), "--max-tokens must be at least 1")
+    assert_user_error(vote("--engine-arg", "bogus=1"), "no setting bogus", "device")
+    assert not (tmp_path / "v").exists()  # refused before anything was written
+    doubled = tmp_path / "doubled.parquet"
+    table = pq.read_table(pairs_file)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), doubled)
+    assert_user_error(vote(pairs=doubled), "more than once", table["pair_id"][0].as_py())

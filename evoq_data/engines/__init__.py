@@ -15,6 +15,7 @@ plane never pays for vLLM or torch unless it uses them.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,14 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise EvoqError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise EvoqError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise EvoqError(f"--max-tokens must be at least 1, got {self.max_tokens}")
 
 
 @dataclass(frozen=True)
@@ -69,5 +78,12 @@ def get_engine(name: str, model: str | None, **options) -> Engine:
     if name not in ENGINES:
         raise EvoqError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     module_name, cls_name = ENGINES[name].split(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, cls_name)(model, **options)
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY)
+            raise EvoqError(f"engine {name!r} has no setting {', '.join(unknown)}; "
+                            f"its settings: {', '.join(known)}")
+    return cls(model, **options)
