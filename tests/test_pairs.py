@@ -130,3 +130,12 @@ def test_pairs_bad_input(tmp_path, image_pool):
     assert_user_error(_cli("pairs", "--images", str(image_pool), "--num-pairs", "16",
                            "--out", str(tmp_path / "p.parquet"), "-q"),
                       "16 pairs", "only 15")
+    # an output that cannot be written: a folder in the way, a parent that is a file
+    taken = tmp_path / "taken.parquet"
+    taken.mkdir()
+    assert_user_error(_cli("pairs", "--images", str(image_pool), "--num-pairs", "2",
+                           "--out", str(taken), "-q"), f"cannot write {taken}")
+    assert not list(tmp_path.glob(".taken.parquet.*.tmp"))
+    assert_user_error(_cli("pairs", "--images", str(image_pool), "--num-pairs", "2",
+                           "--out", str(image_pool / "img000.png" / "p.parquet"), "-q"),
+                      "cannot write")
