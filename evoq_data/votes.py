@@ -248,6 +248,8 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
     prompt = compare_prompt(reasoning)
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     votes_dir = Path(out)
+    if votes_dir.exists() and not votes_dir.is_dir():
+        raise EvoqError(f"--out {votes_dir} is a file; VOTES_DIR must be a folder")
     revision = model_revision_of(model, model_revision, engine)
     manifest = {
         "stage": "vote", "schema_version": SCHEMA_VERSION, "evoq_version": __version__,

@@ -185,3 +185,6 @@ def test_vote_bad_input(tmp_path, pairs_file, tiny_vlm):
     table = pq.read_table(pairs_file)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), doubled)
     assert_user_error(vote(pairs=doubled), "more than once", table["pair_id"][0].as_py())
+    assert_user_error(runner.invoke(app, ["vote", "--pairs", str(pairs_file), "--model",
+                                          str(tiny_vlm), "--out", str(pairs_file), "-q"]),
+                      "is a file; VOTES_DIR must be a folder")
