@@ -189,8 +189,13 @@ def _dataset_labels(source: str, image_column: str, mos_column: str,
         raise EvoqError(f"labels {source} have no {mos_column!r} column (columns: "
                         f"{', '.join(ds.column_names)}); pass --mos-column")
     mos = _mos_values(pa.table({col: ds[col]}), col, source)
+    try:
+        cells = ds.cast_column(image_column, datasets.Image(decode=False))[image_column]
+    except (ValueError, TypeError, NotImplementedError) as exc:  # pyarrow's cast errors
+        raise EvoqError(f"column {image_column!r} of labels dataset {source} does not hold "
+                        f"images ({ds.features[image_column]}); pass --image-column") from exc
     ids = []
-    for cell in ds.cast_column(image_column, datasets.Image(decode=False))[image_column]:
+    for cell in cells:
         data = (cell or {}).get("bytes")
         if data is None and (cell or {}).get("path"):
             data = Path(cell["path"]).read_bytes()

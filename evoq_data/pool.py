@@ -132,7 +132,11 @@ def _dataset_image_files(source: str, image_column: str, split: str, cache_dir: 
             f"dataset {source!r} has no column {image_column!r} (columns: "
             f"{', '.join(ds.column_names)}); pass --image-column"
         )
-    ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    try:
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    except (ValueError, TypeError, NotImplementedError) as exc:  # pyarrow's cast errors
+        raise EvoqError(f"column {image_column!r} of dataset {source!r} does not hold images "
+                        f"({ds.features[image_column]}); pass --image-column") from exc
     cache_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for i, row in enumerate(ds):

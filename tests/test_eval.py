@@ -124,6 +124,11 @@ def test_eval_cli_two_benchmarks_from_csv_parquet_and_dataset(scored):
     assert res.exit_code == 0, res.output
     hf = json.loads((tmp / "e2" / "metrics.json").read_text())["benchmarks"][0]
     assert hf["srcc"] == pytest.approx(k["srcc"]) and hf["plcc"] == pytest.approx(k["plcc"])
+    res = runner.invoke(app, ["eval", "--scores", str(tmp / "scores.parquet"), "--labels",
+                              f"hf={tmp / 'ds'}", "--image-column", "mos", "--mos-column",
+                              "mos", "--out", str(tmp / "e3")])
+    assert isinstance(res.exception, EvoqError), res.output
+    assert "column 'mos' of labels dataset" in str(res.exception)
 
 
 def _fail(args):

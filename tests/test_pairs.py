@@ -118,6 +118,10 @@ def test_pairs_from_a_hf_dataset_folder(tmp_path):
         assert hashlib.sha256(open(r["image_b_path"], "rb").read()).hexdigest() == r["image_b_id"]
     with pytest.raises(EvoqError, match="no column 'image'"):
         run_pairs(str(tmp_path / "ds"), 2, 0, tmp_path / "x.parquet", quiet=True)
+    ds.add_column("mos", [1, 2, 3, 4]).save_to_disk(str(tmp_path / "ds2"))
+    with pytest.raises(EvoqError, match="column 'mos' of dataset .* does not hold images"):
+        run_pairs(str(tmp_path / "ds2"), 2, 0, tmp_path / "x.parquet", image_column="mos",
+                  quiet=True)
 
 
 def test_pairs_bad_input(tmp_path, image_pool):
