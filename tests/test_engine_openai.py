@@ -263,6 +263,22 @@ def test_bad_replies_are_one_line_errors(fake_endpoint, image_pool, script, frag
     assert len(script.calls) == 1
 
 
+def test_credentials_in_the_base_url_never_reach_logs_or_errors(fake_endpoint, image_pool,
+                                                                caplog):
+    import base64
+
+    script = _Script([503, 503])
+    url = fake_endpoint(script).replace("http://", f"http://me:{SECRET}@")
+    engine = get_engine("openai", "m", base_url=url, max_retries=1, backoff=0.01)
+    with caplog.at_level(logging.DEBUG), pytest.raises(EvoqError) as err:
+        engine.generate([_request(image_pool)], Sampling())
+    engine.close()
+    assert SECRET not in caplog.text and SECRET not in str(err.value)
+    assert "failed after 2 attempts" in str(err.value)
+    sent = base64.b64encode(f"me:{SECRET}".encode()).decode()
+    assert script.calls[0]["auth"] == f"Basic {sent}"  # still sent, as basic auth
+
+
 def test_connection_refused_is_retried_then_error(image_pool):
     url = f"http://127.0.0.1:{_free_port()}/v1"
     engine = get_engine("openai", "m", base_url=url, max_retries=1, backoff=0.01)

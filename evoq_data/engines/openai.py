@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -53,6 +54,17 @@ def image_data_url(path: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def _split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """``http://user:secret@host/v1`` -> (``http://host/v1``, basic auth); else (url, None)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    auth = httpx.BasicAuth(unquote(user), unquote(password))
+    return urlunsplit(parts._replace(netloc=host)), auth
+
+
 def _error_detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -76,7 +88,9 @@ class OpenAIEngine:
             raise EvoqError(f"--concurrency must be at least 1, got {concurrency}")
         if max_retries < 0:
             raise EvoqError(f"max_retries must be at least 0, got {max_retries}")
-        self.base_url = base_url.rstrip("/")
+        # user:password@ in the URL (it may hold a key) becomes HTTP basic auth, so that the
+        # URL in messages and logs (ours and httpx's) carries no secret
+        self.base_url, auth = _split_credentials(base_url.rstrip("/"))
         self.concurrency = concurrency
         self.model_revision = model_revision
         self.max_retries = max_retries
@@ -87,7 +101,8 @@ class OpenAIEngine:
         if key := os.environ.get("OPENAI_API_KEY"):
             headers["Authorization"] = f"Bearer {key}"
         self.client = httpx.Client(
-            headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            headers=headers, auth=auth,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
             limits=httpx.Limits(max_connections=concurrency,
                                 max_keepalive_connections=concurrency),
         )
