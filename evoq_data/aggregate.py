@@ -149,6 +149,15 @@ def materialise(con, table: str, name: str, inputs: dict[str, str] | None = None
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS\n{sql}", params)
 
 
+def float_array(values: np.ndarray) -> pa.Array:
+    """A float64 Arrow array of ``values`` with NaN as null. Built from the buffers:
+    ``pa.array`` on a numpy array imports pandas (about 1 s of start-up)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    valid = np.packbits(~np.isnan(values), bitorder="little")
+    return pa.Array.from_buffers(pa.float64(), len(values),
+                                 [pa.py_buffer(valid), pa.py_buffer(values)])
+
+
 def fetch_dicts(result) -> list[dict]:
     cols = [d[0] for d in result.description]
     return [dict(zip(cols, row, strict=True)) for row in result.fetchall()]
@@ -202,6 +211,17 @@ def provenance_from_metadata(columns: list[dict]) -> list[dict] | None:
     group = {f: casts.get(f, str)(by_name[f]["value"]) for f in PROVENANCE_FIELDS}
     return [{**group, "votes": int(by_name["model"]["votes"]), "seed_min": seed["min_number"],
              "seed_max": seed["max_number"]}]
+
+
+def warm_imports() -> None:
+    """Import what the later steps need (scipy's optimiser, matplotlib; about 1 s) on the
+    worker thread while DuckDB, which releases the GIL, reads the votes."""
+    import scipy.optimize  # noqa: F401
+    import threadpoolctl  # noqa: F401
+
+    from .aggregate_report import import_pyplot
+
+    import_pyplot()
 
 
 def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
@@ -282,7 +302,8 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     tmp_dir = prefs_dir / ".duckdb_tmp"
     steps = tqdm(total=7, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
     con = connect(threads, memory_limit, tmp_dir)
-    pool = ThreadPoolExecutor(max_workers=1)
+    pool = ThreadPoolExecutor(max_workers=1)  # warm-up imports, then the fit, then plots
+    pool.submit(warm_imports)
     timings: dict[str, float] = {}
     cpu_times: dict[str, float] = {}
     cpu = [time.process_time()]
@@ -342,19 +363,28 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                               "WHERE reason IS NOT NULL ORDER BY pair_id", filtered_path)
         t = step("preferences", t)
         stats_all = fetch_dicts(run_sql(con, "summarize_pairs", kept_only=False))[0]
-        stats_kept = fetch_dicts(run_sql(con, "summarize_pairs", kept_only=True))[0]
+        # (no pair removed: the kept pairs are all pairs, and one scan serves both)
+        stats_kept = (fetch_dicts(run_sql(con, "summarize_pairs", kept_only=True))[0]
+                      if removed else stats_all)
         hist = fetch_dicts(run_sql(con, "bin_agreement", bins=AGREEMENT_BINS, kept_only=False))
         bias = fetch_dicts(run_sql(con, "measure_position_bias", z=Z95))[0]
         triads = run_sql(con, "count_intransitive_triads").fetchall()[0][0]
         t = step("statistics", t)
         scores, bt_info = bt_future.result()
+        stats = build_stats(label=label, stats_all=stats_all, stats_kept=stats_kept, hist=hist,
+                            bias=bias, parse_status=parse_status, removed=removed,
+                            min_agreement=min_agreement, min_valid_votes=min_valid_votes,
+                            n_images=n_images, bt_info=bt_info, triads=triads, groups=groups,
+                            mixed=mixed, vote_manifest=vote_manifest)
+        plots = pool.submit(write_plots, stats, prefs_dir)  # drawn beside images.parquet
         t = step("bradley_terry_wait", t)
         # (DuckDB's register() would import pandas: the scores join in pyarrow instead)
         images = con.sql("SELECT image_id, image_path, wins, losses, ties, comparisons, "
                          "win_rate FROM image_outcomes ORDER BY image_index").to_arrow_table()
-        images = images.append_column("bt_score", pa.array(scores, mask=np.isnan(scores)))
+        images = images.append_column("bt_score", float_array(scores))
         images_path = write_parquet_atomic(images, prefs_dir / "images.parquet")
         del images
+        plots.result()
         t = step("images", t)
     except duckdb.Error as exc:
         raise EvoqError(f"aggregating {votes_dir} failed: {exc}") from exc
@@ -364,13 +394,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         con.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    stats = build_stats(label=label, stats_all=stats_all, stats_kept=stats_kept, hist=hist,
-                        bias=bias, parse_status=parse_status, removed=removed,
-                        min_agreement=min_agreement, min_valid_votes=min_valid_votes,
-                        n_images=n_images, bt_info=bt_info, triads=triads, groups=groups,
-                        mixed=mixed, vote_manifest=vote_manifest)
     total_votes, invalid = stats["votes"]["total"], stats["votes"]["invalid"]
-    write_plots(stats, prefs_dir)
     (prefs_dir / "stats.json").write_text(json.dumps(stats, indent=2, default=str) + "\n")
     (prefs_dir / "stats.md").write_text(render_stats_md(stats))
     manifest = {

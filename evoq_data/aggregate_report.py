@@ -69,13 +69,19 @@ def build_stats(*, label: str, stats_all: dict, stats_kept: dict, hist: list[dic
     }
 
 
-def write_plots(stats: dict, out: str | Path) -> list[Path]:
-    """agreement_hist.png and position_bias.png in ``out``."""
+def import_pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (imported only to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_plots(stats: dict, out: str | Path) -> list[Path]:
+    """agreement_hist.png and position_bias.png in ``out``."""
+    plt = import_pyplot()
     out = Path(out)
     hist = stats["agreement"]["histogram"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
