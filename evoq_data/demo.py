@@ -57,9 +57,9 @@ def run_demo(out: str | Path = "evoq-demo", *, engine: str = "piqe", model: str 
 
     if engine != "piqe" and not model:
         raise EvoqError(f"engine {engine!r} needs --model")
+    if photos is not None and not 1 <= photos <= len(PHOTOS):
+        raise EvoqError(f"--photos must be in [1, {len(PHOTOS)}], got {photos}")
     names = PHOTOS[: photos] if photos else PHOTOS
-    if len(names) < 1:
-        raise EvoqError("--photos must be at least 1")
     out = Path(out).resolve()
     if (out / "votes").exists():
         raise EvoqError(f"{out} already holds a demo run; remove it or give another --out")

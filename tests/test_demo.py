@@ -15,6 +15,15 @@ pytest.importorskip("pypiqe")
 pytest.importorskip("skimage")
 
 
+@pytest.mark.parametrize("photos", ["0", "-1", "10"])
+def test_demo_photos_out_of_range_is_a_user_error(tmp_path, photos):
+    from conftest import assert_user_error
+
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--photos", photos, "-q"])
+    assert_user_error(result, "--photos must be in [1, 9]")
+    assert not (tmp_path / "d").exists()
+
+
 def test_demo_piqe_labels_beat_chance(tmp_path):
     out = tmp_path / "demo"
     res = runner.invoke(app, ["demo", "--out", str(out), "--photos", "3", "-k", "4", "-q"])
