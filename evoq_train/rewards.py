@@ -165,12 +165,15 @@ _FORMAT = re.compile(r"\s*<think>.+?</think>.*?\\?boxed\{[^{}]*\}.*", re.DOTALL)
 
 
 def format_ok(text: str) -> bool:
-    """True when the text has ``<think>...</think>`` followed by a ``\\boxed{}``."""
-    return bool(_FORMAT.fullmatch(text or ""))
+    """True when the text has ``<think>...</think>`` followed by a ``\\boxed{}`` that holds a
+    valid score: an unparseable answer gets no reward at all (method.md: the lowest reward),
+    so a well-formed box around text or an out-of-range value earns nothing here either."""
+    text = text or ""
+    return bool(_FORMAT.fullmatch(text)) and parse_score(text, True).status == OK
 
 
 def format_reward():
-    """1 when the answer is ``<think>...</think>`` then ``\\boxed{}``, else 0."""
+    """1 when the answer is ``<think>...</think>`` then a ``\\boxed{}`` valid score, else 0."""
 
     def evoq_format(prompts, completions, **_):
         return [1.0 if format_ok(_text(c)) else 0.0 for c in completions]

@@ -71,6 +71,9 @@ def test_thurstone_fidelity_degenerate_groups():
     ("<think>a\nb</think>\nThe rating is boxed{3}.", True),
     ("\\boxed{4.25}", False),
     ("<think>no answer</think>", False),
+    ("<think>x</think> \\boxed{abc}", False),  # unparseable: the lowest reward, no format credit
+    ("<think>x</think> \\boxed{7}", False),  # out of [1, 5]
+    ("<think>x</think> \\boxed{2} \\boxed{3}", False),  # conflicting boxes
     ("\\boxed{4} <think>late</think>", False),
     ("<think></think>\\boxed{4}", False),
     ("", False),
