@@ -141,6 +141,8 @@ def load_model(model: str, *, revision: str | None = None, dtype: str = "auto",
     check_vlm_checkpoint(model)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise EvoqError(f"device {device!r} asked for, but this torch sees no CUDA GPU")
     if dtype == "auto":
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:

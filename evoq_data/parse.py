@@ -30,6 +30,7 @@ NOT_A_NUMBER = "not_a_number"
 PARSE_STATUSES = (OK, EMPTY, NO_BOX, NO_ANSWER, CONFLICTING, OUT_OF_RANGE, NOT_A_NUMBER)
 
 _BOX = re.compile(r"\\?boxed\{([^{}]*)\}")
+_BOX_OPEN = re.compile(r"\\?boxed\{")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
 
@@ -59,6 +60,8 @@ def _candidates(text: str, reasoning: bool) -> tuple[list[str] | None, str]:
     boxes = _BOX.findall(text)
     if boxes:
         return [b.strip() for b in boxes], OK
+    if _BOX_OPEN.search(text):  # a box whose content nests braces: \boxed{\text{1}}
+        return None, NOT_A_NUMBER
     if reasoning:
         return None, NO_BOX
     return [text.strip()], OK

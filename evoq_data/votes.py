@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,6 +203,53 @@ def _write_shard(table: pa.Table, votes_dir: Path, shard_index: int, num_shards:
     return final
 
 
+def _vote_chunk(eng: Engine, chunk: list[dict], k: int, seed: int, order: str, prompt: Prompt,
+                sampling: Sampling) -> pa.Table:
+    """Ask the engine for every vote of ``chunk``: one request per pair and shown order."""
+    plans = [plan_votes(r["pair_id"], k, seed, order) for r in chunk]
+    requests, keys = [], []
+    for pair, plan in zip(chunk, plans, strict=True):
+        for swapped, base in ((False, plan.seed_unswapped), (True, plan.seed_swapped)):
+            n = int((plan.swapped == swapped).sum())
+            if n == 0:
+                continue
+            shown = ((pair["image_b_path"], pair["image_a_path"]) if swapped
+                     else (pair["image_a_path"], pair["image_b_path"]))
+            requests.append(GenRequest(images=shown, prompt=prompt, n=n, seed=base,
+                                       key=f"{plan.pair_id}:{int(swapped)}"))
+            keys.append((plan.pair_id, swapped))
+    outputs = eng.generate(requests, sampling)
+    answers = dict(zip(keys, outputs, strict=True))
+    for req, key in zip(requests, keys, strict=True):
+        if len(answers[key]) != req.n:
+            raise EvoqError(f"engine {eng.name} returned {len(answers[key])} answers "
+                            f"for a request of n={req.n} (pair {key[0]})")
+    return _chunk_rows(chunk, plans, answers, eng, prompt, sampling, datetime.now(UTC))
+
+
+@contextmanager
+def _shard_lock(votes_dir: Path, shard_index: int, num_shards: int):
+    """Hold an exclusive lock on this shard of VOTES_DIR: two workers given the same
+    --shard-index would delete each other's temporary files and double votes. (flock works
+    on local disks and on NFSv4; on a filesystem without locks it is a no-op.)"""
+    import fcntl
+
+    votes_dir.mkdir(parents=True, exist_ok=True)
+    path = votes_dir / f".lock-{shard_index:05d}-of-{num_shards:05d}"
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EvoqError(
+                f"another worker is already voting shard {shard_index} of {num_shards} into "
+                f"{votes_dir}; give each worker its own --shard-index"
+            ) from None
+        except OSError:  # no lock support on this filesystem: go on unguarded
+            log.warning("cannot lock %s; make sure no other worker uses shard %d", path,
+                        shard_index)
+        yield
+
+
 def read_pairs(pairs_path: str | Path) -> list[dict]:
     path = Path(pairs_path)
     if not path.exists():
@@ -244,6 +292,8 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
         if not model:
             raise EvoqError(f"engine {engine!r} needs --model")
         check_vlm_checkpoint(model)
+    if model and Path(model).is_dir():
+        model = os.path.normpath(model)  # "ckpt/" and "ckpt" are the same model
     rows = read_pairs(pairs)
     prompt = compare_prompt(reasoning)
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
@@ -261,59 +311,44 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
         "pairs_file": str(Path(pairs).resolve()), "pairs_sha256": _file_sha256(Path(pairs)),
         "created_at": datetime.now(UTC).isoformat(),
     }
-    eng = None
-    if engine == "openai" and not model:
-        # the served model's id is known only once connected: record it, not "openai"
-        eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
-        manifest["model"] = eng.model
-    try:
+    with ExitStack() as stack:  # closes the engine and releases the shard lock on any exit
+        eng = None
+        if engine == "openai" and not model:
+            # the served model's id is known only once connected: record it, not "openai"
+            eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
+            stack.callback(eng.close)
+            manifest["model"] = eng.model
         has_manifest = _check_manifest(votes_dir, manifest)
-    except EvoqError:
-        if eng is not None:
-            eng.close()
-        raise
-    for stale in votes_dir.glob(f".votes-{shard_index:05d}-of-{num_shards:05d}-*.tmp"):
-        stale.unlink(missing_ok=True)  # leftovers of a killed run of this shard
-    mine = [r for r in rows if shard_of(r["pair_id"], num_shards) == shard_index]
-    done = done_pair_ids(votes_dir)
-    todo = [r for r in mine if r["pair_id"] not in done]
-    summary = {"votes_dir": str(votes_dir), "pairs_in_shard": len(mine),
-               "pairs_already_done": len(mine) - len(todo), "pairs_voted": 0, "votes": 0,
-               "invalid_votes": 0, "shards_written": 0}
-    if not todo:
-        if eng is not None:
-            eng.close()
-        return summary
-    if eng is None:
-        eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
-    if not has_manifest:  # written once the engine is up, so a failed start leaves no trace
-        _write_manifest(votes_dir, manifest)
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="pairs", unit="pair",
-               disable=quiet, dynamic_ncols=True)
-    started = time.perf_counter()
-    try:
+        mine = [r for r in rows if shard_of(r["pair_id"], num_shards) == shard_index]
+
+        def pairs_to_do() -> list[dict]:
+            done = done_pair_ids(votes_dir)
+            return [r for r in mine if r["pair_id"] not in done]
+
+        todo = pairs_to_do()  # a first look, so a finished shard never loads the engine
+        summary = {"votes_dir": str(votes_dir), "pairs_in_shard": len(mine),
+                   "pairs_already_done": len(mine) - len(todo), "pairs_voted": 0, "votes": 0,
+                   "invalid_votes": 0, "shards_written": 0}
+        if not todo:
+            return summary
+        if eng is None:
+            eng = get_engine(engine, model, model_revision=revision, **(engine_options or {}))
+            stack.callback(eng.close)
+        # Nothing is written before the engine is up, so a failed start leaves no trace.
+        stack.enter_context(_shard_lock(votes_dir, shard_index, num_shards))
+        for stale in votes_dir.glob(f".votes-{shard_index:05d}-of-{num_shards:05d}-*.tmp"):
+            stale.unlink(missing_ok=True)  # leftovers of a killed run of this shard
+        todo = pairs_to_do()  # again, under the lock
+        summary["pairs_already_done"] = len(mine) - len(todo)
+        if not has_manifest:
+            _write_manifest(votes_dir, manifest)
+        bar = stack.enter_context(tqdm(total=len(mine), initial=len(mine) - len(todo),
+                                       desc="pairs", unit="pair", disable=quiet,
+                                       dynamic_ncols=True))
+        started = time.perf_counter()
         for start in range(0, len(todo), chunk_pairs):
             chunk = todo[start : start + chunk_pairs]
-            plans = [plan_votes(r["pair_id"], votes_per_pair, seed, order) for r in chunk]
-            requests, keys = [], []
-            for pair, plan in zip(chunk, plans, strict=True):
-                for swapped, base in ((False, plan.seed_unswapped), (True, plan.seed_swapped)):
-                    n = int((plan.swapped == swapped).sum())
-                    if n == 0:
-                        continue
-                    shown = ((pair["image_b_path"], pair["image_a_path"]) if swapped
-                             else (pair["image_a_path"], pair["image_b_path"]))
-                    requests.append(GenRequest(images=shown, prompt=prompt, n=n, seed=base,
-                                               key=f"{plan.pair_id}:{int(swapped)}"))
-                    keys.append((plan.pair_id, swapped))
-            outputs = eng.generate(requests, sampling)
-            answers = dict(zip(keys, outputs, strict=True))
-            for req, key in zip(requests, keys, strict=True):
-                if len(answers[key]) != req.n:
-                    raise EvoqError(f"engine {engine} returned {len(answers[key])} answers "
-                                    f"for a request of n={req.n} (pair {key[0]})")
-            table = _chunk_rows(chunk, plans, answers, eng, prompt, sampling,
-                                datetime.now(UTC))
+            table = _vote_chunk(eng, chunk, votes_per_pair, seed, order, prompt, sampling)
             _write_shard(table, votes_dir, shard_index, num_shards)
             invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py())
             summary["pairs_voted"] += len(chunk)
@@ -323,8 +358,5 @@ def run_vote(pairs: str | Path, model: str | None, engine: str, out: str | Path,
             bar.update(len(chunk))
             bar.set_postfix(votes_s=f"{summary['votes'] / (time.perf_counter() - started):.1f}",
                             invalid=summary["invalid_votes"])
-    finally:
-        bar.close()
-        eng.close()
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    return summary
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        return summary

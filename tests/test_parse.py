@@ -22,6 +22,7 @@ COMPARE_CASES = [
     ("\\boxed{0.5}", True, None, "out_of_range"),
     ("\\boxed{first}", True, None, "not_a_number"),
     ("\\boxed{}", True, None, "not_a_number"),
+    ("\\boxed{\\text{1}}", True, None, "not_a_number"),  # a box, but not a bare number
     ("", True, None, "empty"),
     ("   \n", False, None, "empty"),
     ("0", False, 0, "ok"),

@@ -188,3 +188,22 @@ def test_vote_bad_input(tmp_path, pairs_file, tiny_vlm):
     assert_user_error(runner.invoke(app, ["vote", "--pairs", str(pairs_file), "--model",
                                           str(tiny_vlm), "--out", str(pairs_file), "-q"]),
                       "is a file; VOTES_DIR must be a folder")
+
+
+def test_a_second_worker_on_the_same_shard_is_refused(tiny_vlm, pairs_file, tmp_path):
+    import fcntl
+
+    out = tmp_path / "votes"
+    out.mkdir()
+    with open(out / ".lock-00001-of-00002", "a") as held:  # worker 1 of 2 is running
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(EvoqError, match="already voting shard 1 of 2"):
+            run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2,
+                     num_shards=2, shard_index=1, **FAST)
+        # the other shard is free, and a trailing slash names the same model
+        run_vote(pairs_file, f"{tiny_vlm}/", "transformers", out, votes_per_pair=2,
+                 num_shards=2, shard_index=0, **FAST)
+    run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2,
+             num_shards=2, shard_index=1, **FAST)
+    rows = read_votes(out)
+    assert len(rows) == 12 and {r["model"] for r in rows} == {str(tiny_vlm)}
