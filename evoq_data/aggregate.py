@@ -138,15 +138,16 @@ def run_sql(con, name: str, **params):
 
 def materialise(con, table: str, name: str, inputs: dict[str, str] | None = None,
                 **params) -> None:
-    """Store the result of ``sql/<name>.sql`` as temp table ``table``. ``inputs`` maps a
-    relation the query reads to another sql/ file computing it, composed as a CTE, so an
-    intermediate result is never stored."""
+    """Store the result of ``sql/<name>.sql`` as table ``table`` of the in-memory database
+    (not a TEMP table: those are private to one connection, and the preferences are written
+    on a second cursor). ``inputs`` maps a relation the query reads to another sql/ file
+    computing it, composed as a CTE, so an intermediate result is never stored."""
     sql = read_sql(name).strip().rstrip(";")
     if inputs:
         ctes = ",\n".join(f"{rel} AS (\n{read_sql(src).strip().rstrip(';')}\n)"
                           for rel, src in inputs.items())
         sql = f"WITH {ctes}\n{sql}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS\n{sql}", params)
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS\n{sql}", params)
 
 
 def float_array(values: np.ndarray) -> pa.Array:
@@ -272,6 +273,26 @@ def fit_bradley_terry(winners: np.ndarray, losers: np.ndarray, n_items: int,
                     "seconds": round(time.perf_counter() - started, 3)}
 
 
+def write_preferences(cur, prefs_dir: Path) -> tuple[Path, Path, list[dict]]:
+    """preferences.parquet (kept pairs) and, when a filter removed pairs,
+    filtered_out.parquet, both ordered by pair_id, from table pair_outcomes; returns their
+    paths and the removed pairs per reason. Closes the cursor ``cur``."""
+    try:
+        cols = ", ".join(PREFERENCE_COLUMNS)
+        prefs_path = copy_parquet(
+            cur, f"SELECT {cols} FROM pair_outcomes WHERE reason IS NULL ORDER BY pair_id",
+            prefs_dir / "preferences.parquet")
+        removed = fetch_dicts(run_sql(cur, "count_filter_reasons"))
+        filtered_path = prefs_dir / "filtered_out.parquet"
+        filtered_path.unlink(missing_ok=True)
+        if removed:
+            copy_parquet(cur, f"SELECT {cols}, reason FROM pair_outcomes "
+                              "WHERE reason IS NOT NULL ORDER BY pair_id", filtered_path)
+        return prefs_path, filtered_path, removed
+    finally:
+        cur.close()
+
+
 def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                   min_agreement: float | None = None, min_valid_votes: int | None = None,
                   allow_mixed: bool = False, quiet: bool = False,
@@ -303,6 +324,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     steps = tqdm(total=7, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
     con = connect(threads, memory_limit, tmp_dir)
     pool = ThreadPoolExecutor(max_workers=1)  # warm-up imports, then the fit, then plots
+    writer = ThreadPoolExecutor(max_workers=1)  # preferences.parquet, on its own cursor
     pool.submit(warm_imports)
     timings: dict[str, float] = {}
     cpu_times: dict[str, float] = {}
@@ -342,6 +364,9 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                 f"{b['min_vote_index']}..{b['max_vote_index']}: duplicated or missing vote "
                 f"shards in {votes_dir} (a shard copied twice?)")
         t = step("pairs", t)
+        # The preferences are written on a second cursor while this one counts the images'
+        # outcomes: DuckDB runs both queries at once, and neither keeps both cores busy alone.
+        prefs_future = writer.submit(write_preferences, con.cursor(), prefs_dir)
         materialise(con, "image_outcomes", "count_image_outcomes")
         materialise(con, "decisive_outcomes", "list_decisive_outcomes")
         edges = con.execute("SELECT winner_index, loser_index FROM decisive_outcomes").fetchnumpy()
@@ -351,25 +376,16 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                                 np.asarray(edges["loser_index"], np.int64), n_images, bt_alpha)
         del edges
         t = step("outcomes", t)
-        cols = ", ".join(PREFERENCE_COLUMNS)
-        prefs_path = copy_parquet(
-            con, f"SELECT {cols} FROM pair_outcomes WHERE reason IS NULL ORDER BY pair_id",
-            prefs_dir / "preferences.parquet")
-        removed = fetch_dicts(run_sql(con, "count_filter_reasons"))
-        filtered_path = prefs_dir / "filtered_out.parquet"
-        filtered_path.unlink(missing_ok=True)
-        if removed:
-            copy_parquet(con, f"SELECT {cols}, reason FROM pair_outcomes "
-                              "WHERE reason IS NOT NULL ORDER BY pair_id", filtered_path)
-        t = step("preferences", t)
         stats_all = fetch_dicts(run_sql(con, "summarize_pairs", kept_only=False))[0]
-        # (no pair removed: the kept pairs are all pairs, and one scan serves both)
-        stats_kept = (fetch_dicts(run_sql(con, "summarize_pairs", kept_only=True))[0]
-                      if removed else stats_all)
         hist = fetch_dicts(run_sql(con, "bin_agreement", bins=AGREEMENT_BINS, kept_only=False))
         bias = fetch_dicts(run_sql(con, "measure_position_bias", z=Z95))[0]
         triads = run_sql(con, "count_intransitive_triads").fetchall()[0][0]
         t = step("statistics", t)
+        prefs_path, filtered_path, removed = prefs_future.result()
+        # (no pair removed: the kept pairs are all pairs, and one scan serves both)
+        stats_kept = (fetch_dicts(run_sql(con, "summarize_pairs", kept_only=True))[0]
+                      if removed else stats_all)
+        t = step("preferences_wait", t)
         scores, bt_info = bt_future.result()
         stats = build_stats(label=label, stats_all=stats_all, stats_kept=stats_kept, hist=hist,
                             bias=bias, parse_status=parse_status, removed=removed,
@@ -389,6 +405,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     except duckdb.Error as exc:
         raise EvoqError(f"aggregating {votes_dir} failed: {exc}") from exc
     finally:
+        writer.shutdown(wait=True)
         pool.shutdown(wait=True)
         steps.close()
         con.close()
