@@ -364,9 +364,6 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                 f"{b['min_vote_index']}..{b['max_vote_index']}: duplicated or missing vote "
                 f"shards in {votes_dir} (a shard copied twice?)")
         t = step("pairs", t)
-        # The preferences are written on a second cursor while this one counts the images'
-        # outcomes: DuckDB runs both queries at once, and neither keeps both cores busy alone.
-        prefs_future = writer.submit(write_preferences, con.cursor(), prefs_dir)
         materialise(con, "image_outcomes", "count_image_outcomes")
         materialise(con, "decisive_outcomes", "list_decisive_outcomes")
         edges = con.execute("SELECT winner_index, loser_index FROM decisive_outcomes").fetchnumpy()
@@ -375,6 +372,9 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         bt_future = pool.submit(fit_bradley_terry, np.asarray(edges["winner_index"], np.int64),
                                 np.asarray(edges["loser_index"], np.int64), n_images, bt_alpha)
         del edges
+        # The preferences are written on a second cursor while this one computes the
+        # statistics and the fit runs: three jobs, none of which keeps both cores busy alone.
+        prefs_future = writer.submit(write_preferences, con.cursor(), prefs_dir)
         t = step("outcomes", t)
         stats_all = fetch_dicts(run_sql(con, "summarize_pairs", kept_only=False))[0]
         hist = fetch_dicts(run_sql(con, "bin_agreement", bins=AGREEMENT_BINS, kept_only=False))
