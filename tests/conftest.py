@@ -61,3 +61,13 @@ def assert_user_error(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+def read_votes(votes_dir) -> list[dict]:
+    """Every vote row of a VOTES_DIR, sorted by (pair_id, vote_index)."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for shard in sorted(Path(votes_dir).glob("votes-*.parquet")):
+        rows += pq.read_table(shard).to_pylist()
+    return sorted(rows, key=lambda r: (r["pair_id"], r["vote_index"]))

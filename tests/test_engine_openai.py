@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_user_error as _fails
 from conftest import make_images
+from conftest import read_votes as _votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -39,12 +40,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _votes(votes_dir: Path) -> list[dict]:
-    shards = sorted(str(p) for p in Path(votes_dir).glob("votes-*.parquet"))
-    table = pq.ParquetDataset(shards).read()
-    return table.sort_by([("pair_id", "ascending"), ("vote_index", "ascending")]).to_pylist()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_user_error as _fails
 from conftest import make_images
+from conftest import read_votes as _votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -22,12 +23,6 @@ STATUSES = {"ok", "empty", "no_box", "no_answer", "conflicting_boxes", "out_of_r
             "not_a_number"}
 
 
-
-
-def _votes(votes_dir: Path):
-    shards = sorted(str(p) for p in Path(votes_dir).glob("votes-*.parquet"))
-    table = pq.ParquetDataset(shards).read()
-    return table.sort_by([("pair_id", "ascending"), ("vote_index", "ascending")]).to_pylist()
 
 
 @pytest.fixture(scope="module")

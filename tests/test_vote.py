@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error
+from conftest import assert_user_error, read_votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -32,13 +32,6 @@ def pairs_file(image_pool, tmp_path) -> Path:
     out = tmp_path / "pairs.parquet"
     run_pairs(str(image_pool), 6, 1, out, quiet=True)
     return out
-
-
-def read_votes(votes_dir: Path) -> list[dict]:
-    rows = []
-    for shard in sorted(votes_dir.glob("votes-*.parquet")):
-        rows += pq.read_table(shard).to_pylist()
-    return sorted(rows, key=lambda r: (r["pair_id"], r["vote_index"]))
 
 
 def test_plan_votes_orders_and_seeds():
