@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .errors import EvoqError
 from .resources import read_sql, sql_hashes
-from .schemas import VOTES_SCHEMA, write_parquet_atomic
+from .schemas import VOTES_SCHEMA, make_output_dir, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,16 @@ def connect(threads: int | None = None, memory_limit: str = "1GB",
     """A DuckDB connection set up for streaming aggregation within a memory budget."""
     import duckdb
 
+    if threads is not None and threads < 1:
+        raise EvoqError(f"--threads must be at least 1, got {threads}")
     con = duckdb.connect(":memory:")
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
-    con.execute("SET memory_limit = $m", {"m": memory_limit})
+    try:
+        con.execute("SET memory_limit = $m", {"m": memory_limit})
+    except duckdb.Error as exc:
+        con.close()
+        raise EvoqError(f"--memory-limit {memory_limit!r} is not a size such as 1GB or "
+                        f"512MB ({str(exc).splitlines()[0]})") from None
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_progress_bar = false")  # it would write to stdout
     con.execute("SET enable_external_file_cache = false")  # votes are read once: no cache
@@ -319,7 +326,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     started = time.perf_counter()
     shards = list_shards(votes_dir)
     vote_manifest = load_vote_manifest(votes_dir)
-    prefs_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(prefs_dir)
     tmp_dir = prefs_dir / ".duckdb_tmp"
     steps = tqdm(total=7, desc="aggregate", unit="step", disable=quiet, dynamic_ncols=True)
     con = connect(threads, memory_limit, tmp_dir)

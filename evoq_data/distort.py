@@ -126,6 +126,8 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
         raise EvoqError(f"unknown distortion(s) {', '.join(unknown)}; "
                         f"choose from {', '.join(DISTORTIONS)}")
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise EvoqError(f"--out {out} is an existing file; give a folder")
     pool = images_of(images, image_column=image_column, split=split,
                      cache_dir=out / ".pool-cache", quiet=quiet)
     rows = {name: [] for name in MANIFEST_COLUMNS}

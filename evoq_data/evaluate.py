@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import EvoqError
-from .schemas import check_columns
+from .schemas import check_columns, make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +332,7 @@ def run_eval(scores: str | Path, labels: list[str], out: str | Path, *,
                                                   mos_column=mos_column, split=split))
                for spec in labels]
     wavg = weighted_average(results)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(out)
     md = metrics_markdown(results, wavg)
     (out / "metrics.md").write_text(md)
     plot = scatter_plot(results, out / "scatter.png")

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from .errors import EvoqError
-from .schemas import check_columns
+from .schemas import check_columns, make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,7 @@ def run_label_accuracy(prefs: str | Path, labels: str, out: str | Path, *,
     if result["with_truth"] == 0:
         raise EvoqError(f"no pair of {path} has a known order in {labels}; "
                         "are they the same images?")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(out)
     md = accuracy_markdown(result)
     (out / "accuracy.md").write_text(md)
     (out / "accuracy.json").write_text(json.dumps({"prefs": str(path), "labels": labels,

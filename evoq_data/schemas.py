@@ -100,6 +100,18 @@ def check_columns(path: str | Path, required: Iterable[str], what: str) -> pa.Sc
     return schema
 
 
+def make_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create an output folder (and its parents), or fail with one line naming the option."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise EvoqError(f"{flag} {path} is an existing file; give a folder") from None
+    except OSError as exc:
+        raise EvoqError(f"cannot create the {flag} folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
     """Write a Parquet file (zstd) by writing a temp file and renaming it into place."""
     import os

@@ -143,3 +143,4 @@ def test_pairs_bad_input(tmp_path, image_pool):
     assert_user_error(_cli("pairs", "--images", str(image_pool), "--num-pairs", "2",
                            "--out", str(image_pool / "img000.png" / "p.parquet"), "-q"),
                       "cannot write")
+

@@ -1,0 +1,30 @@
+"""Output paths that cannot be used, and resource options that make no sense: one line each."""
+
+from __future__ import annotations
+
+import pytest
+
+from evoq_data.errors import EvoqError
+
+
+def test_output_folder_that_is_a_file_is_one_line(tmp_path, image_pool):
+    from evoq_data.aggregate import run_aggregate
+    from evoq_data.distort import run_distort
+    from evoq_data.schemas import make_output_dir
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    with pytest.raises(EvoqError, match="--out .*taken is an existing file"):
+        make_output_dir(a_file)
+    with pytest.raises(EvoqError, match="cannot create the --out folder"):
+        make_output_dir(a_file / "below")
+    with pytest.raises(EvoqError, match="existing file"):
+        run_distort(str(image_pool), a_file, quiet=True)
+    with pytest.raises(EvoqError, match="--memory-limit 'lots'"):
+        from evoq_data.aggregate import connect
+
+        connect(1, "lots")
+    with pytest.raises(EvoqError, match="--threads must be at least 1"):
+        connect(0, "1GB")
+    with pytest.raises(EvoqError, match="votes folder not found"):
+        run_aggregate(tmp_path / "no-votes", a_file)
