@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .dataset_repo import build_repo_folder, load_prefs_dir, read_json
 from .errors import EvoqError
+from .schemas import make_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +219,11 @@ def run_push(prefs: str | Path, repo_id: str, version: str, *,
             raise EvoqError("HF_HUB_OFFLINE is set: unset it to push, or use --local-dir")
         token = resolve_token(hub_endpoint, token)
     started = time.perf_counter()
-    parent = Path(local_dir).resolve().parent if local_dir else None
-    if parent:
-        parent.mkdir(parents=True, exist_ok=True)
+    parent = None
+    if local_dir:
+        if Path(local_dir).exists() and not Path(local_dir).is_dir():
+            raise EvoqError(f"--local-dir {local_dir} is an existing file; give a folder")
+        parent = make_output_dir(Path(local_dir).resolve().parent, "--local-dir parent")
     with tempfile.TemporaryDirectory(prefix=".evoq-push-", dir=parent) as tmp:
         staging = Path(tmp) / "repo"
         staging.mkdir()

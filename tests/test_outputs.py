@@ -28,3 +28,15 @@ def test_output_folder_that_is_a_file_is_one_line(tmp_path, image_pool):
         connect(0, "1GB")
     with pytest.raises(EvoqError, match="votes folder not found"):
         run_aggregate(tmp_path / "no-votes", a_file)
+
+
+def test_push_local_dir_that_is_a_file(tmp_path):
+    from push_fixtures import make_prefs_dir
+
+    from evoq_data.publish import run_push
+
+    prefs = make_prefs_dir(tmp_path / "run")
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    with pytest.raises(EvoqError, match="--local-dir .*taken is an existing file"):
+        run_push(prefs, "me/x", "v1", local_dir=a_file, quiet=True)
