@@ -101,6 +101,8 @@ def run_pairs(images: str, num_pairs: int, seed: int, out: str | Path, *,
               max_pixels: int | None = None, quiet: bool = False) -> dict:
     """The ``evoq-data pairs`` stage. Returns the manifest (with the pool report)."""
     out = Path(out)
+    if num_pairs < 1:  # before scanning a pool that may be large
+        raise EvoqError(f"--num-pairs must be at least 1, got {num_pairs}")
     kwargs = {"max_pixels": max_pixels} if max_pixels else {}
     pool, report = load_pool(images, image_column=image_column, split=split,
                              cache_dir=out.parent / f"{out.stem}-images", quiet=quiet, **kwargs)

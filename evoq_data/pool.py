@@ -94,7 +94,7 @@ def _collect(paths: Iterable[Path], report: PoolReport, max_pixels: int, quiet: 
                               disable=quiet, leave=False):
             if skip is not None:
                 report.skipped.append(skip)
-                log.warning("skipped %s: %s", skip["path"], skip["reason"])
+                log.info("skipped %s: %s", skip["path"], skip["reason"])  # the CLI reports it
             elif img.image_id in by_id:
                 report.duplicates += 1
             else:

@@ -131,6 +131,8 @@ def test_pairs_bad_input(tmp_path, image_pool):
     empty.mkdir()
     assert_user_error(_cli("pairs", "--images", str(empty), "--num-pairs", "1",
                            "--out", str(tmp_path / "p.parquet")), "no images")
+    assert_user_error(_cli("pairs", "--images", str(tmp_path / "missing"), "--num-pairs", "0",
+                           "--out", str(tmp_path / "p.parquet")), "at least 1")  # checked first
     assert_user_error(_cli("pairs", "--images", str(image_pool), "--num-pairs", "16",
                            "--out", str(tmp_path / "p.parquet"), "-q"),
                       "16 pairs", "only 15")
