@@ -17,13 +17,37 @@ import typer
 from . import __version__
 from .errors import EvoqError
 
-app = typer.Typer(
-    name="evoq-data",
-    help="Make, publish and evaluate EvoQuality pseudo-preference datasets.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+
+def make_app(name: str, help: str) -> typer.Typer:
+    """A Typer app with what both evoq command lines share: ``--verbose`` and ``version``."""
+    new = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False)
+
+    @new.callback()
+    def _root(
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+    ) -> None:
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+    @new.command("version")
+    def version_cmd() -> None:
+        """Print the evoq version."""
+        typer.echo(__version__)
+
+    return new
+
+
+def run_main(app: typer.Typer) -> None:
+    """Console entry point: EvoqError -> one line on stderr and exit code 1."""
+    try:
+        app()
+    except EvoqError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
+app = make_app("evoq-data", "Make, publish and evaluate EvoQuality pseudo-preference datasets.")
 
 # Shared options, defined once.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -82,20 +106,6 @@ def _engine_options(engine: str, base_url: str | None, concurrency: int,
 
 def _emit(summary: dict) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
-
-
-@app.callback()
-def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
-) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-
-
-@app.command("version")
-def version_cmd() -> None:
-    """Print the evoq version."""
-    typer.echo(__version__)
 
 
 @app.command("pairs")
@@ -416,11 +426,7 @@ def demo_cmd(
 
 def main() -> None:
     """Console entry point: EvoqError -> one line on stderr and exit code 1."""
-    try:
-        app()
-    except EvoqError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+    run_main(app)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,32 +15,11 @@ from typing import Annotated
 
 import typer
 
-from evoq_data import __version__
+from evoq_data.cli import Quiet, make_app, run_main
 from evoq_data.errors import EvoqError
 
-app = typer.Typer(
-    name="evoq-train",
-    help="Self-evolve a VLM quality judge with GRPO on an evoq pseudo-preference dataset.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
-
-@app.callback()
-def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
-) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-
-
-@app.command("version")
-def version_cmd() -> None:
-    """Print the evoq version."""
-    typer.echo(__version__)
+app = make_app("evoq-train",
+               "Self-evolve a VLM quality judge with GRPO on an evoq pseudo-preference dataset.")
 
 
 @app.command("grpo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -108,11 +86,7 @@ def recipe_path_cmd(
 
 def main() -> None:
     """Console entry point: EvoqError -> one line on stderr and exit code 1."""
-    try:
-        app()
-    except EvoqError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+    run_main(app)
 
 
 if __name__ == "__main__":

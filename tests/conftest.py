@@ -41,6 +41,27 @@ def make_images(folder: Path, n: int, seed: int = 0, size=(48, 40)) -> list[Path
     return paths
 
 
+HUB_TOKEN = "hf_loopbackSECRETtoken0123456789"
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A loopback Hub (tests/hub_server.py) on 127.0.0.1, with the clients pointed at it:
+    no Xet, not offline, HF_TOKEN = HUB_TOKEN, short upload backoff. Stopped after the test."""
+    import huggingface_hub.constants as hc
+    from hub_server import HubServer
+
+    from evoq_data import publish
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hc, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    monkeypatch.setattr(publish, "BACKOFF_S", 0.01)
+    with HubServer(token=HUB_TOKEN) as server:
+        yield server
+
+
 @pytest.fixture
 def image_pool(tmp_path) -> Path:
     """A folder of 6 distinct small images, some in a subfolder."""

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from hub_server import HubServer
+from conftest import HUB_TOKEN as TOKEN
 from push_fixtures import make_prefs_dir
 from typer.testing import CliRunner
 
-from evoq_data import publish
 from evoq_data.cli import app
 from evoq_data.errors import EvoqError
 from evoq_data.publish import run_push
 
-TOKEN = "hf_loopbackSECRETtoken0123456789"
 LOADER = textwrap.dedent("""
     import hashlib, json, sys
     import datasets
@@ -41,20 +39,7 @@ LOADER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hc
-
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hc, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setattr(publish, "BACKOFF_S", 0.01)
-    with HubServer(token=TOKEN) as server:
-        yield server
-
-
-def load_remote(hub: HubServer, tmp_path: Path, items: list[tuple[str, str, str]]) -> list:
+def load_remote(hub, tmp_path: Path, items: list[tuple[str, str, str]]) -> list:
     """load_dataset in a fresh process (HF_ENDPOINT and offline mode are read at import)."""
     env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0",
                HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN=TOKEN, HF_HUB_DISABLE_XET="1")

@@ -10,15 +10,13 @@ import textwrap
 
 import pyarrow.parquet as pq
 import pytest
-from hub_server import HubServer
+from conftest import HUB_TOKEN as TOKEN
 from push_fixtures import PAIRS, make_prefs_dir
 
-from evoq_data import publish
 from evoq_data.publish import run_push
 
 pytest.importorskip("trl")
 
-TOKEN = "hf_loopbackSECRETtoken0123456789"
 READER = textwrap.dedent("""
     import json, sys
     from evoq_train.data import load_preferences, to_image_prompts
@@ -30,19 +28,6 @@ READER = textwrap.dedent("""
     print(json.dumps({"rows": rows, "summary": summary, "sizes": sizes,
                       "lineage": _dataset_lineage(repo, revision)}))
 """)
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    import huggingface_hub.constants as hc
-
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hc, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setattr(publish, "BACKOFF_S", 0.01)
-    with HubServer(token=TOKEN) as server:
-        yield server
 
 
 def test_hub_dataset_at_a_version_becomes_pair_prompts(hub, tmp_path):
