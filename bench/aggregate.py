@@ -74,7 +74,7 @@ def generate(votes_dir: Path, n_votes: int, seed: int = 0) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from evoq_data.schemas import VOTES_SCHEMA
+    from evoq_data.core.schemas import VOTES_SCHEMA
 
     rng = np.random.default_rng(seed)
     n_pairs = n_votes // K

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     model_dir = build_model(args.model, work / "model", shrink=args.shrink)
     build_s = time.perf_counter() - t0
-    import evoq_data.modeling as modeling
+    import evoq_data.generation.modeling as modeling
 
     try:  # the stock AutoProcessor path (torchvision present) may want a video processor
         modeling.load_processor(str(model_dir))

@@ -50,9 +50,9 @@ def build_requests(pairs_path: Path, k: int, seed: int, reasoning: bool):
     """The requests ``evoq-data vote`` sends for these pairs (same plan, seeds and order)."""
     import pyarrow.parquet as pq
 
-    from evoq_data.engines import GenRequest
-    from evoq_data.prompts import compare_prompt
-    from evoq_data.votes import plan_votes
+    from evoq_data.generation.engines import GenRequest
+    from evoq_data.generation.prompts import compare_prompt
+    from evoq_data.votes.run import plan_votes
 
     prompt = compare_prompt(reasoning)
     requests = []
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from evoq_data.engines import GenRequest, Sampling, get_engine
-    from evoq_data.pairs import run_pairs
+    from evoq_data.generation.engines import GenRequest, Sampling, get_engine
+    from evoq_data.pairs.sample import run_pairs
     from evoq_data.testing.tiny_vlm import build_tiny_vlm
 
     k, sampling = args.votes_per_pair, Sampling(max_tokens=args.max_tokens)

@@ -14,7 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from .errors import EvoqError, require
+from evoq_data.core.errors import EvoqError, require
+from evoq_data.generation.spec import GenerationSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,20 @@ def write_photos(folder: Path, names=PHOTOS, size: int = 256) -> list[Path]:
     return paths
 
 
-def run_demo(out: str | Path = "evoq-demo", *, engine: str = "piqe", model: str | None = None,
+def run_demo(out: str | Path = "evoq-demo", spec: GenerationSpec | None = None, *,
              votes_per_pair: int = 32, num_pairs: int | None = None, size: int = 256,
-             photos: int | None = None, seed: int = 0, temperature: float = 1.0,
-             max_tokens: int = 1024, version: str = "v1", engine_options: dict | None = None,
+             photos: int | None = None, seed: int = 0, version: str = "v1",
              quiet: bool = False) -> dict:
-    """Run the demo chain under OUT; return where everything is and the accuracy."""
-    from .distort import run_distort, run_synthetic_pairs
-    from .label_accuracy import run_label_accuracy
-    from .votes import run_vote
+    """Run the demo chain under OUT with the judge of ``spec`` (default: PIQE); return where
+    everything is and the pseudo-label accuracy."""
+    from evoq_data.aggregate.run import run_aggregate
+    from evoq_data.evaluate.accuracy import run_label_accuracy
+    from evoq_data.images.distort import run_distort
+    from evoq_data.pairs.synthetic import run_synthetic_pairs
+    from evoq_data.publish.push import run_push
+    from evoq_data.votes.run import run_vote
 
-    if engine != "piqe" and not model:
-        raise EvoqError(f"engine {engine!r} needs --model")
+    spec = spec or GenerationSpec(engine="piqe")
     if photos is not None and not 1 <= photos <= len(PHOTOS):
         raise EvoqError(f"--photos must be in [1, {len(PHOTOS)}], got {photos}")
     names = PHOTOS[: photos] if photos else PHOTOS
@@ -77,36 +80,23 @@ def run_demo(out: str | Path = "evoq-demo", *, engine: str = "piqe", model: str 
     pairs = run_synthetic_pairs(out / "distorted", out / "pairs.parquet", num_pairs=num_pairs,
                                 seed=seed)
     lap("pairs")
-    votes = run_vote(out / "pairs.parquet", model, engine, out / "votes",
-                     votes_per_pair=votes_per_pair, seed=seed, temperature=temperature,
-                     max_tokens=max_tokens,
-                     engine_options=engine_options, quiet=quiet)
+    votes = run_vote(out / "pairs.parquet", spec, out / "votes",
+                     votes_per_pair=votes_per_pair, seed=seed, quiet=quiet)
     lap("vote")
     summary = {"out": str(out), "photos": str(out / "photos"), "references": len(names),
                "variants": distorted["variants"], "distorted": str(out / "distorted"),
                "pairs": str(out / "pairs.parquet"), "num_pairs": pairs["num_pairs"],
                "votes": str(out / "votes"), "num_votes": votes["votes"],
-               "invalid_votes": votes["invalid_votes"], "engine": engine,
-               "model": model or engine, "missing": []}
-    try:
-        from .aggregate import run_aggregate
-    except ImportError:
-        summary["missing"].append("aggregate (evoq_data.aggregate is not installed)")
-        summary["timings_s"] = timings
-        return summary
+               "invalid_votes": votes["invalid_votes"], "engine": spec.engine,
+               "model": spec.model or spec.engine}
     run_aggregate(out / "votes", out / "prefs", quiet=quiet)
     summary["prefs"] = str(out / "prefs")
     lap("aggregate")
-    try:
-        from .publish import run_push
-    except ImportError:
-        summary["missing"].append("push (evoq_data.publish is not installed)")
-    else:
-        run_push(out / "prefs", DEMO_REPO_ID, version, local_dir=out / "dataset", quiet=quiet)
-        summary["dataset"] = str(out / "dataset")
-        summary["load_with"] = (f"datasets.load_dataset({str(out / 'dataset')!r}, "
-                                f"'preferences', split='train')")
-        lap("push")
+    run_push(out / "prefs", DEMO_REPO_ID, version, local_dir=out / "dataset", quiet=quiet)
+    summary["dataset"] = str(out / "dataset")
+    summary["load_with"] = (f"datasets.load_dataset({str(out / 'dataset')!r}, "
+                            f"'preferences', split='train')")
+    lap("push")
     acc = run_label_accuracy(out / "prefs", str(out / "distorted"), out / "eval")
     lap("eval")
     summary.update(accuracy=acc["accuracy"], coverage=acc["result"]["coverage"],

@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 
-from evoq_data.cli import Quiet, make_app, run_main
-from evoq_data.errors import EvoqError
+from evoq_data.cli.app import make_app, run_main
+from evoq_data.cli.options import Quiet
+from evoq_data.core.errors import EvoqError
 
 app = make_app("evoq-train",
                "Self-evolve a VLM quality judge with GRPO on an evoq pseudo-preference dataset.")

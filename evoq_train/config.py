@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from evoq_data.errors import EvoqError, require
+from evoq_data.core.errors import EvoqError, require
 
 trl = require("trl", "train")
 

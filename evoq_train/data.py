@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from evoq_data.errors import EvoqError, require
-from evoq_data.prompts import score_prompt
+from evoq_data.core.errors import EvoqError, require
+from evoq_data.generation.prompts import score_prompt
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from evoq_data.errors import EvoqError
-from evoq_data.parse import OK, parse_score
+from evoq_data.core.errors import EvoqError
+from evoq_data.generation.parse import OK, parse_score
 
 
 def _valid(x) -> bool:

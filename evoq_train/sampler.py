@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sized
 
-from evoq_data.errors import EvoqError
+from evoq_data.core.errors import EvoqError
 
 
 class PairRepeatSampler:

@@ -11,7 +11,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from evoq_data.errors import EvoqError
+from evoq_data.core.errors import EvoqError
 
 
 def recipes_dir() -> Path:

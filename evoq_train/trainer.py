@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from evoq_data import __version__
-from evoq_data.errors import EvoqError, require
+from evoq_data.core.errors import EvoqError, require
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def write_model_card(out: Path, lineage: dict) -> Path:
     """Render cards/model_card.md.j2 into ``out/README.md``; lineage also as JSON."""
     import jinja2
 
-    from evoq_data.resources import card_path
+    from evoq_data.core.resources import card_path
 
     template = jinja2.Template(card_path("model_card.md.j2").read_text(encoding="utf-8"),
                                undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
@@ -128,7 +128,7 @@ def run_grpo(settings: dict, *, quiet: bool = False, callbacks: list | None = No
     elif resume and not Path(resume).is_dir():
         raise EvoqError(f"--resume-from-checkpoint: {resume} is not a checkpoint folder")
 
-    from evoq_data.modeling import check_vlm_checkpoint, load_processor
+    from evoq_data.generation.modeling import check_vlm_checkpoint, load_processor
 
     check_vlm_checkpoint(script.model)
     pairs = load_preferences(script.dataset, script.dataset_revision)

@@ -51,7 +51,7 @@ def hub(monkeypatch):
     import huggingface_hub.constants as hc
     from hub_server import HubServer
 
-    from evoq_data import publish
+    from evoq_data.publish import push as publish
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hc, "HF_HUB_DISABLE_XET", True)
@@ -73,7 +73,7 @@ def image_pool(tmp_path) -> Path:
 def assert_user_error(result, *fragments: str) -> str:
     """A CliRunner result stopped by an EvoqError: exit 1 and a one-line message holding
     every fragment. Returns the message."""
-    from evoq_data.errors import EvoqError
+    from evoq_data.core.errors import EvoqError
 
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, EvoqError), repr(result.exception)
@@ -92,3 +92,17 @@ def read_votes(votes_dir) -> list[dict]:
     for shard in sorted(Path(votes_dir).glob("votes-*.parquet")):
         rows += pq.read_table(shard).to_pylist()
     return sorted(rows, key=lambda r: (r["pair_id"], r["vote_index"]))
+
+
+def spec(engine: str, model=None, *, temperature: float = 1.0, top_p: float = 1.0,
+         max_tokens: int = 1024, reasoning: bool = True, engine_args: dict | None = None,
+         model_revision: str | None = None):
+    """A GenerationSpec in one call (the tests' shorthand)."""
+    from evoq_data.generation.engines import Sampling
+    from evoq_data.generation.spec import GenerationSpec
+
+    return GenerationSpec(engine=engine, model=None if model is None else str(model),
+                          model_revision=model_revision,
+                          sampling=Sampling(temperature=temperature, top_p=top_p,
+                                            max_tokens=max_tokens),
+                          reasoning=reasoning, engine_args=dict(engine_args or {}))

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 from conftest import make_images
 from PIL import Image
 
-from evoq_data.prompts import compare_prompt
-from evoq_data.schemas import VOTES_SCHEMA
+from evoq_data.core.schemas import VOTES_SCHEMA
+from evoq_data.generation.prompts import compare_prompt
 
 PREFS_SCHEMA = pa.schema(
     [("pair_id", pa.string()), ("image_a_id", pa.string()), ("image_a_path", pa.string()),

@@ -15,9 +15,9 @@ import pytest
 from conftest import assert_user_error as assert_error
 from typer.testing import CliRunner
 
-from evoq_data.aggregate import IMAGE_COLUMNS, PREFERENCE_COLUMNS, Z95, fit_bradley_terry
+from evoq_data.aggregate.run import IMAGE_COLUMNS, PREFERENCE_COLUMNS, Z95, fit_bradley_terry
 from evoq_data.cli import app
-from evoq_data.schemas import VOTES_SCHEMA
+from evoq_data.core.schemas import VOTES_SCHEMA
 
 PROVENANCE = {"model": "tiny/model", "model_revision": "rev1", "engine": "transformers",
               "prompt_id": "compare-reasoning", "prompt_sha256": "ab" * 32,

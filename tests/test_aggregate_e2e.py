@@ -10,19 +10,19 @@ import json
 from collections import Counter
 
 import pyarrow.parquet as pq
+from conftest import spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.pairs import run_pairs
-from evoq_data.votes import run_vote
+from evoq_data.pairs.sample import run_pairs
+from evoq_data.votes.run import run_vote
 
 
 def test_aggregate_votes_made_by_run_vote(tiny_vlm, image_pool, tmp_path):
     pairs = tmp_path / "pairs.parquet"
     run_pairs(str(image_pool), 4, 3, pairs, quiet=True)
     votes_dir = tmp_path / "votes"
-    run_vote(pairs, str(tiny_vlm), "transformers", votes_dir, votes_per_pair=4, seed=2,
-             max_tokens=6, chunk_pairs=2, quiet=True)
+    run_vote(pairs, spec("transformers", str(tiny_vlm), max_tokens=6), votes_dir, votes_per_pair=4, seed=2, chunk_pairs=2, quiet=True)
     raw = []
     for shard in sorted(votes_dir.glob("votes-*.parquet")):
         raw += pq.read_table(shard).to_pylist()

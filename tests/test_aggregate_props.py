@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evoq_data.aggregate import Z95
-from evoq_data.resources import read_sql
+from evoq_data.aggregate.run import Z95
+from evoq_data.core.resources import read_sql
 
 # one vote: (swapped, answer) with answer 0, 1 or None (invalid)
 VOTE = st.tuples(st.booleans(), st.sampled_from([0, 1, None]))

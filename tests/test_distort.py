@@ -13,8 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.distort import DISTORTIONS, LEVELS, distort_image, run_distort, synthetic_pairs
-from evoq_data.errors import EvoqError
+from evoq_data.core.errors import EvoqError
+from evoq_data.images.distort import DISTORTIONS, LEVELS, distort_image, run_distort
+from evoq_data.pairs.synthetic import synthetic_pairs
 
 runner = CliRunner()
 

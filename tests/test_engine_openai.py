@@ -25,10 +25,10 @@ from conftest import read_votes as _votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.engines import GenRequest, Sampling, get_engine
-from evoq_data.errors import EvoqError
-from evoq_data.prompts import compare_prompt
-from evoq_data.votes import plan_votes
+from evoq_data.core.errors import EvoqError
+from evoq_data.generation.engines import GenRequest, Sampling, get_engine
+from evoq_data.generation.prompts import compare_prompt
+from evoq_data.votes.run import plan_votes
 
 K = 4
 SECRET = "sk-test-do-not-log-0123456789"
@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory) -> Path:
-    from evoq_data.pairs import run_pairs
+    from evoq_data.pairs.sample import run_pairs
 
     root = tmp_path_factory.mktemp("openai-pairs")
     make_images(root / "pool", 4, seed=5)
@@ -55,14 +55,14 @@ def pairs_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def vllm_server(tiny_vlm, tmp_path_factory):
-    """``python -m evoq_data.serve`` with the tiny model; yields its base URL."""
+    """``python -m evoq_data.generation.serve`` with the tiny model; yields its base URL."""
     pytest.importorskip("vllm")
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "evoq_data.serve", "--model", str(tiny_vlm),
+            [sys.executable, "-m", "evoq_data.generation.serve", "--model", str(tiny_vlm),
              "--host", "127.0.0.1", "--port", str(port), "--kv-cache-memory-bytes",
              str(2**27)],
             stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -222,7 +222,7 @@ def test_retries_503_then_answers_with_key_never_logged(fake_endpoint, image_poo
 
 
 def test_backoff_grows_and_honours_retry_after():
-    from evoq_data.engines.openai import OpenAIEngine
+    from evoq_data.generation.engines.openai import OpenAIEngine
 
     engine = OpenAIEngine("m", base_url="http://127.0.0.1:9/v1", backoff=1.0, max_backoff=5.0)
     delays = [engine._delay(a, None) for a in range(5)]

@@ -8,12 +8,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_user_error as _fails
-from conftest import make_images
+from conftest import make_images, spec
 from conftest import read_votes as _votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.votes import plan_votes
+from evoq_data.votes.run import plan_votes
 
 vllm = pytest.importorskip("vllm")
 
@@ -27,7 +27,7 @@ STATUSES = {"ok", "empty", "no_box", "no_answer", "conflicting_boxes", "out_of_r
 
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory) -> Path:
-    from evoq_data.pairs import run_pairs
+    from evoq_data.pairs.sample import run_pairs
 
     root = tmp_path_factory.mktemp("vllm-pairs")
     make_images(root / "pool", 5, seed=3)
@@ -39,14 +39,12 @@ def pairs_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def two_runs(tiny_vlm, pairs_file, tmp_path_factory):
     """The same vote twice, in different chunkings (2 pairs per batch, then all 4 at once)."""
-    from evoq_data.votes import run_vote
+    from evoq_data.votes.run import run_vote
 
     root = tmp_path_factory.mktemp("vllm-votes")
     runs = []
     for name, chunk in (("a", 2), ("b", 4)):
-        summary = run_vote(pairs_file, str(tiny_vlm), "vllm", root / name, votes_per_pair=K,
-                           seed=11, max_tokens=8, chunk_pairs=chunk, quiet=True,
-                           engine_options={"kv_cache_memory_bytes": KV})
+        summary = run_vote(pairs_file, spec("vllm", str(tiny_vlm), max_tokens=8, engine_args={"kv_cache_memory_bytes": KV}), root / name, votes_per_pair=K, seed=11, chunk_pairs=chunk, quiet=True)
         runs.append((summary, _votes(root / name)))
     return runs
 
@@ -88,8 +86,8 @@ def test_vllm_votes_reproducible_across_runs_and_chunkings(two_runs):
 
 def test_vllm_child_seeds_and_greedy(tiny_vlm, pairs_file):
     """n samples with seed s are the single samples with seeds s, s+1, ... (one batch)."""
-    from evoq_data.engines import GenRequest, Sampling, get_engine
-    from evoq_data.prompts import compare_prompt
+    from evoq_data.generation.engines import GenRequest, Sampling, get_engine
+    from evoq_data.generation.prompts import compare_prompt
 
     pair = pq.read_table(pairs_file).to_pylist()[0]
     images = (pair["image_a_path"], pair["image_b_path"])
@@ -135,7 +133,7 @@ def test_missing_vllm_names_both_extras(monkeypatch, tiny_vlm, pairs_file, tmp_p
 
 
 def test_engine_settings_defaults_and_overrides(monkeypatch):
-    from evoq_data.engines.vllm import engine_settings
+    from evoq_data.generation.engines.vllm import engine_settings
 
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     cpu = engine_settings({"max_model_len": 8192, "dtype": "bfloat16"}, is_cpu=True)
@@ -152,7 +150,7 @@ def test_engine_settings_defaults_and_overrides(monkeypatch):
 
 
 def test_serve_argv_fills_only_missing_flags(monkeypatch):
-    from evoq_data.serve import server_argv
+    from evoq_data.generation.serve import server_argv
 
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     argv = ["--model", "m", "--max-model-len=2048", "--block-size", "64"]
@@ -174,9 +172,9 @@ def test_compat_processor_matches_project_helper(tiny_vlm):
     from PIL import Image
     from transformers import Qwen2_5_VLProcessor
 
-    from evoq_data import compat
-    from evoq_data.modeling import has_torchvision, load_processor
-    from evoq_data.prompts import chat_messages, compare_prompt
+    from evoq_data.generation import compat
+    from evoq_data.generation.modeling import has_torchvision, load_processor
+    from evoq_data.generation.prompts import chat_messages, compare_prompt
 
     if has_torchvision():
         pytest.skip("torchvision works here: the compat layer is a no-op by design")

@@ -14,9 +14,9 @@ from scipy.stats import pearsonr, spearmanr
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
-from evoq_data.evaluate import BENCHMARKS, benchmark_key, correlations, weighted_average
-from evoq_data.schemas import SCORES_SCHEMA
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.schemas import SCORES_SCHEMA
+from evoq_data.evaluate.metrics import BENCHMARKS, benchmark_key, correlations, weighted_average
 from tests.conftest import make_images
 
 runner = CliRunner()
@@ -161,7 +161,7 @@ def test_score_then_eval_piqe_on_known_blur_levels(tmp_path):
     from PIL import Image
     from skimage import data
 
-    from evoq_data.distort import run_distort
+    from evoq_data.images.distort import run_distort
 
     refs = tmp_path / "refs"
     refs.mkdir()

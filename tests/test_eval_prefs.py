@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.distort import MANIFEST_SCHEMA
-from evoq_data.errors import EvoqError
-from evoq_data.label_accuracy import bucket_of
-from evoq_data.schemas import PAIRS_SCHEMA
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.schemas import PAIRS_SCHEMA
+from evoq_data.evaluate.accuracy import bucket_of
+from evoq_data.images.distort import MANIFEST_SCHEMA
 
 runner = CliRunner()
 

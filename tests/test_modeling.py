@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from evoq_data.modeling import has_torchvision, load_model, load_processor
+from evoq_data.generation.modeling import has_torchvision, load_model, load_processor
 from evoq_data.testing.tiny_vlm import main as tiny_main
 
 
@@ -31,7 +31,7 @@ def test_tiny_vlm_command_writes_a_standard_checkpoint(tmp_path, capsys):
 def test_processor_expands_each_image_into_its_patch_tokens(tiny_vlm):
     from PIL import Image
 
-    from evoq_data.prompts import chat_messages, compare_prompt
+    from evoq_data.generation.prompts import chat_messages, compare_prompt
 
     assert not has_torchvision()  # this CI machine runs the no-torchvision path
     proc = load_processor(str(tiny_vlm))

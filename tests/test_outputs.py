@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from evoq_data.errors import EvoqError
+from evoq_data.core.errors import EvoqError
 
 
 def test_output_folder_that_is_a_file_is_one_line(tmp_path, image_pool):
-    from evoq_data.aggregate import run_aggregate
-    from evoq_data.distort import run_distort
-    from evoq_data.schemas import make_output_dir
+    from evoq_data.aggregate.run import run_aggregate
+    from evoq_data.core.io import make_output_dir
+    from evoq_data.images.distort import run_distort
 
     a_file = tmp_path / "taken"
     a_file.write_text("x")
@@ -21,7 +21,7 @@ def test_output_folder_that_is_a_file_is_one_line(tmp_path, image_pool):
     with pytest.raises(EvoqError, match="existing file"):
         run_distort(str(image_pool), a_file, quiet=True)
     with pytest.raises(EvoqError, match="--memory-limit 'lots'"):
-        from evoq_data.aggregate import connect
+        from evoq_data.aggregate.run import connect
 
         connect(1, "lots")
     with pytest.raises(EvoqError, match="--threads must be at least 1"):
@@ -33,7 +33,7 @@ def test_output_folder_that_is_a_file_is_one_line(tmp_path, image_pool):
 def test_push_local_dir_that_is_a_file(tmp_path):
     from push_fixtures import make_prefs_dir
 
-    from evoq_data.publish import run_push
+    from evoq_data.publish.push import run_push
 
     prefs = make_prefs_dir(tmp_path / "run")
     a_file = tmp_path / "taken"

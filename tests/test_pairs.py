@@ -14,9 +14,9 @@ from conftest import assert_user_error, make_images
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
-from evoq_data.pairs import make_pair_id, run_pairs, sample_pairs, unrank_pairs
-from evoq_data.pool import load_pool
+from evoq_data.core.errors import EvoqError
+from evoq_data.images.pool import load_pool
+from evoq_data.pairs.sample import make_pair_id, run_pairs, sample_pairs, unrank_pairs
 
 runner = CliRunner()
 

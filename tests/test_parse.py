@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evoq_data.parse import PARSE_STATUSES, parse_compare, parse_score
+from evoq_data.generation.parse import PARSE_STATUSES, parse_compare, parse_score
 
 COMPARE_CASES = [
     # (raw text, reasoning, expected value, expected status)

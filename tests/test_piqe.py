@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from evoq_data.engines import GenRequest, Sampling, get_engine
-from evoq_data.engines.piqe import piqe_to_score
-from evoq_data.parse import parse_compare, parse_score
-from evoq_data.prompts import compare_prompt, score_prompt
+from evoq_data.generation.engines import GenRequest, Sampling, get_engine
+from evoq_data.generation.engines.piqe import piqe_to_score
+from evoq_data.generation.parse import parse_compare, parse_score
+from evoq_data.generation.prompts import compare_prompt, score_prompt
 
 pytest.importorskip("pypiqe")
 

@@ -14,7 +14,7 @@ from push_fixtures import PAIRS, make_prefs_dir
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.publish import run_push
+from evoq_data.publish.push import run_push
 
 runner = CliRunner()
 
@@ -208,7 +208,7 @@ def test_include_votes_without_votes_folder(prefs, tmp_path):
 
 
 def test_sharding_changes_files_not_content(prefs, tmp_path, monkeypatch):
-    from evoq_data import dataset_repo
+    from evoq_data.publish import repo as dataset_repo
 
     one = run_push(prefs, "me/d", "v1", local_dir=tmp_path / "one", include_votes=True,
                    quiet=True)

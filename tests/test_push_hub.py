@@ -13,12 +13,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import HUB_TOKEN as TOKEN
+from conftest import spec
 from push_fixtures import make_prefs_dir
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
-from evoq_data.publish import run_push
+from evoq_data.core.errors import EvoqError
+from evoq_data.publish.push import run_push
 
 LOADER = textwrap.dedent("""
     import hashlib, json, sys
@@ -153,14 +154,13 @@ def test_wrong_token_is_one_clear_line(hub, tmp_path, monkeypatch):
 
 def test_pairs_vote_aggregate_push_chain(hub, tiny_vlm, image_pool, tmp_path):
     """A dataset made by the real stages (tiny VLM votes) is pushed and loads back exactly."""
-    from evoq_data.aggregate import run_aggregate
-    from evoq_data.pairs import run_pairs
-    from evoq_data.votes import run_vote
+    from evoq_data.aggregate.run import run_aggregate
+    from evoq_data.pairs.sample import run_pairs
+    from evoq_data.votes.run import run_vote
 
     pairs = tmp_path / "pairs.parquet"
     run_pairs(str(image_pool), 5, 3, pairs, quiet=True)
-    run_vote(pairs, str(tiny_vlm), "transformers", tmp_path / "votes", votes_per_pair=4,
-             seed=2, max_tokens=6, quiet=True)
+    run_vote(pairs, spec("transformers", str(tiny_vlm), max_tokens=6), tmp_path / "votes", votes_per_pair=4, seed=2, quiet=True)
     run_aggregate(tmp_path / "votes", tmp_path / "prefs", quiet=True)
     result = CliRunner().invoke(app, ["push", "--prefs", str(tmp_path / "prefs"), "--repo-id",
                                       "lab/chain", "--version", "v1", "--endpoint", hub.url,

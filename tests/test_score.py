@@ -8,14 +8,16 @@ import statistics
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import spec
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
-from evoq_data.parse import PARSE_STATUSES, parse_score
-from evoq_data.schemas import SCORES_SCHEMA
-from evoq_data.score import SUMMARY_COLUMNS, run_compare, run_score, summarize
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.schemas import SCORES_SCHEMA
+from evoq_data.evaluate.compare import run_compare
+from evoq_data.evaluate.score import SUMMARY_COLUMNS, run_score, summarize
+from evoq_data.generation.parse import PARSE_STATUSES, parse_score
 
 runner = CliRunner()
 
@@ -62,7 +64,7 @@ def photos(tmp_path_factory):
 
 
 def test_score_piqe_rows_and_summary(photos, tmp_path):
-    from evoq_data.engines.piqe import PiqeEngine, piqe_to_score
+    from evoq_data.generation.engines.piqe import PiqeEngine, piqe_to_score
 
     out = tmp_path / "scores.parquet"
     res = runner.invoke(app, ["score", "--images", str(photos), "--engine", "piqe",
@@ -111,36 +113,33 @@ def test_compare_piqe_prefers_the_sharp_photo(photos):
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[0].startswith("better: B (")
     assert "votes: A 0, B 5, invalid 0 of 5" in res.output
-    tally = run_compare(photos / "coffee.png", photos / "coffee_blur.png", None, "piqe", votes=4)
+    tally = run_compare(photos / "coffee.png", photos / "coffee_blur.png", spec("piqe", None), votes=4)
     assert tally["by_order"] == {"a_first": {"a": 2, "b": 0, "invalid": 0},
                                  "b_first": {"a": 2, "b": 0, "invalid": 0}}
     assert tally["better"] == "a" and tally["vote_fraction_a"] == 1.0
 
 
 def test_compare_same_image_is_undecided_with_counted_failures(photos):
-    tally = run_compare(photos / "coffee.png", photos / "coffee.png", None, "piqe", votes=4)
+    tally = run_compare(photos / "coffee.png", photos / "coffee.png", spec("piqe", None), votes=4)
     assert tally["better"] is None and tally["invalid_votes"] == 4
     assert tally["parse_status"] == {"no_box": 4}
 
 
 def test_score_and_compare_on_tiny_vlm(tiny_vlm, photos, tmp_path):
     out = tmp_path / "s.parquet"
-    res = run_score(photos / "coffee.png", str(tiny_vlm), "transformers", out, samples=3,
-                    max_tokens=8, quiet=True)
+    res = run_score(photos / "coffee.png", spec("transformers", str(tiny_vlm), max_tokens=8), out, samples=3, quiet=True)
     rows = pq.read_table(out).to_pylist()
     assert res["samples"] == len(rows) == 3
     assert all(r["parse_status"] in PARSE_STATUSES and r["raw_text"] is not None for r in rows)
     assert all((r["score"] is None) == (r["parse_status"] != "ok") for r in rows)
     assert [r["seed"] - rows[0]["seed"] for r in rows] == [0, 1, 2]
     again = tmp_path / "again.parquet"
-    run_score(photos / "coffee.png", str(tiny_vlm), "transformers", again, samples=3,
-              max_tokens=8, quiet=True)
+    run_score(photos / "coffee.png", spec("transformers", str(tiny_vlm), max_tokens=8), again, samples=3, quiet=True)
     assert pq.read_table(again).column("raw_text").to_pylist() == [r["raw_text"] for r in rows]
     summ = pq.read_table(tmp_path / "s.summary.parquet").to_pylist()[0]
     assert summ["valid_samples"] + summ["invalid_samples"] == 3
     assert summ["invalid_samples"] == res["invalid_samples"]
-    tally = run_compare(photos / "coffee.png", photos / "chelsea.png", str(tiny_vlm),
-                        "transformers", votes=3, max_tokens=8)
+    tally = run_compare(photos / "coffee.png", photos / "chelsea.png", spec("transformers", str(tiny_vlm), max_tokens=8), votes=3)
     assert tally["votes_a"] + tally["votes_b"] + tally["invalid_votes"] == 3
     assert [a["order"] for a in tally["answers"]] == ["a_first", "a_first", "b_first"]
     assert sum(tally["parse_status"].values()) == 3

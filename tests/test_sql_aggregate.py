@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evoq_data.aggregate import AGGREGATE_COLUMNS, Z95, sql_quote
-from evoq_data.resources import read_sql, sql_path
-from evoq_data.schemas import VOTES_SCHEMA
+from evoq_data.aggregate.run import AGGREGATE_COLUMNS, Z95, sql_quote
+from evoq_data.core.resources import read_sql, sql_path
+from evoq_data.core.schemas import VOTES_SCHEMA
 
 VOTES_DDL = ", ".join(f"{f.name} {t}" for f, t in zip(
     VOTES_SCHEMA, ["VARCHAR", "INTEGER", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN",
@@ -66,7 +66,7 @@ def add_pair_outcomes(con, rows, table="pair_outcomes"):
 def test_every_sql_file_has_a_header_naming_it_and_its_parameters():
     import re
 
-    from evoq_data.resources import sql_hashes
+    from evoq_data.core.resources import sql_hashes
 
     for name in sql_hashes():
         text = read_sql(name)
@@ -271,7 +271,7 @@ def test_sql_files_live_in_top_level_sql_folder():
 
 
 def test_check_vote_metadata(con, tmp_path):
-    from evoq_data.aggregate import provenance_from_metadata
+    from evoq_data.aggregate.run import provenance_from_metadata
 
     rows = []
     for i, model in enumerate(["m1", "m1", "m2"]):

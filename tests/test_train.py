@@ -30,7 +30,7 @@ def train_cli(*args: str):
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory) -> Path:
     """The push fixture's PREFS_DIR (5 pairs, one without a valid vote) pushed to a folder."""
-    from evoq_data.publish import run_push
+    from evoq_data.publish.push import run_push
 
     root = tmp_path_factory.mktemp("pushed")
     prefs = make_prefs_dir(root / "run")
@@ -128,7 +128,7 @@ def test_dataset_without_p_star(no_p_star, tiny_vlm, tmp_path):
 
 
 def test_dataset_without_images(tmp_path, tiny_vlm):
-    from evoq_data.publish import run_push
+    from evoq_data.publish.push import run_push
 
     prefs = make_prefs_dir(tmp_path / "run")
     run_push(prefs, "me/noimg", "v1", local_dir=tmp_path / "repo", embed_images=False, quiet=True)

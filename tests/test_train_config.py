@@ -11,7 +11,7 @@ pytest.importorskip("trl")
 from accelerate.data_loader import BatchSamplerShard  # noqa: E402
 from torch.utils.data import BatchSampler  # noqa: E402
 
-from evoq_data.errors import EvoqError  # noqa: E402
+from evoq_data.core.errors import EvoqError
 from evoq_train.config import EvoqGRPOConfig  # noqa: E402
 from evoq_train.sampler import PairRepeatSampler  # noqa: E402
 from evoq_train.settings import available_recipes, load_recipe, parse_overrides  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 from conftest import HUB_TOKEN as TOKEN
 from push_fixtures import PAIRS, make_prefs_dir
 
-from evoq_data.publish import run_push
+from evoq_data.publish.push import run_push
 
 pytest.importorskip("trl")
 

@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, read_votes
+from conftest import assert_user_error, read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.errors import EvoqError
-from evoq_data.pairs import run_pairs
-from evoq_data.prompts import compare_prompt
-from evoq_data.votes import plan_votes, run_vote, shard_of
+from evoq_data.core.errors import EvoqError
+from evoq_data.generation.prompts import compare_prompt
+from evoq_data.pairs.sample import run_pairs
+from evoq_data.votes.run import plan_votes, run_vote, shard_of
 
 runner = CliRunner()
-FAST = dict(max_tokens=6, quiet=True)
+FAST = dict(quiet=True)
 
 
 @pytest.fixture
@@ -48,8 +48,7 @@ def test_plan_votes_orders_and_seeds():
 
 def test_vote_rows_are_complete_and_consistent(tiny_vlm, pairs_file, tmp_path):
     out = tmp_path / "votes"
-    summary = run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=4,
-                       seed=11, order="balanced", chunk_pairs=4, **FAST)
+    summary = run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6), out, votes_per_pair=4, seed=11, order="balanced", chunk_pairs=4, **FAST)
     assert summary["pairs_voted"] == 6 and summary["votes"] == 24 and summary["shards_written"] == 2
     rows = read_votes(out)
     pairs = {r["pair_id"]: r for r in pq.read_table(pairs_file).to_pylist()}
@@ -79,22 +78,19 @@ def test_vote_rows_are_complete_and_consistent(tiny_vlm, pairs_file, tmp_path):
     assert manifest["prompt_template"] == prompt.template
 
     # rerun: nothing left to do, nothing duplicated
-    again = run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=4, seed=11,
-                     order="balanced", chunk_pairs=4, **FAST)
+    again = run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6), out, votes_per_pair=4, seed=11, order="balanced", chunk_pairs=4, **FAST)
     assert again["pairs_voted"] == 0 and again["pairs_already_done"] == 6
     assert len(read_votes(out)) == 24
 
     # other settings into the same folder are refused, naming the difference
     with pytest.raises(EvoqError, match="temperature"):
-        run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=4, seed=11,
-                 order="balanced", temperature=0.7, **FAST)
+        run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6, temperature=0.7), out, votes_per_pair=4, seed=11, order="balanced", **FAST)
 
 
 def test_shards_split_pairs_without_collision(tiny_vlm, pairs_file, tmp_path):
     out = tmp_path / "votes"
     for i in range(3):
-        run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2, seed=0,
-                 num_shards=3, shard_index=i, **FAST)
+        run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6), out, votes_per_pair=2, seed=0, num_shards=3, shard_index=i, **FAST)
     rows = read_votes(out)
     assert len(rows) == 12 and len({(r["pair_id"], r["vote_index"]) for r in rows}) == 12
     for shard in out.glob("votes-*.parquet"):
@@ -105,8 +101,7 @@ def test_shards_split_pairs_without_collision(tiny_vlm, pairs_file, tmp_path):
 
 def test_no_reasoning_and_greedy_are_recorded(tiny_vlm, pairs_file, tmp_path):
     out = tmp_path / "votes"
-    run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2, seed=0,
-             reasoning=False, temperature=0.0, **FAST)
+    run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6, reasoning=False, temperature=0.0), out, votes_per_pair=2, seed=0, **FAST)
     rows = read_votes(out)
     assert {r["prompt_id"] for r in rows} == {"compare-v1"}
     assert {r["prompt_sha256"] for r in rows} == {compare_prompt(False).sha256}
@@ -125,8 +120,7 @@ def _vote_cmd(pairs_file, model, out):
 def test_sigkill_then_resume_gives_the_uninterrupted_votes(tiny_vlm, pairs_file, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     reference = tmp_path / "reference"  # uninterrupted, in this process
-    run_vote(pairs_file, str(tiny_vlm), "transformers", reference, votes_per_pair=4, seed=3,
-             max_tokens=24, chunk_pairs=1, quiet=True)
+    run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=24), reference, votes_per_pair=4, seed=3, chunk_pairs=1, quiet=True)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_vote_cmd(pairs_file, tiny_vlm, killed), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -191,12 +185,9 @@ def test_a_second_worker_on_the_same_shard_is_refused(tiny_vlm, pairs_file, tmp_
     with open(out / ".lock-00001-of-00002", "a") as held:  # worker 1 of 2 is running
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(EvoqError, match="already voting shard 1 of 2"):
-            run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2,
-                     num_shards=2, shard_index=1, **FAST)
+            run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6), out, votes_per_pair=2, num_shards=2, shard_index=1, **FAST)
         # the other shard is free, and a trailing slash names the same model
-        run_vote(pairs_file, f"{tiny_vlm}/", "transformers", out, votes_per_pair=2,
-                 num_shards=2, shard_index=0, **FAST)
-    run_vote(pairs_file, str(tiny_vlm), "transformers", out, votes_per_pair=2,
-             num_shards=2, shard_index=1, **FAST)
+        run_vote(pairs_file, spec("transformers", f"{tiny_vlm}/", max_tokens=6), out, votes_per_pair=2, num_shards=2, shard_index=0, **FAST)
+    run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6), out, votes_per_pair=2, num_shards=2, shard_index=1, **FAST)
     rows = read_votes(out)
     assert len(rows) == 12 and {r["model"] for r in rows} == {str(tiny_vlm)}

@@ -77,7 +77,7 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
         Qwen2_5_VLForConditionalGeneration,
     )
 
-    from ..modeling import build_processor
+    from evoq_data.generation.modeling import build_processor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,349 @@
+"""``evoq-data``: the data plane's commands, one thin function per stage.
+
+Each command parses its options, builds what the stage takes (a
+:class:`~evoq_data.generation.spec.GenerationSpec` for the generating ones) and calls the
+stage's ``run_*`` function; results go to stdout as JSON, progress bars to stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evoq_data.cli.app import emit as _emit
+from evoq_data.cli.app import make_app
+from evoq_data.cli.options import (
+    BaseUrl,
+    Concurrency,
+    EngineArg,
+    EngineOpt,
+    MaxTokens,
+    ModelOpt,
+    ModelRevision,
+    Quiet,
+    Reasoning,
+    Seed,
+    Temperature,
+    TopP,
+    generation_spec,
+)
+from evoq_data.core.errors import EvoqError
+
+app = make_app("evoq-data", "Make, publish and evaluate EvoQuality pseudo-preference datasets.")
+
+
+@app.command("pairs")
+def pairs_cmd(
+    images: Annotated[str | None, typer.Option("--images", help="Image folder (recursive) or HF dataset (folder or Hub id).")] = None,
+    num_pairs: Annotated[int | None, typer.Option("--num-pairs", help="Distinct random pairs to sample (with --synthetic: a random subset; all by default).")] = None,
+    synthetic: Annotated[Path | None, typer.Option("--synthetic", help="A folder from `evoq-data distort`: pair variants of the same reference and distortion type, known order recorded.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output pairs Parquet file.")] = Path("pairs.parquet"),
+    seed: Seed = 0,
+    image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
+    split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Skip images above this many pixels (decompression-bomb guard).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Sample distinct random image pairs from a pool.
+
+    Example: evoq-data pairs --images ./pool --num-pairs 20000 --seed 0 --out pairs.parquet
+    """
+    from evoq_data.pairs.sample import run_pairs
+
+    if synthetic is not None:
+        from evoq_data.pairs.synthetic import run_synthetic_pairs
+
+        if images is not None:
+            raise EvoqError("give either --images or --synthetic, not both")
+        _emit(run_synthetic_pairs(synthetic, out, num_pairs=num_pairs, seed=seed))
+        return
+    if images is None:
+        raise EvoqError("--images is required (or --synthetic DIR)")
+    if num_pairs is None:
+        raise EvoqError("--num-pairs is required")
+    summary = run_pairs(images, num_pairs, seed, out, image_column=image_column, split=split,
+                        max_pixels=max_pixels, quiet=quiet)
+    for skip in summary["skipped"]:
+        typer.echo(f"skipped {skip['path']}: {skip['reason']}", err=True)
+    summary["skipped"] = len(summary["skipped"])
+    _emit(summary)
+
+
+@app.command("vote")
+def vote_cmd(
+    pairs: Annotated[Path, typer.Option("--pairs", help="Pairs Parquet from `evoq-data pairs`.")],
+    out: Annotated[Path, typer.Option("--out", help="VOTES_DIR: raw vote shards + manifest.json.")],
+    model: ModelOpt = None,
+    engine: EngineOpt = "transformers",
+    votes_per_pair: Annotated[int, typer.Option("--votes-per-pair", "-k", help="K sampled votes per pair (paper: 32).")] = 32,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    max_tokens: MaxTokens = 1024,
+    reasoning: Reasoning = True,
+    order: Annotated[str, typer.Option("--order", help="random: swap shown order per vote (paper); balanced: exactly K/2 each way.")] = "random",
+    num_shards: Annotated[int, typer.Option("--num-shards", help="Workers splitting the pairs.")] = 1,
+    shard_index: Annotated[int, typer.Option("--shard-index", help="This worker's index in [0, num-shards).")] = 0,
+    chunk_pairs: Annotated[int, typer.Option("--chunk-pairs", help="Pairs per engine batch and per shard file (the most a crash can lose).")] = 64,
+    model_revision: ModelRevision = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    engine_arg: EngineArg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Ask the model K times per pair which image is better; keep every raw answer.
+
+    Example: evoq-data vote --pairs pairs.parquet --model Qwen/Qwen2.5-VL-7B-Instruct
+    --engine vllm --votes-per-pair 32 --out votes/
+    """
+    from evoq_data.votes.run import run_vote
+
+    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
+                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
+                           engine_arg=engine_arg)
+    summary = run_vote(pairs, spec, out, votes_per_pair=votes_per_pair, seed=seed, order=order,
+                       num_shards=num_shards, shard_index=shard_index,
+                       chunk_pairs=chunk_pairs, quiet=quiet)
+    _emit(summary)
+
+
+# --- further stages register below (aggregate, push, score, compare, eval, distort, demo) ---
+
+
+@app.command("push")
+def push_cmd(
+    prefs: Annotated[Path, typer.Option("--prefs", help="PREFS_DIR from `evoq-data aggregate`.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repository OWNER/NAME.")],
+    version: Annotated[str, typer.Option("--version", help="Version tag, e.g. v1 (never overwritten).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
+    license: Annotated[str, typer.Option("--license", help="License id for the card, e.g. apache-2.0.")] = "apache-2.0",
+    embed_images: Annotated[bool, typer.Option("--embed-images/--no-embed-images", help="Embed image bytes (default) or publish only the *_path columns.")] = True,
+    include_votes: Annotated[bool, typer.Option("--include-votes", help="Also publish the raw votes as config 'votes'.")] = False,
+    votes: Annotated[Path | None, typer.Option("--votes", help="VOTES_DIR for --include-votes (default: the one named in the aggregate manifest).")] = None,
+    local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Write the dataset repository folder here instead of uploading.")] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Hub-compatible endpoint (default: HF_ENDPOINT or huggingface.co).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Publish a PREFS_DIR as a versioned dataset (tag VERSION) with a dataset card.
+
+    The token comes from HF_TOKEN or the saved login (`hf auth login`) and is never printed.
+
+    Example: evoq-data push --prefs prefs/ --repo-id me/evoq-koniq --version v1
+    """
+    from evoq_data.publish.push import run_push
+
+    _emit(run_push(prefs, repo_id, version, local_dir=local_dir, endpoint=endpoint,
+                   private=private, license=license, embed_images=embed_images,
+                   include_votes=include_votes, votes=votes, quiet=quiet))
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    votes: Annotated[Path, typer.Option("--votes", help="VOTES_DIR from `evoq-data vote`.")],
+    out: Annotated[Path, typer.Option("--out", help="PREFS_DIR: preferences, images, stats, plots.")],
+    label: Annotated[str, typer.Option("--label", help="hard: paper Eq. 1 (1/0/0.5 by majority); soft: vote fraction.")] = "hard",
+    min_agreement: Annotated[float | None, typer.Option("--min-agreement", help="Keep pairs whose majority share of valid votes is at least this (0.5-1). Off by default.")] = None,
+    min_valid_votes: Annotated[int | None, typer.Option("--min-valid-votes", help="Keep pairs with at least this many valid votes. Off by default.")] = None,
+    allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Aggregate votes from more than one model, prompt or sampling setting.")] = False,
+    bt_alpha: Annotated[float, typer.Option("--bt-alpha", help="L2 penalty of the Bradley-Terry fit (choix's alpha).")] = 0.1,
+    threads: Annotated[int | None, typer.Option("--threads", help="DuckDB threads (default: all cores).")] = None,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; it spills to disk beyond.")] = "1GB",
+    quiet: Quiet = False,
+) -> None:
+    """Turn raw votes into pseudo-preferences (majority per pair), per-image scores and stats.
+
+    Example: evoq-data aggregate --votes votes/ --out prefs/ --min-agreement 0.7
+    """
+    from evoq_data.aggregate.run import run_aggregate
+
+    _emit(run_aggregate(votes, out, label=label, min_agreement=min_agreement,
+                        min_valid_votes=min_valid_votes, allow_mixed=allow_mixed, quiet=quiet,
+                        bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit))
+
+
+@app.command("score")
+def score_cmd(
+    images: Annotated[str, typer.Option("--images", help="An image file, an image folder (recursive) or a HF dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Per-sample scores Parquet (+ <stem>.summary.parquet, <stem>.manifest.json).")] = Path("scores.parquet"),
+    model: ModelOpt = None,
+    engine: EngineOpt = "transformers",
+    samples: Annotated[int, typer.Option("--samples", "-k", help="K sampled scores per image (self-consistency).")] = 8,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    max_tokens: MaxTokens = 1024,
+    reasoning: Reasoning = True,
+    chunk_images: Annotated[int, typer.Option("--chunk-images", help="Images per engine batch.")] = 32,
+    image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
+    split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
+    model_revision: ModelRevision = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    engine_arg: EngineArg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score every image K times with the paper's score prompt; keep every raw answer.
+
+    Example: evoq-data score --images ./koniq-test --model ByteDance/EvoQuality
+    --engine vllm --samples 8 --out scores.parquet
+    """
+    from evoq_data.evaluate.score import run_score
+
+    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
+                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
+                           engine_arg=engine_arg)
+    _emit(run_score(images, spec, out, samples=samples, seed=seed, chunk_images=chunk_images,
+                    image_column=image_column, split=split, quiet=quiet))
+
+
+@app.command("compare")
+def compare_cmd(
+    image_a: Annotated[Path, typer.Argument(help="First image (A).")],
+    image_b: Annotated[Path, typer.Argument(help="Second image (B).")],
+    model: ModelOpt = None,
+    engine: EngineOpt = "transformers",
+    votes: Annotated[int, typer.Option("--votes", "-k", help="K votes, half shown A first, half B first.")] = 8,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    max_tokens: MaxTokens = 1024,
+    reasoning: Reasoning = True,
+    model_revision: ModelRevision = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    engine_arg: EngineArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full tally (with raw answers) as JSON.")] = False,
+) -> None:
+    """Ask the model K times which of two images is better, in both shown orders.
+
+    Example: evoq-data compare a.jpg b.jpg --model Qwen/Qwen2.5-VL-7B-Instruct --votes 32
+    """
+    from evoq_data.evaluate.compare import run_compare
+
+    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
+                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
+                           engine_arg=engine_arg)
+    res = run_compare(image_a, image_b, spec, votes=votes, seed=seed)
+    if as_json:
+        _emit(res)
+        return
+    verdict = (f"better: {res['better'].upper()} ({res['better_path']})" if res["better"]
+               else "better: undecided (a tie in valid votes)")
+    typer.echo(verdict)
+    typer.echo(f"votes: A {res['votes_a']}, B {res['votes_b']}, invalid {res['invalid_votes']} "
+               f"of {res['total_votes']}")
+    for order, t in res["by_order"].items():
+        typer.echo(f"  shown {order.replace('_', ' ')}: A {t['a']}, B {t['b']}, invalid {t['invalid']}")
+    typer.echo("parse status: " + ", ".join(f"{k} {v}" for k, v in sorted(res["parse_status"].items())))
+
+
+@app.command("eval")
+def eval_cmd(
+    labels: Annotated[list[str], typer.Option("--labels", help="NAME=SOURCE (repeatable): a CSV/TSV/Parquet manifest (image_id or path, mos) or a HF dataset (image, mos). With --prefs also a synthetic pairs file or a distort folder.")],
+    scores: Annotated[Path | None, typer.Option("--scores", help="scores.parquet (or its .summary.parquet) from `evoq-data score`.")] = None,
+    prefs: Annotated[Path | None, typer.Option("--prefs", help="PREFS_DIR from `evoq-data aggregate`: pseudo-label accuracy instead of metrics.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the Markdown table, JSON and plot.")] = Path("eval"),
+    image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF labels dataset.")] = "image",
+    mos_column: Annotated[str, typer.Option("--mos-column", help="MOS column of the labels.")] = "mos",
+    split: Annotated[str, typer.Option("--split", help="Split of a HF labels dataset.")] = "test",
+) -> None:
+    """SRCC / PLCC of scores against MOS per benchmark, or the accuracy of pseudo-labels.
+
+    Example: evoq-data eval --scores scores.parquet --labels koniq=koniq_test.csv
+    --labels spaq=spaq_test.parquet --out eval/
+
+    Example: evoq-data eval --prefs prefs/ --labels demo/distorted --out eval/
+    """
+    if (scores is None) == (prefs is None):
+        raise EvoqError("give exactly one of --scores (metrics) or --prefs (pseudo-label accuracy)")
+    if prefs is not None:
+        from evoq_data.evaluate.accuracy import run_label_accuracy
+
+        if len(labels) != 1:
+            raise EvoqError("--prefs takes exactly one --labels")
+        res = run_label_accuracy(prefs, labels[0], out, image_column=image_column,
+                                 mos_column=mos_column, split=split)
+        typer.echo(res["markdown"])
+        typer.echo(f"written: {res['table']}, {res['json']}, {res['plot']}")
+        return
+    from evoq_data.evaluate.metrics import run_eval
+
+    res = run_eval(scores, labels, out, image_column=image_column, mos_column=mos_column,
+                   split=split)
+    typer.echo(res["markdown"])  # registry warnings are logged (stderr) and in the table
+    typer.echo(f"written: {res['table']}, {res['metrics']}, {res['plot']}")
+
+
+@app.command("distort")
+def distort_cmd(
+    images: Annotated[str, typer.Option("--images", help="Reference images: folder (recursive) or HF dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (variants + distortions.parquet).")],
+    distortion: Annotated[list[str] | None, typer.Option("--distortion", help="Only these types (repeatable): blur, noise, jpeg, contrast, saturation.")] = None,
+    seed: Seed = 0,
+    image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
+    split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
+    quiet: Quiet = False,
+) -> None:
+    """Make distorted variants (5 types x 5 levels) of every image, with a manifest.
+
+    Example: evoq-data distort --images ./refs --out distorted/ && evoq-data pairs
+    --synthetic distorted/ --out synth_pairs.parquet
+    """
+    from evoq_data.images.distort import run_distort
+
+    _emit(run_distort(images, out, distortions=distortion, seed=seed,
+                      image_column=image_column, split=split, quiet=quiet))
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for every file of the run.")] = Path("evoq-demo"),
+    engine: EngineOpt = "piqe",
+    model: ModelOpt = None,
+    votes_per_pair: Annotated[int, typer.Option("--votes-per-pair", "-k", help="K votes per pair.")] = 32,
+    num_pairs: Annotated[int | None, typer.Option("--num-pairs", help="Vote on a random subset of the synthetic pairs (all by default).")] = None,
+    photos: Annotated[int | None, typer.Option("--photos", help="Use only the first N bundled photos (9 by default).")] = None,
+    size: Annotated[int, typer.Option("--size", help="Longer side of the photos, pixels.")] = 256,
+    seed: Seed = 0,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    max_tokens: MaxTokens = 1024,
+    reasoning: Reasoning = True,
+    model_revision: ModelRevision = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = 8,
+    engine_arg: EngineArg = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run the whole chain on scikit-image's bundled photos and report pseudo-label accuracy.
+
+    Example: evoq-data demo --out evoq-demo   (PIQE judge, CPU, about half a minute)
+
+    Example: evoq-data demo --engine transformers --model ./my-qwen --num-pairs 40 -k 8
+    """
+    from evoq_data.demo import run_demo
+
+    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
+                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
+                           engine_arg=engine_arg)
+    res = run_demo(out, spec, votes_per_pair=votes_per_pair, num_pairs=num_pairs, size=size,
+                   photos=photos, seed=seed, quiet=quiet)
+    typer.echo(f"demo finished in {res.get('seconds', sum(res['timings_s'].values())):.1f}s "
+               f"(judge: {res['model']})")
+    for key in ("photos", "distorted", "pairs", "votes", "prefs", "dataset", "eval"):
+        if key in res:
+            typer.echo(f"  {key:<10} {res[key]}")
+    typer.echo(f"  {res['num_pairs']} pairs, {res['num_votes']} votes "
+               f"({res['invalid_votes']} invalid)")
+    if "markdown" in res:
+        typer.echo("")
+        typer.echo(res["markdown"])
+    if "load_with" in res:
+        typer.echo(f"load it with: {res['load_with']}")
+

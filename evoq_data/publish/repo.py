@@ -1,0 +1,342 @@
+"""The dataset repository folder of one version, built from a PREFS_DIR.
+
+Layout::
+
+    README.md                                        card (evoq_data.publish.card)
+    evoq.json                                        aggregate manifest, content hash, file hashes
+    preferences/train-<hash12>-00000-of-0000N.parquet   preferences + image_a / image_b (Image)
+    images/train-<hash12>-00000-of-0000N.parquet        images + image (Image), each image once
+    votes/train-<hash12>-00000-of-0000N.parquet         raw votes (only with --include-votes)
+    assets/agreement_hist.png, assets/position_bias.png
+
+The content hash covers every config's column names, types and values (image bytes by their
+sha256), not the Parquet encoding, so the same data gives the same hash with any pyarrow.
+Every image is read, checked against its id (the sha256 of its bytes) and decoded before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evoq_data import __version__
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.schemas import VOTES_COLUMNS, check_columns
+
+log = logging.getLogger(__name__)
+
+PREFS_COLUMNS = (
+    "pair_id", "image_a_id", "image_a_path", "image_b_id", "image_b_path", "votes_a",
+    "votes_b", "invalid_votes", "total_votes", "p_star", "vote_fraction_a", "agreement",
+    "wilson_low", "wilson_high", "votes_first_shown",
+)
+IMAGES_COLUMNS = ("image_id", "image_path", "wins", "losses", "ties", "comparisons",
+                  "win_rate", "bt_score")
+PLOTS = ("agreement_hist.png", "position_bias.png")
+SHARD_BYTES = 400 * 2**20  # target size of one Parquet data file
+VOTES_SHARD_ROWS = 500_000
+
+
+# --- reading and validating the PREFS_DIR ------------------------------------------------
+
+def read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise EvoqError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvoqError(f"{what} {path} is not readable JSON ({exc})") from exc
+
+
+def load_prefs_dir(prefs: str | Path) -> dict:
+    """Read and check what ``evoq-data aggregate`` wrote; fail with one line otherwise."""
+    prefs = Path(prefs)
+    if not prefs.is_dir():
+        raise EvoqError(f"PREFS_DIR not found: {prefs}")
+    if not (prefs / "preferences.parquet").is_file():
+        raise EvoqError(f"{prefs} has no preferences.parquet; make it with `evoq-data aggregate`")
+    check_columns(prefs / "preferences.parquet", PREFS_COLUMNS, "preferences")
+    check_columns(prefs / "images.parquet", IMAGES_COLUMNS, "images")
+    manifest = read_json(prefs / "manifest.json", "aggregate manifest")
+    if manifest.get("stage") != "aggregate" or not isinstance(manifest.get("votes"), dict):
+        raise EvoqError(f"{prefs / 'manifest.json'} is not an aggregate manifest "
+                        "(needs stage 'aggregate' and the vote run under 'votes')")
+    preferences = pq.read_table(prefs / "preferences.parquet")
+    if preferences.num_rows == 0:
+        raise EvoqError(f"{prefs / 'preferences.parquet'} has no rows: nothing to publish")
+    stats_md = prefs / "stats.md"
+    return {
+        "dir": prefs, "manifest": manifest, "preferences": preferences,
+        "images": pq.read_table(prefs / "images.parquet"),
+        "stats": read_json(prefs / "stats.json", "stats") if (prefs / "stats.json").is_file()
+        else {},
+        "stats_md": stats_md.read_text(encoding="utf-8") if stats_md.is_file() else "",
+        "plots": [prefs / p for p in PLOTS if (prefs / p).is_file()],
+    }
+
+
+def _resolve(path: str, prefs_dir: Path) -> Path:
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return prefs_dir / p
+
+
+def check_images(paths: dict[str, str], prefs_dir: Path, quiet: bool = True) -> dict[str, Path]:
+    """Every image must exist, match its id (sha256 of its bytes) and decode; else one line
+    naming the bad files. Returns image_id -> file path."""
+    from tqdm.auto import tqdm
+
+    from evoq_data.images.pool import check_image_bytes
+
+    resolved, missing, bad = {}, [], []
+    for image_id, path in tqdm(sorted(paths.items()), desc="checking images", unit="img",
+                               disable=quiet, dynamic_ncols=True):
+        p = _resolve(path, prefs_dir)
+        try:
+            data = p.read_bytes()
+        except OSError:
+            missing.append(path)
+            continue
+        try:
+            check_image_bytes(data)
+        except ValueError as exc:
+            bad.append(f"{path} ({exc})")
+            continue
+        if re.fullmatch(r"[0-9a-f]{64}", image_id) and hashlib.sha256(data).hexdigest() != image_id:
+            bad.append(f"{path} (its bytes changed since voting: sha256 differs from its id)")
+            continue
+        resolved[image_id] = p
+
+    def named(items):
+        return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+    if missing:
+        raise EvoqError(f"{len(missing)} image(s) missing from disk: {named(missing)}; "
+                        "restore them or push with --no-embed-images")
+    if bad:
+        raise EvoqError(f"{len(bad)} listed path(s) are not usable images: {named(bad)}")
+    return resolved
+
+
+# --- the repository folder ---------------------------------------------------------------
+
+def _image_struct(image_id: str, path: Path) -> dict:
+    return {"bytes": path.read_bytes(), "path": image_id + path.suffix.lower()}
+
+
+def _with_features(table: pa.Table, image_cols: dict[str, list], after: str) -> pa.Table:
+    """Insert Image columns after column ``after`` and attach the `datasets` features."""
+    import datasets
+
+    names = list(table.column_names)
+    pos = names.index(after) + 1
+    features = datasets.Features.from_arrow_schema(table.schema)
+    ordered = {}
+    for name in names[:pos]:
+        ordered[name] = features[name]
+    for name in image_cols:
+        ordered[name] = datasets.Image()
+    for name in names[pos:]:
+        ordered[name] = features[name]
+    features = datasets.Features(ordered)
+    image_type = features.arrow_schema.field(next(iter(image_cols))).type
+    columns = [table.column(n) for n in names[:pos]]
+    columns += [pa.array(v, type=image_type) for v in image_cols.values()]
+    columns += [table.column(n) for n in names[pos:]]
+    return pa.Table.from_arrays(columns, schema=features.arrow_schema)
+
+
+def _hf_schema(table: pa.Table) -> pa.Table:
+    import datasets
+
+    features = datasets.Features.from_arrow_schema(table.schema)
+    return table.cast(features.arrow_schema)
+
+
+def _shards(n_rows: int, n_bytes: int) -> list[tuple[int, int]]:
+    """(start, length) row ranges so that each shard holds about SHARD_BYTES."""
+    n = min(max(1, -(-n_bytes // SHARD_BYTES)), max(1, n_rows))
+    step = max(1, -(-n_rows // n))
+    return [(s, min(step, n_rows - s)) for s in range(0, n_rows, step)] or [(0, 0)]
+
+
+class _Digest:
+    """sha256 over a config's column names, types and row values (bytes by their sha256):
+    independent of Parquet encoding and of how the rows are split into files."""
+
+    def __init__(self) -> None:
+        self.h, self.schema = hashlib.sha256(), None
+
+    @staticmethod
+    def _plain(v):
+        return "sha256:" + hashlib.sha256(v).hexdigest() if isinstance(v, bytes) else str(v)
+
+    def update(self, table: pa.Table) -> None:
+        if self.schema is None:
+            self.schema = [[f.name, str(f.type)] for f in table.schema]
+            self.h.update(json.dumps(self.schema).encode())
+        for batch in table.to_batches(max_chunksize=4096):
+            for row in batch.to_pylist():
+                self.h.update(json.dumps(row, sort_keys=True, default=self._plain).encode() + b"\n")
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
+def _write_config(name: str, shards: list[Callable[[], Iterable[pa.Table]]], folder: Path,
+                  row_group: int = 10_000) -> dict:
+    """Write config ``name``: one Parquet file per shard, each fed table by table."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    files, digest, rows = [], _Digest(), 0
+    for i, make in enumerate(shards):
+        rel = f"{name}/train-{i:05d}-of-{len(shards):05d}.parquet"
+        writer = None
+        try:
+            for table in make():
+                if writer is None:
+                    writer = pq.ParquetWriter(folder / rel, table.schema, compression="zstd")
+                writer.write_table(table, row_group_size=row_group)
+                digest.update(table)
+                rows += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        files.append(rel)
+    return {"rows": rows, "files": files, "sha256": digest.hexdigest()}
+
+
+def _vote_shards(votes_dir: Path) -> list[Callable[[], Iterable[pa.Table]]]:
+    """The raw vote files, in name order, grouped into shards of about VOTES_SHARD_ROWS rows
+    and streamed file by file (the votes never sit in memory all at once)."""
+    files = sorted(votes_dir.glob("votes-*.parquet"))
+    if not files:
+        raise EvoqError(f"--include-votes: no votes-*.parquet shards in {votes_dir}")
+    groups: list[list[Path]] = [[]]
+    rows = 0
+    for f in files:
+        check_columns(f, VOTES_COLUMNS, "votes")
+        n = pq.ParquetFile(f).metadata.num_rows
+        if groups[-1] and rows + n > VOTES_SHARD_ROWS:
+            groups.append([])
+            rows = 0
+        groups[-1].append(f)
+        rows += n
+
+    def stream(group):
+        return lambda: (_hf_schema(pq.read_table(f, columns=list(VOTES_COLUMNS))) for f in group)
+
+    return [stream(g) for g in groups]
+
+
+def size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "n>10M" if n >= 1_000_000_000 else "10M<n<100M"
+
+
+def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
+                      license: str, embed_images: bool, include_votes: bool,
+                      votes_dir: Path | None, quiet: bool) -> dict:
+    """Write the whole dataset repository for one version into ``folder``; return evoq.json."""
+    from evoq_data.publish.card import render_card
+
+    prefs, images = src["preferences"], src["images"]
+    configs: dict[str, dict] = {}
+    bytes_unique = bytes_stored = 0
+    if embed_images:
+        paths = dict(zip(images.column("image_id").to_pylist(),
+                         images.column("image_path").to_pylist(), strict=True))
+        for side in ("a", "b"):
+            paths.update(zip(prefs.column(f"image_{side}_id").to_pylist(),
+                             prefs.column(f"image_{side}_path").to_pylist(), strict=True))
+        files = check_images(paths, src["dir"], quiet)
+        sizes = {i: p.stat().st_size for i, p in files.items()}
+        bytes_unique = sum(sizes.values())
+        pref_bytes = sum(sizes[i] for s in "ab" for i in prefs.column(f"image_{s}_id").to_pylist())
+        bytes_stored = pref_bytes + sum(sizes[i] for i in images.column("image_id").to_pylist())
+
+        def build_prefs(start, length):
+            part = prefs.slice(start, length)
+            cols = {f"image_{s}": [_image_struct(i, files[i]) for i in
+                                   part.column(f"image_{s}_id").to_pylist()] for s in "ab"}
+            return [_with_features(part, cols, after="pair_id")]
+
+        def build_images(start, length):
+            part = images.slice(start, length)
+            col = {"image": [_image_struct(i, files[i]) for i in
+                             part.column("image_id").to_pylist()]}
+            return [_with_features(part, col, after="image_id")]
+
+        configs["preferences"] = _write_config(
+            "preferences", [lambda s=s, n=n: build_prefs(s, n)
+                            for s, n in _shards(prefs.num_rows, pref_bytes)], folder, 100)
+        configs["images"] = _write_config(
+            "images", [lambda s=s, n=n: build_images(s, n)
+                       for s, n in _shards(images.num_rows, bytes_stored - pref_bytes)],
+            folder, 100)
+    else:
+        for name, table in (("preferences", prefs), ("images", images)):
+            configs[name] = _write_config(
+                name, [lambda t=table: [_hf_schema(t)]], folder)
+    if include_votes:
+        configs["votes"] = _write_config("votes", _vote_shards(votes_dir), folder)
+    content = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in configs.items()},
+                                        sort_keys=True).encode()).hexdigest()
+    # File names carry the content hash: `datasets` caches a local folder by its data-file
+    # patterns, so a folder re-written with other content must not match the old patterns.
+    for name, conf in configs.items():
+        renamed = []
+        for rel in conf["files"]:
+            new_rel = rel.replace("/train-", f"/train-{content[:12]}-", 1)
+            os.replace(folder / rel, folder / new_rel)
+            renamed.append(new_rel)
+        conf["files"], conf["pattern"] = renamed, f"{name}/train-{content[:12]}-*.parquet"
+    plots = []
+    for plot in src["plots"]:
+        (folder / "assets").mkdir(exist_ok=True)
+        shutil.copyfile(plot, folder / "assets" / plot.name)
+        plots.append(f"assets/{plot.name}")
+    meta = {
+        "evoq_version": __version__, "repo_id": repo_id, "version": version,
+        "content_hash": f"sha256:{content}", "created_at": datetime.now(UTC).isoformat(),
+        "embed_images": embed_images, "include_votes": include_votes, "license": license,
+        "configs": configs, "image_bytes": {"unique": bytes_unique, "stored": bytes_stored},
+        "aggregate": src["manifest"], "pairs": _pairs_manifest(src["manifest"]),
+        "stats": src["stats"],
+    }
+    card = render_card(meta, stats_md=src["stats_md"], plots=plots,
+                       size_category=size_category(prefs.num_rows))
+    meta["files"] = {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+    (folder / "evoq.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return meta
+
+
+def _pairs_manifest(aggregate: dict) -> dict:
+    """The pairs stage's manifest (source pool, image count), when it is still on disk."""
+    pairs_file = aggregate.get("votes", {}).get("pairs_file")
+    if not pairs_file:
+        return {}
+    path = Path(pairs_file)
+    path = path.with_name(path.stem + ".manifest.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}

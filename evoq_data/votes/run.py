@@ -1,0 +1,224 @@
+"""``evoq-data vote``: ask the judge K times per pair, keep every raw answer.
+
+Votes go to the vote store (:mod:`evoq_data.votes.store`), one shard file per chunk of
+complete pairs. A vote is a pure function of (seed, pair_id, vote_index, model,
+prompt, sampling): the shown order of each vote and the seed of each request derive from
+(seed, pair_id) alone, never from the chunking or from what ran before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute below
+
+from evoq_data import __version__
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.ids import digest_u64, file_sha256, request_seed
+from evoq_data.core.manifests import new_manifest
+from evoq_data.core.schemas import VOTES_SCHEMA
+from evoq_data.generation.engines import Engine, GenRequest, Sampling
+from evoq_data.generation.parse import parse_compare
+from evoq_data.generation.prompts import Prompt
+from evoq_data.generation.spec import GenerationSpec, open_engine
+from evoq_data.votes.store import (
+    check_manifest,
+    done_pair_ids,
+    read_pairs,
+    remove_stale_temp_files,
+    save_manifest,
+    shard_lock,
+    write_shard,
+)
+
+log = logging.getLogger(__name__)
+
+ORDERS = ("random", "balanced")
+
+
+@dataclass(frozen=True)
+class VotePlan:
+    """Shown order and seeds of one pair's K votes."""
+
+    pair_id: str
+    swapped: np.ndarray  # bool[K], per vote_index
+    seed_unswapped: int
+    seed_swapped: int
+
+
+def shard_of(pair_id: str, num_shards: int) -> int:
+    """Which of ``num_shards`` workers votes on this pair (deterministic, balanced)."""
+    return digest_u64("shard", pair_id) % num_shards
+
+
+def plan_votes(pair_id: str, k: int, seed: int, order: str) -> VotePlan:
+    """Shown orders and request seeds for one pair: a pure function of its arguments."""
+    rng = np.random.default_rng(digest_u64("order", seed, pair_id))
+    if order == "random":
+        swapped = rng.random(k) < 0.5
+    elif order == "balanced":
+        swapped = np.zeros(k, dtype=bool)
+        swapped[rng.permutation(k)[: k // 2]] = True
+    else:
+        raise EvoqError(f"unknown --order {order!r}; choose one of {', '.join(ORDERS)}")
+    return VotePlan(pair_id, swapped, request_seed("seed", seed, pair_id, 0, n=k),
+                    request_seed("seed", seed, pair_id, 1, n=k))
+
+
+
+
+
+
+
+
+
+
+
+
+def _chunk_rows(chunk: list[dict], plans: list[VotePlan], answers: dict, engine: Engine,
+                prompt: Prompt, sampling: Sampling, created_at: datetime) -> pa.Table:
+    cols = {name: [] for name in VOTES_SCHEMA.names}
+    for pair, plan in zip(chunk, plans, strict=True):
+        counters = {False: 0, True: 0}
+        for v, swapped in enumerate(plan.swapped.tolist()):
+            i = counters[swapped]
+            counters[swapped] += 1
+            raw = answers[(plan.pair_id, swapped)][i]
+            value, status = parse_compare(raw, prompt.reasoning)
+            shown = (pair["image_b_id"], pair["image_a_id"]) if swapped else (
+                pair["image_a_id"], pair["image_b_id"])
+            base_seed = plan.seed_swapped if swapped else plan.seed_unswapped
+            row = {
+                "pair_id": plan.pair_id, "vote_index": v,
+                "image_a_id": pair["image_a_id"], "image_b_id": pair["image_b_id"],
+                "image_a_path": pair["image_a_path"], "image_b_path": pair["image_b_path"],
+                "swapped": swapped, "raw_text": raw,
+                "answer": value, "winner_id": shown[value] if value is not None else None,
+                "parse_status": status, "model": engine.model,
+                "model_revision": engine.model_revision, "engine": engine.name,
+                "prompt_id": prompt.prompt_id, "prompt_sha256": prompt.sha256,
+                "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "max_tokens": sampling.max_tokens, "seed": base_seed + i,
+                "created_at": created_at, "evoq_version": __version__,
+            }
+            for name, value_ in row.items():
+                cols[name].append(value_)
+    return pa.table(cols, schema=VOTES_SCHEMA)
+
+
+
+
+def _vote_chunk(eng: Engine, chunk: list[dict], k: int, seed: int, order: str, prompt: Prompt,
+                sampling: Sampling) -> pa.Table:
+    """Ask the engine for every vote of ``chunk``: one request per pair and shown order."""
+    plans = [plan_votes(r["pair_id"], k, seed, order) for r in chunk]
+    requests, keys = [], []
+    for pair, plan in zip(chunk, plans, strict=True):
+        for swapped, base in ((False, plan.seed_unswapped), (True, plan.seed_swapped)):
+            n = int((plan.swapped == swapped).sum())
+            if n == 0:
+                continue
+            shown = ((pair["image_b_path"], pair["image_a_path"]) if swapped
+                     else (pair["image_a_path"], pair["image_b_path"]))
+            requests.append(GenRequest(images=shown, prompt=prompt, n=n, seed=base,
+                                       key=f"{plan.pair_id}:{int(swapped)}"))
+            keys.append((plan.pair_id, swapped))
+    outputs = eng.generate(requests, sampling)
+    answers = dict(zip(keys, outputs, strict=True))
+    for req, key in zip(requests, keys, strict=True):
+        if len(answers[key]) != req.n:
+            raise EvoqError(f"engine {eng.name} returned {len(answers[key])} answers "
+                            f"for a request of n={req.n} (pair {key[0]})")
+    return _chunk_rows(chunk, plans, answers, eng, prompt, sampling, datetime.now(UTC))
+
+
+
+
+
+
+def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
+             votes_per_pair: int = 32, seed: int = 0, order: str = "random",
+             num_shards: int = 1, shard_index: int = 0, chunk_pairs: int = 64,
+             quiet: bool = False) -> dict:
+    """The ``evoq-data vote`` stage. Returns a summary (paths and counts)."""
+    from tqdm.auto import tqdm
+
+    if votes_per_pair < 1:
+        raise EvoqError(f"--votes-per-pair must be at least 1, got {votes_per_pair}")
+    if order not in ORDERS:
+        raise EvoqError(f"unknown --order {order!r}; choose one of {', '.join(ORDERS)}")
+    if order == "balanced" and votes_per_pair % 2:
+        raise EvoqError(f"--order balanced needs an even --votes-per-pair, got {votes_per_pair}")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise EvoqError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
+    if chunk_pairs < 1:
+        raise EvoqError(f"--chunk-pairs must be at least 1, got {chunk_pairs}")
+    rows = read_pairs(pairs)
+    prompt = spec.compare_prompt
+    votes_dir = Path(out)
+    if votes_dir.exists() and not votes_dir.is_dir():
+        raise EvoqError(f"--out {votes_dir} is a file; VOTES_DIR must be a folder")
+    provenance = spec.provenance()
+    manifest = new_manifest(
+        "vote", model=provenance["model"], model_revision=provenance["model_revision"],
+        engine=spec.engine, prompt_id=prompt.prompt_id, prompt_sha256=prompt.sha256,
+        prompt_template=prompt.template, temperature=spec.sampling.temperature,
+        top_p=spec.sampling.top_p, max_tokens=spec.sampling.max_tokens, seed=seed,
+        votes_per_pair=votes_per_pair, order=order, reasoning=spec.reasoning,
+        num_shards=num_shards, pairs_file=str(Path(pairs).resolve()),
+        pairs_sha256=file_sha256(pairs))
+    with ExitStack() as stack:  # closes the engine and releases the shard lock on any exit
+        eng = None
+        if spec.engine == "openai" and not spec.model:
+            # the served model's id is known only once connected: record it, not "openai"
+            eng = open_engine(spec, manifest["model_revision"])
+            stack.callback(eng.close)
+            manifest["model"] = eng.model
+        has_manifest = check_manifest(votes_dir, manifest)
+        mine = [r for r in rows if shard_of(r["pair_id"], num_shards) == shard_index]
+
+        def pairs_to_do() -> list[dict]:
+            done = done_pair_ids(votes_dir)
+            return [r for r in mine if r["pair_id"] not in done]
+
+        todo = pairs_to_do()  # a first look, so a finished shard never loads the engine
+        summary = {"votes_dir": str(votes_dir), "pairs_in_shard": len(mine),
+                   "pairs_already_done": len(mine) - len(todo), "pairs_voted": 0, "votes": 0,
+                   "invalid_votes": 0, "shards_written": 0}
+        if not todo:
+            return summary
+        if eng is None:
+            eng = open_engine(spec, manifest["model_revision"])
+            stack.callback(eng.close)
+        # Nothing is written before the engine is up, so a failed start leaves no trace.
+        stack.enter_context(shard_lock(votes_dir, shard_index, num_shards))
+        remove_stale_temp_files(votes_dir, shard_index, num_shards)
+        todo = pairs_to_do()  # again, under the lock
+        summary["pairs_already_done"] = len(mine) - len(todo)
+        if not has_manifest:
+            save_manifest(votes_dir, manifest)
+        bar = stack.enter_context(tqdm(total=len(mine), initial=len(mine) - len(todo),
+                                       desc="pairs", unit="pair", disable=quiet,
+                                       dynamic_ncols=True))
+        started = time.perf_counter()
+        for start in range(0, len(todo), chunk_pairs):
+            chunk = todo[start : start + chunk_pairs]
+            table = _vote_chunk(eng, chunk, votes_per_pair, seed, order, prompt, spec.sampling)
+            write_shard(table, votes_dir, shard_index, num_shards)
+            invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py())
+            summary["pairs_voted"] += len(chunk)
+            summary["votes"] += table.num_rows
+            summary["invalid_votes"] += invalid
+            summary["shards_written"] += 1
+            bar.update(len(chunk))
+            bar.set_postfix(votes_s=f"{summary['votes'] / (time.perf_counter() - started):.1f}",
+                            invalid=summary["invalid_votes"])
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        return summary

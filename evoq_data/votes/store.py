@@ -1,0 +1,133 @@
+"""The vote store: VOTES_DIR on disk, written crash-safe and read back checked.
+
+Layout of VOTES_DIR::
+
+    manifest.json                                  run identity (model, prompt, sampling, ...)
+    votes-00000-of-00001-<chunk hash>.parquet      complete pairs only, renamed into place
+    .lock-00000-of-00001                           the lock of the worker voting shard 0
+
+Every shard file holds all votes of each of its pairs and appears by an atomic rename, so a
+crash at any moment loses at most the chunk in flight, and a rerun of the same command skips
+the pairs already on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.manifests import read_manifest, write_manifest
+from evoq_data.core.schemas import PAIRS_COLUMNS, check_columns
+
+log = logging.getLogger(__name__)
+
+SHARD_GLOB = "votes-*.parquet"
+# Fields that must match to add votes to an existing VOTES_DIR.
+IDENTITY_FIELDS = (
+    "model", "model_revision", "engine", "prompt_id", "prompt_sha256", "temperature", "top_p",
+    "max_tokens", "seed", "votes_per_pair", "order", "num_shards", "pairs_sha256",
+)
+
+
+def shard_name(shard_index: int, num_shards: int) -> str:
+    return f"{shard_index:05d}-of-{num_shards:05d}"
+
+
+def check_manifest(votes_dir: Path, manifest: dict) -> bool:
+    """Refuse a VOTES_DIR made with other settings; True when it already has a manifest."""
+    path = votes_dir / "manifest.json"
+    if not path.exists():
+        return False
+    old = read_manifest(path, "vote manifest")
+    diff = [f for f in IDENTITY_FIELDS if old.get(f) != manifest.get(f)]
+    if diff:
+        details = "; ".join(f"{f}: {old.get(f)!r} -> {manifest.get(f)!r}" for f in diff)
+        raise EvoqError(
+            f"{votes_dir} already holds votes made with other settings ({details}); "
+            "use a new --out folder or the original settings"
+        )
+    return True
+
+
+def save_manifest(votes_dir: Path, manifest: dict) -> None:
+    write_manifest(votes_dir, manifest)
+
+
+def done_pair_ids(votes_dir: Path) -> set[str]:
+    """Pairs that already have a complete shard on disk."""
+    done: set[str] = set()
+    for shard in sorted(votes_dir.glob(SHARD_GLOB)):
+        try:
+            ids = pq.read_table(shard, columns=["pair_id"]).column("pair_id").to_pylist()
+        except Exception as exc:  # noqa: BLE001 - any reader failure means a broken shard
+            raise EvoqError(f"vote shard {shard} is unreadable ({exc}); move it away and "
+                            "rerun") from exc
+        done.update(ids)
+    return done
+
+
+def write_shard(table: pa.Table, votes_dir: Path, shard_index: int, num_shards: int) -> Path:
+    """Write one chunk of complete pairs as a shard file: temp file, fsync, rename."""
+    ids = ",".join(sorted(set(table.column("pair_id").to_pylist())))
+    tag = hashlib.sha256(ids.encode()).hexdigest()[:16]
+    final = votes_dir / f"votes-{shard_name(shard_index, num_shards)}-{tag}.parquet"
+    tmp = votes_dir / f".{final.name}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def remove_stale_temp_files(votes_dir: Path, shard_index: int, num_shards: int) -> None:
+    """Temp files a killed worker of this shard left behind (called under the shard lock)."""
+    for stale in votes_dir.glob(f".votes-{shard_name(shard_index, num_shards)}-*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def shard_lock(votes_dir: Path, shard_index: int, num_shards: int):
+    """Hold an exclusive lock on this shard of VOTES_DIR: two workers given the same
+    --shard-index would delete each other's temporary files and double votes. (flock works
+    on local disks and on NFSv4; on a filesystem without locks it is a no-op.)"""
+    import fcntl
+
+    votes_dir.mkdir(parents=True, exist_ok=True)
+    path = votes_dir / f".lock-{shard_name(shard_index, num_shards)}"
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EvoqError(
+                f"another worker is already voting shard {shard_index} of {num_shards} into "
+                f"{votes_dir}; give each worker its own --shard-index"
+            ) from None
+        except OSError:  # no lock support on this filesystem: go on unguarded
+            log.warning("cannot lock %s; make sure no other worker uses shard %d", path,
+                        shard_index)
+        yield
+
+
+def read_pairs(pairs_path: str | Path) -> list[dict]:
+    """The rows of a pairs file, checked: the needed columns, at least one row, unique ids."""
+    path = Path(pairs_path)
+    if not path.exists():
+        raise EvoqError(f"pairs file not found: {path}")
+    check_columns(path, PAIRS_COLUMNS, "pairs")
+    rows = pq.read_table(path, columns=list(PAIRS_COLUMNS)).to_pylist()
+    if not rows:
+        raise EvoqError(f"pairs file {path} has no rows")
+    seen: set[str] = set()
+    dup = next((r["pair_id"] for r in rows if r["pair_id"] in seen or seen.add(r["pair_id"])),
+               None)
+    if dup is not None:
+        raise EvoqError(f"pairs file {path} lists pair {dup} more than once; every pair_id "
+                        "must be unique (its K votes would be written twice)")
+    return rows
