@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import ENGINES, Engine, Sampling, get_engine
+from evoq_data.generation.engines import (
+    ENGINES,
+    Engine,
+    Sampling,
+    check_engine_options,
+    get_engine,
+)
 from evoq_data.generation.prompts import Prompt, compare_prompt, score_prompt
 
 # Whether an engine needs a model: "required", "optional" (it can find one) or "none".
@@ -105,6 +111,8 @@ class GenerationSpec:
             raise EvoqError(f"engine {self.engine!r} takes no --model-revision")
         if self.engine == "openai" and not self.engine_args.get("base_url"):
             raise EvoqError("engine 'openai' needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        check_engine_options(self.engine, {k: v for k, v in self.engine_args.items()
+                                           if k != "revision"})
         if self.model and Path(self.model).is_dir():
             # "ckpt/" and "./ckpt" are the same model
             object.__setattr__(self, "model", os.path.normpath(self.model))
@@ -157,13 +165,18 @@ class GenerationSpec:
                 "engine_args": args}
 
 
-def open_engine(spec: GenerationSpec, revision: str | None = None) -> Engine:
-    """Build the engine of ``spec``. ``revision``: the provenance revision if already known
-    (a resumed run passes the recorded one; default: computed from the spec)."""
+def check_model(spec: GenerationSpec) -> None:
+    """Check, before any work, that a model the engine loads is a Qwen2.5-VL checkpoint."""
     if MODEL_RULE[spec.engine] == "required":
         from evoq_data.generation.modeling import check_vlm_checkpoint
 
         check_vlm_checkpoint(spec.model)
+
+
+def open_engine(spec: GenerationSpec, revision: str | None = None) -> Engine:
+    """Build the engine of ``spec``. ``revision``: the provenance revision if already known
+    (a resumed run passes the recorded one; default: computed from the spec)."""
+    check_model(spec)
     options = dict(spec.engine_args)
     if spec.model_revision:
         options.setdefault("revision", spec.model_revision)

@@ -27,13 +27,13 @@ from evoq_data.core.schemas import VOTES_SCHEMA
 from evoq_data.generation.engines import Engine, GenRequest, Sampling
 from evoq_data.generation.parse import parse_compare
 from evoq_data.generation.prompts import Prompt
-from evoq_data.generation.spec import GenerationSpec, open_engine
+from evoq_data.generation.spec import GenerationSpec, check_model, open_engine
 from evoq_data.votes.store import (
-    check_manifest,
+    claim_manifest,
     done_pair_ids,
     read_pairs,
+    release_manifest,
     remove_stale_temp_files,
-    save_manifest,
     shard_lock,
     write_shard,
 )
@@ -41,6 +41,17 @@ from evoq_data.votes.store import (
 log = logging.getLogger(__name__)
 
 ORDERS = ("random", "balanced")
+
+
+@dataclass(frozen=True)
+class VoteSettings:
+    """How the votes of every pair of a run are asked for (everything but the engine)."""
+
+    prompt: Prompt
+    sampling: Sampling
+    votes_per_pair: int = 32
+    seed: int = 0
+    order: str = "random"
 
 
 @dataclass(frozen=True)
@@ -70,16 +81,6 @@ def plan_votes(pair_id: str, k: int, seed: int, order: str) -> VotePlan:
         raise EvoqError(f"unknown --order {order!r}; choose one of {', '.join(ORDERS)}")
     return VotePlan(pair_id, swapped, request_seed("seed", seed, pair_id, 0, n=k),
                     request_seed("seed", seed, pair_id, 1, n=k))
-
-
-
-
-
-
-
-
-
-
 
 
 def _chunk_rows(chunk: list[dict], plans: list[VotePlan], answers: dict, engine: Engine,
@@ -113,12 +114,13 @@ def _chunk_rows(chunk: list[dict], plans: list[VotePlan], answers: dict, engine:
     return pa.table(cols, schema=VOTES_SCHEMA)
 
 
-
-
-def _vote_chunk(eng: Engine, chunk: list[dict], k: int, seed: int, order: str, prompt: Prompt,
-                sampling: Sampling) -> pa.Table:
-    """Ask the engine for every vote of ``chunk``: one request per pair and shown order."""
-    plans = [plan_votes(r["pair_id"], k, seed, order) for r in chunk]
+def vote_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa.Table:
+    """Ask the engine for every vote of ``chunk`` (pairs-file rows) and return them as vote
+    rows (VOTES_SCHEMA), all votes of each pair: one request per pair and shown order.
+    The local runner and the Ray runner both call this, so their votes are the same."""
+    prompt, sampling = settings.prompt, settings.sampling
+    plans = [plan_votes(r["pair_id"], settings.votes_per_pair, settings.seed, settings.order)
+             for r in chunk]
     requests, keys = [], []
     for pair, plan in zip(chunk, plans, strict=True):
         for swapped, base in ((False, plan.seed_unswapped), (True, plan.seed_swapped)):
@@ -137,10 +139,6 @@ def _vote_chunk(eng: Engine, chunk: list[dict], k: int, seed: int, order: str, p
             raise EvoqError(f"engine {eng.name} returned {len(answers[key])} answers "
                             f"for a request of n={req.n} (pair {key[0]})")
     return _chunk_rows(chunk, plans, answers, eng, prompt, sampling, datetime.now(UTC))
-
-
-
-
 
 
 def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
@@ -162,9 +160,13 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         raise EvoqError(f"--chunk-pairs must be at least 1, got {chunk_pairs}")
     rows = read_pairs(pairs)
     prompt = spec.compare_prompt
+    settings = VoteSettings(prompt=prompt, sampling=spec.sampling,
+                            votes_per_pair=votes_per_pair, seed=seed, order=order)
     votes_dir = Path(out)
     if votes_dir.exists() and not votes_dir.is_dir():
         raise EvoqError(f"--out {votes_dir} is a file; VOTES_DIR must be a folder")
+    check_model(spec)
+    new_folder = not votes_dir.exists()
     provenance = spec.provenance()
     manifest = new_manifest(
         "vote", model=provenance["model"], model_revision=provenance["model_revision"],
@@ -181,7 +183,9 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
             eng = open_engine(spec, manifest["model_revision"])
             stack.callback(eng.close)
             manifest["model"] = eng.model
-        has_manifest = check_manifest(votes_dir, manifest)
+        # The manifest is claimed first (atomically, exclusively): a second worker with other
+        # settings is refused before it loads an engine or writes a vote.
+        claimed = claim_manifest(votes_dir, manifest)
         mine = [r for r in rows if shard_of(r["pair_id"], num_shards) == shard_index]
 
         def pairs_to_do() -> list[dict]:
@@ -195,22 +199,24 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         if not todo:
             return summary
         if eng is None:
-            eng = open_engine(spec, manifest["model_revision"])
+            try:
+                eng = open_engine(spec, manifest["model_revision"])
+            except BaseException:
+                if claimed:  # a failed start leaves no trace
+                    release_manifest(votes_dir, remove_folder=new_folder)
+                raise
             stack.callback(eng.close)
-        # Nothing is written before the engine is up, so a failed start leaves no trace.
         stack.enter_context(shard_lock(votes_dir, shard_index, num_shards))
         remove_stale_temp_files(votes_dir, shard_index, num_shards)
         todo = pairs_to_do()  # again, under the lock
         summary["pairs_already_done"] = len(mine) - len(todo)
-        if not has_manifest:
-            save_manifest(votes_dir, manifest)
         bar = stack.enter_context(tqdm(total=len(mine), initial=len(mine) - len(todo),
                                        desc="pairs", unit="pair", disable=quiet,
                                        dynamic_ncols=True))
         started = time.perf_counter()
         for start in range(0, len(todo), chunk_pairs):
             chunk = todo[start : start + chunk_pairs]
-            table = _vote_chunk(eng, chunk, votes_per_pair, seed, order, prompt, spec.sampling)
+            table = vote_chunk(eng, chunk, settings)
             write_shard(table, votes_dir, shard_index, num_shards)
             invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py())
             summary["pairs_voted"] += len(chunk)

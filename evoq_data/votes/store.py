@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.manifests import read_manifest, write_manifest
+from evoq_data.core.io import write_json_atomic
+from evoq_data.core.manifests import read_manifest
 from evoq_data.core.schemas import PAIRS_COLUMNS, check_columns
 
 log = logging.getLogger(__name__)
@@ -40,24 +41,53 @@ def shard_name(shard_index: int, num_shards: int) -> str:
     return f"{shard_index:05d}-of-{num_shards:05d}"
 
 
-def check_manifest(votes_dir: Path, manifest: dict) -> bool:
-    """Refuse a VOTES_DIR made with other settings; True when it already has a manifest."""
+def _identity_diff(old: dict, new: dict) -> list[str]:
+    return [f for f in IDENTITY_FIELDS if old.get(f) != new.get(f)]
+
+
+def claim_manifest(votes_dir: Path, manifest: dict) -> bool:
+    """Make ``manifest`` the manifest of VOTES_DIR, or check it against the one there.
+
+    The claim is atomic and exclusive: the manifest is written to a temp file and linked to
+    ``manifest.json`` (a link fails when the name exists), so of two workers started together
+    with different settings exactly one claims the folder and the other is refused, naming
+    the differing fields. Returns True when this call created the manifest."""
+    votes_dir.mkdir(parents=True, exist_ok=True)
     path = votes_dir / "manifest.json"
     if not path.exists():
-        return False
+        tmp = votes_dir / f".manifest.json.{os.getpid()}.claim"
+        write_json_atomic(manifest, tmp)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            pass  # another worker claimed it first: compare with theirs below
+        finally:
+            tmp.unlink(missing_ok=True)
     old = read_manifest(path, "vote manifest")
-    diff = [f for f in IDENTITY_FIELDS if old.get(f) != manifest.get(f)]
+    diff = _identity_diff(old, manifest)
     if diff:
         details = "; ".join(f"{f}: {old.get(f)!r} -> {manifest.get(f)!r}" for f in diff)
         raise EvoqError(
             f"{votes_dir} already holds votes made with other settings ({details}); "
             "use a new --out folder or the original settings"
         )
-    return True
+    return False
 
 
-def save_manifest(votes_dir: Path, manifest: dict) -> None:
-    write_manifest(votes_dir, manifest)
+def release_manifest(votes_dir: Path, remove_folder: bool = False) -> None:
+    """Undo a claim when the run wrote no vote (an engine that failed to start); with
+    ``remove_folder``, also the folder the run created, when nothing else is in it."""
+    if any(votes_dir.glob(SHARD_GLOB)):
+        return
+    (votes_dir / "manifest.json").unlink(missing_ok=True)
+    if remove_folder:
+        for lock in votes_dir.glob(".lock-*"):
+            lock.unlink(missing_ok=True)
+        try:
+            votes_dir.rmdir()
+        except OSError:
+            pass  # not empty: someone else's files stay
 
 
 def done_pair_ids(votes_dir: Path) -> set[str]:

@@ -73,17 +73,29 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def get_engine(name: str, model: str | None, **options) -> Engine:
-    """Build an engine by name; unknown names and missing extras are one-line errors."""
+def engine_class(name: str) -> type:
+    """The class of engine ``name`` (its module imports no heavy library at import time)."""
     if name not in ENGINES:
         raise EvoqError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     module_name, cls_name = ENGINES[name].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    params = inspect.signature(cls).parameters
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def check_engine_options(name: str, options: dict) -> None:
+    """Refuse settings the engine does not take (engines that pass ``**kwargs`` on to their
+    backend, like vllm, are checked by the backend when it starts)."""
+    params = inspect.signature(engine_class(name)).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(options) - set(params))
         if unknown:
-            known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY)
+            known = sorted(k for k, p in params.items()
+                           if p.kind is p.KEYWORD_ONLY and k != "model_revision")
             raise EvoqError(f"engine {name!r} has no setting {', '.join(unknown)}; "
-                            f"its settings: {', '.join(known)}")
-    return cls(model, **options)
+                            f"its settings: {', '.join(known) or 'none'}")
+
+
+def get_engine(name: str, model: str | None, **options) -> Engine:
+    """Build an engine by name; unknown names, unknown settings and missing extras are
+    one-line errors."""
+    check_engine_options(name, options)
+    return engine_class(name)(model, **options)
