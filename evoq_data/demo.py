@@ -19,7 +19,7 @@ from evoq_data.generation.spec import GenerationSpec
 
 log = logging.getLogger(__name__)
 
-# scikit-image photos that ship inside its wheel (env-notes: the others download).
+# scikit-image photos that ship inside its wheel (the others are downloaded on first use).
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "camera", "coins",
           "clock", "moon")
 DEMO_REPO_ID = "local/evoq-demo"

@@ -1,6 +1,6 @@
 """Rewards for EvoQuality's GRPO stage.
 
-:func:`thurstone_fidelity` is the pure formula (../shared/method.md, VisualQuality-R1's
+:func:`thurstone_fidelity` is the pure formula (docs/method.md, VisualQuality-R1's
 fidelity reward). The factories below build the functions TRL calls, following its calling
 convention ``reward(prompts, completions, **columns) -> list[float | None]``: dataset columns
 arrive as keyword arguments, ``log_metric`` / ``log_extra`` are TRL's logging hooks, and each
@@ -166,7 +166,7 @@ _FORMAT = re.compile(r"\s*<think>.+?</think>.*?\\?boxed\{[^{}]*\}.*", re.DOTALL)
 
 def format_ok(text: str) -> bool:
     """True when the text has ``<think>...</think>`` followed by a ``\\boxed{}`` that holds a
-    valid score: an unparseable answer gets no reward at all (method.md: the lowest reward),
+    valid score: an unparseable answer gets no reward at all (docs/method.md: the lowest reward),
     so a well-formed box around text or an out-of-range value earns nothing here either."""
     text = text or ""
     return bool(_FORMAT.fullmatch(text)) and parse_score(text, True).status == OK

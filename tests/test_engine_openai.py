@@ -293,3 +293,21 @@ def test_openai_without_model_records_the_served_id(vllm_server, tiny_vlm, pairs
     again = CliRunner().invoke(app, args)  # resuming without --model matches the manifest
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["pairs_already_done"] == 3
+
+
+def test_score_with_openai_without_model_uses_the_served_model(vllm_server, tiny_vlm, tmp_path):
+    """`score --engine openai` needs no --model (the one rule of GenerationSpec): the served
+    model's id is recorded in every row and in the manifest."""
+    photos = tmp_path / "photos"
+    make_images(photos, 2, seed=3)
+    out = tmp_path / "scores.parquet"
+    res = CliRunner().invoke(app, ["score", "--images", str(photos), "--engine", "openai",
+                                   "--base-url", vllm_server, "--samples", "2",
+                                   "--max-tokens", "8", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 4
+    assert {r["model"] for r in rows} == {str(tiny_vlm)}
+    assert {r["engine"] for r in rows} == {"openai"}
+    manifest = json.loads((tmp_path / "scores.manifest.json").read_text())
+    assert manifest["model"] == str(tiny_vlm) and manifest["schema_version"]

@@ -1,6 +1,6 @@
 """``evoq-data eval``: zero-shot metrics of scores against human MOS, per benchmark.
 
-Metrics (../shared/method.md): SRCC (``scipy.stats.spearmanr``), PLCC on the raw scores
+Metrics (docs/method.md): SRCC (``scipy.stats.spearmanr``), PLCC on the raw scores
 (pyiqa / Q-Align) and PLCC after the 4-parameter logistic
 ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / b4)) + b2`` fitted by least squares from
 ``[max y, min y, mean x, std x / 4]`` (DeQA-Score). The weighted average weights each
@@ -33,7 +33,7 @@ from evoq_data.core.schemas import check_columns
 log = logging.getLogger(__name__)
 
 MIN_MATCHED = 3
-# name -> (display name, expected test-set size) for DeQA-Score's splits (method.md).
+# name -> (display name, expected test-set size) for DeQA-Score's splits (docs/method.md).
 BENCHMARKS = {
     "koniq": ("KonIQ", 2000), "spaq": ("SPAQ", 2000), "kadid": ("KADID-10k", 2000),
     "pipal": ("PIPAL", 5000), "livew": ("LIVE-Wild", 1162), "agiqa": ("AGIQA-3K", 2982),

@@ -4,7 +4,7 @@ vLLM builds the Hugging Face Qwen2.5-VL processor itself, and in transformers 5.
 that path need torchvision: the module ``transformers.models.qwen2_vl.image_processing_qwen2_vl``
 (it imports ``torchvision.transforms.v2`` at the top, and vLLM imports ``smart_resize`` from it)
 and ``Qwen2_5_VLProcessor.from_pretrained`` (it always loads a video processor). On CPU-only
-machines torchvision is absent or a CUDA build that fails to import (../env-notes), so
+machines torchvision is absent or a CUDA build that fails to import (see docs/engines.md), so
 :func:`install` patches both, and nothing else:
 
 * the image-processing module is replaced by one that re-exports the PIL implementation under

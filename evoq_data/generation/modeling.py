@@ -45,6 +45,8 @@ def _processor_class():
             """Save tokenizer, image processor and chat template in the standard layout."""
             import json
 
+            from evoq_data.core.io import write_json_atomic
+
             out = Path(save_directory)
             out.mkdir(parents=True, exist_ok=True)
             self.tokenizer.save_pretrained(out)
@@ -53,7 +55,7 @@ def _processor_class():
             cfg = json.loads(cfg_path.read_text())
             cfg["image_processor_type"] = "Qwen2VLImageProcessor"
             cfg["processor_class"] = "Qwen2_5_VLProcessor"
-            cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+            write_json_atomic(cfg, cfg_path)
             if self.chat_template:
                 (out / "chat_template.jinja").write_text(self.chat_template)
             return [str(out)]

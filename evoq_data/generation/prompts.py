@@ -1,4 +1,4 @@
-"""The paper's prompts, verbatim (../shared/method.md), with stable ids and hashes.
+"""The paper's prompts, verbatim (docs/method.md), with stable ids and hashes.
 
 A prompt is text plus image slots. ``<image>`` in the template marks where an image goes; the
 message builders turn a template into chat messages for each engine. The reasoning suffix is

@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageEnhance, ImageFilter
 
-from evoq_data import __version__
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import write_parquet_atomic
-from evoq_data.core.schemas import SCHEMA_VERSION
+from evoq_data.core.io import write_json_atomic, write_parquet_atomic
+from evoq_data.core.manifests import new_manifest
 from evoq_data.evaluate.score import images_of
 
 log = logging.getLogger(__name__)
@@ -161,12 +158,11 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
                 add(image_id, path, ref, kind, level, float(SEVERITY[kind][level - 1]))
     table = pa.table(rows, schema=MANIFEST_SCHEMA)
     manifest_file = write_parquet_atomic(table, out / MANIFEST_NAME)
-    meta = {"stage": "distort", "schema_version": SCHEMA_VERSION, "evoq_version": __version__,
-            "created_at": datetime.now(UTC).isoformat(), "source": str(images), "seed": seed,
-            "distortions": {k: list(SEVERITY[k]) for k in kinds}, "references": len(pool),
-            "variants": table.num_rows - len(pool), "dropped_duplicates": dropped,
-            "references_files": [ref.path for ref in pool]}
-    (out / "distort.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    meta = new_manifest("distort", source=str(images), seed=seed,
+                        distortions={k: list(SEVERITY[k]) for k in kinds}, references=len(pool),
+                        variants=table.num_rows - len(pool), dropped_duplicates=dropped,
+                        references_files=[ref.path for ref in pool])
+    write_json_atomic(meta, out / "distort.json")
     return {"out": str(out), "manifest": str(manifest_file), "references": len(pool),
             "variants": table.num_rows - len(pool), "dropped_duplicates": dropped}
 
