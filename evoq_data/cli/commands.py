@@ -30,6 +30,7 @@ from evoq_data.cli.options import (
     generation_spec,
 )
 from evoq_data.core.errors import EvoqError
+from evoq_data.images.decode import DEFAULT_MAX_PIXELS
 
 app = make_app("evoq-data", "Make, publish and evaluate EvoQuality pseudo-preference datasets.")
 
@@ -43,7 +44,7 @@ def pairs_cmd(
     seed: Seed = 0,
     image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
     split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
-    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Skip images above this many pixels (decompression-bomb guard).")] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Skip images above this many pixels (decompression-bomb guard; replaces PIL's own 89.5 MP limit).")] = DEFAULT_MAX_PIXELS,
     quiet: Quiet = False,
 ) -> None:
     """Sample distinct random image pairs from a pool.

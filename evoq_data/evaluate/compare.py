@@ -25,9 +25,11 @@ def run_compare(image_a: str | Path, image_b: str | Path, spec: GenerationSpec, 
     prompt, reasoning = spec.compare_prompt, spec.reasoning
     n_ab, n_ba = votes - votes // 2, votes // 2
     requests = [GenRequest(images=(a.path, b.path), prompt=prompt, n=n_ab,
+                           image_ids=(a.image_id, b.image_id),
                            seed=request_seed("compare", seed, a.image_id, b.image_id, 0, n=n_ab))]
     if n_ba:
         requests.append(GenRequest(images=(b.path, a.path), prompt=prompt, n=n_ba,
+                                   image_ids=(b.image_id, a.image_id),
                                    seed=request_seed("compare", seed, a.image_id, b.image_id, 1, n=n_ba)))
     eng = open_engine(spec)
     try:

@@ -107,7 +107,8 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
             chunk = pool[start : start + chunk_images]
             seeds = [request_seed("score", seed, im.image_id, n=samples) for im in chunk]
             requests = [GenRequest(images=(im.path,), prompt=prompt, n=samples, seed=s,
-                                   key=im.image_id) for im, s in zip(chunk, seeds, strict=True)]
+                                   key=im.image_id, image_ids=(im.image_id,))
+                        for im, s in zip(chunk, seeds, strict=True)]
             outputs = eng.generate(requests, sampling)
             created = datetime.now(UTC)
             for im, base, answers in zip(chunk, seeds, outputs, strict=True):

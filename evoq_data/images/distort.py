@@ -26,9 +26,11 @@ import pyarrow as pa
 from PIL import Image, ImageEnhance, ImageFilter
 
 from evoq_data.core.errors import EvoqError
+from evoq_data.core.ids import image_id as make_image_id
 from evoq_data.core.io import write_json_atomic, write_parquet_atomic
 from evoq_data.core.manifests import new_manifest
 from evoq_data.evaluate.score import images_of
+from evoq_data.images.decode import decode
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +138,7 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
     for ref in tqdm(pool, desc="distort", unit="img", disable=quiet, dynamic_ncols=True):
         folder = out / f"{Path(ref.path).stem[:40]}-{ref.image_id[:8]}"
         folder.mkdir(parents=True, exist_ok=True)
-        with Image.open(ref.path) as src:
-            base = src.convert("RGB")
+        base = decode(ref.path, max_pixels=2**62)  # upright 8-bit RGB, as the judge sees it
         ref_path = folder / f"reference{Path(ref.path).suffix.lower()}"
         ref_path.write_bytes(Path(ref.path).read_bytes())  # same bytes, same image id
         add(ref.image_id, ref_path, ref, "reference", 0, None)
@@ -146,7 +147,7 @@ def run_distort(images: str | Path, out: str | Path, *, distortions: list[str] |
             for level in LEVELS:
                 data = _png_bytes(distort_image(base, kind, level, seed=seed,
                                                 reference_id=ref.image_id))
-                image_id = hashlib.sha256(data).hexdigest()
+                image_id = make_image_id(data)
                 if image_id in seen:
                     dropped += 1
                     log.info("dropped %s level %d of %s: identical to another variant",

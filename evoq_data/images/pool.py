@@ -7,23 +7,20 @@ against decompression bombs) are skipped, counted and named in the pool report; 
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import image_id
+from evoq_data.images.decode import DEFAULT_MAX_PIXELS, decode
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; PIL's own bomb limit is 89.5 MP
 
 
 @dataclass(frozen=True)
@@ -40,6 +37,8 @@ class PoolReport:
     files_seen: int = 0
     images: int = 0
     duplicates: int = 0
+    symlinked_folders: int = 0  # symlinked sub-folders followed
+    symlink_loops_skipped: int = 0  # links back to a folder already scanned
     skipped: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -49,22 +48,9 @@ class PoolReport:
 
 
 def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Decode fully and return (width, height); raise ValueError with the reason otherwise."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ValueError(f"too large: {w}x{h} pixels exceeds the limit of {max_pixels}")
-                im.load()  # decodes every byte: catches truncated files
-        except ValueError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ValueError(f"too large (decompression bomb guard): {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-            raise ValueError(f"unreadable: {exc.__class__.__name__}: {exc}") from exc
-    return w, h
+    """Decode fully, as the judge will (:func:`evoq_data.images.decode.decode`), and return the
+    upright (width, height); raise ValueError with the reason otherwise."""
+    return decode(data, max_pixels).size
 
 
 def _inspect(path: Path, max_pixels: int) -> tuple[PoolImage | None, dict | None]:
@@ -76,10 +62,26 @@ def _inspect(path: Path, max_pixels: int) -> tuple[PoolImage | None, dict | None
     return PoolImage(image_id(data), str(path), w, h), None
 
 
-def scan_folder(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+def scan_folder(folder: Path, report: PoolReport | None = None) -> list[Path]:
+    """Image files below ``folder``, recursively, following symlinked folders (a link to a
+    folder already visited, such as a loop back to a parent, is skipped and counted)."""
+    files: list[Path] = []
+    visited: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a loop or a second link to the same folder
+            dirs[:] = []
+            if report is not None:
+                report.symlink_loops_skipped += 1
+            log.info("skipped %s: a link to a folder already scanned", root)
+            continue
+        visited.add(real)
+        if report is not None and root != str(folder) and os.path.islink(root):
+            report.symlinked_folders += 1
+        dirs.sort()
+        files += [Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS
+                  and (Path(root) / n).is_file()]
+    return sorted(files)
 
 
 def _collect(paths: Iterable[Path], report: PoolReport, max_pixels: int, quiet: bool):
@@ -168,7 +170,7 @@ def load_pool(source: str | Path, *, image_column: str = "image", split: str = "
     report = PoolReport(source=source)
     path = Path(source)
     if path.is_dir() and not _looks_like_dataset(path):
-        files = scan_folder(path)
+        files = scan_folder(path, report)
         if not files:
             raise EvoqError(
                 f"no images in {path} (looked recursively for {', '.join(IMAGE_EXTENSIONS)})"

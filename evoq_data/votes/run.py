@@ -129,8 +129,11 @@ def vote_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa.Tab
                 continue
             shown = ((pair["image_b_path"], pair["image_a_path"]) if swapped
                      else (pair["image_a_path"], pair["image_b_path"]))
+            shown_ids = ((pair["image_b_id"], pair["image_a_id"]) if swapped
+                         else (pair["image_a_id"], pair["image_b_id"]))
             requests.append(GenRequest(images=shown, prompt=prompt, n=n, seed=base,
-                                       key=f"{plan.pair_id}:{int(swapped)}"))
+                                       key=f"{plan.pair_id}:{int(swapped)}",
+                                       image_ids=shown_ids))
             keys.append((plan.pair_id, swapped))
     outputs = eng.generate(requests, sampling)
     answers = dict(zip(keys, outputs, strict=True))

@@ -60,6 +60,40 @@ class GenRequest:
     n: int
     seed: int
     key: str = field(default="", compare=False)
+    # The images' ids (sha256 of their bytes) when known: each file is checked against its
+    # id when loaded, so a file replaced after `pairs` is never judged under the old id.
+    image_ids: tuple[str, ...] = ()
+
+    def load_images(self) -> list:
+        """The request's images as the judge sees them (upright 8-bit RGB), checked."""
+        ids = self.image_ids or (None,) * len(self.images)
+        return [load_image(p, i) for p, i in zip(self.images, ids, strict=True)]
+
+
+def read_image_bytes(path: str, expected_id: str | None = None) -> bytes:
+    """A file's bytes, checked against its image id when one is given."""
+    from evoq_data.core.ids import image_id
+
+    try:
+        data = open(path, "rb").read()
+    except OSError as exc:
+        raise EvoqError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    if expected_id is not None and image_id(data) != expected_id:
+        raise EvoqError(f"image {path} changed after its id was taken (sha256 "
+                        f"{image_id(data)[:12]}..., expected {expected_id[:12]}...); rerun "
+                        "`evoq-data pairs` (or restore the file) so votes match their images")
+    return data
+
+
+def load_image(path: str, expected_id: str | None = None):
+    """An image decoded the one evoq way (:mod:`evoq_data.images.decode`), or one line."""
+    from evoq_data.images.decode import decode
+
+    data = read_image_bytes(path, expected_id)
+    try:
+        return decode(data, max_pixels=2**62)  # the pool check enforced --max-pixels
+    except ValueError as exc:
+        raise EvoqError(f"cannot read image {path}: {exc}") from exc
 
 
 class Engine(Protocol):

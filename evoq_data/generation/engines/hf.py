@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from evoq_data.core.errors import EvoqError, require
+from evoq_data.core.errors import require
 from evoq_data.generation.engines import GenRequest, Sampling
 from evoq_data.generation.modeling import load_model, load_processor
 from evoq_data.generation.prompts import chat_messages
@@ -34,15 +34,7 @@ class TransformersEngine:
         self.device = next(self.net.parameters()).device
 
     def _inputs(self, request: GenRequest):
-        from PIL import Image
-
-        images = []
-        for path in request.images:
-            try:
-                with Image.open(path) as im:
-                    images.append(im.convert("RGB"))
-            except OSError as exc:
-                raise EvoqError(f"cannot read image {path}: {exc}") from exc
+        images = request.load_images()
         messages = chat_messages(request.prompt, images)
         text = self.processor.apply_chat_template(messages, tokenize=False,
                                                   add_generation_prompt=True)

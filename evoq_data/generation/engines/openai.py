@@ -25,31 +25,30 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import GenRequest, Sampling
+from evoq_data.generation.engines import GenRequest, Sampling, read_image_bytes
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
-PASS_THROUGH = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
-def image_data_url(path: str) -> str:
-    """A ``data:`` URL of the image: the file itself when it is RGB JPEG/PNG/WebP, else PNG.
+def image_data_url(path: str, expected_id: str | None = None) -> str:
+    """A ``data:`` URL of what the judge sees: the file itself when it is upright 8-bit RGB
+    JPEG/PNG/WebP, else a lossless PNG of the decoded pixels (EXIF orientation applied,
+    16-bit scaled, alpha over white; :mod:`evoq_data.images.decode`), the same pixels the
+    local engines see. A server decoding the file itself would skip the EXIF rotation."""
+    from evoq_data.images.decode import PASS_THROUGH_FORMATS, decode, needs_normalising, png_bytes
 
-    Other formats and modes are converted to RGB PNG, the same pixels the local engines see.
-    """
-    from PIL import Image
-
+    data = read_image_bytes(path, expected_id)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        with Image.open(io.BytesIO(data)) as im:
-            mime = PASS_THROUGH.get(im.format or "")
-            if mime is None or im.mode != "RGB":
-                buf = io.BytesIO()
-                im.convert("RGB").save(buf, format="PNG")
-                data, mime = buf.getvalue(), "image/png"
-    except OSError as exc:
+        if needs_normalising(data) is None:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as im:
+                mime = PASS_THROUGH_FORMATS[im.format]
+        else:
+            data, mime = png_bytes(decode(data, max_pixels=2**62)), "image/png"
+    except (OSError, ValueError) as exc:
         raise EvoqError(f"cannot read image {path}: {exc}") from exc
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -154,8 +153,9 @@ class OpenAIEngine:
         return data[0]["id"]
 
     def _one(self, req: GenRequest, sampling: Sampling) -> list[str]:
-        content = [{"type": "image_url", "image_url": {"url": image_data_url(p)}}
-                   for p in req.images]
+        ids = req.image_ids or (None,) * len(req.images)
+        content = [{"type": "image_url", "image_url": {"url": image_data_url(p, i)}}
+                   for p, i in zip(req.images, ids, strict=True)]
         content.append({"type": "text", "text": req.prompt.text})
         greedy = sampling.temperature == 0  # one greedy answer stands for all n
         body = {

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 
 from evoq_data.core.errors import EvoqError, require
-from evoq_data.generation.engines import GenRequest, Sampling
+from evoq_data.generation.engines import GenRequest, Sampling, load_image
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +46,12 @@ class PiqeEngine:
         self.model_revision = model_revision or piqe_revision()
         self._cache: dict[str, float] = {}
 
-    def piqe(self, path: str) -> float:
-        """PIQE of one image file (cached)."""
+    def piqe(self, path: str, expected_id: str | None = None) -> float:
+        """PIQE of one image file (cached), on the pixels every engine sees."""
         if path not in self._cache:
             import numpy as np
-            from PIL import Image
 
-            try:
-                with Image.open(path) as im:
-                    rgb = np.asarray(im.convert("RGB"))
-            except OSError as exc:
-                raise EvoqError(f"cannot read image {path}: {exc}") from exc
+            rgb = np.asarray(load_image(path, expected_id))
             # pypiqe follows OpenCV and expects BGR channel order.
             self._cache[path] = float(self._piqe(np.ascontiguousarray(rgb[:, :, ::-1]))[0])
         return self._cache[path]
@@ -65,14 +60,15 @@ class PiqeEngine:
         pid = request.prompt.prompt_id
         reasoning = request.prompt.reasoning
         if pid.startswith("compare-"):
-            first, second = (self.piqe(p) for p in request.images)
+            ids = request.image_ids or (None, None)
+            first, second = (self.piqe(p, i) for p, i in zip(request.images, ids, strict=True))
             note = f"PIQE first={first:.2f} second={second:.2f} (lower is better)"
             if first == second:
                 return f"<think>{note}: a tie, no preference</think>" if reasoning else \
                     f"{note}: a tie, no preference"
             answer = 0 if first < second else 1
         elif pid.startswith("score-"):
-            value = self.piqe(request.images[0])
+            value = self.piqe(request.images[0], (request.image_ids or (None,))[0])
             note = f"PIQE={value:.2f} on 0 (best) to 100 (worst); score = 5 - 4 * PIQE / 100"
             answer = f"{piqe_to_score(value):.2f}"
         else:

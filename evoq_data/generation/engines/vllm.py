@@ -64,17 +64,6 @@ def engine_settings(engine_args: dict, is_cpu: bool) -> dict:
     return settings
 
 
-def load_image(path: str):
-    """An RGB PIL image, or a one-line error naming the file."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except OSError as exc:
-        raise EvoqError(f"cannot read image {path}: {exc}") from exc
-
-
 class VLLMEngine:
     name = "vllm"
 
@@ -119,7 +108,7 @@ class VLLMEngine:
             return []
         conversations = []
         for req in requests:
-            messages = chat_messages(req.prompt, [load_image(p) for p in req.images])
+            messages = chat_messages(req.prompt, req.load_images())
             for part in messages[0]["content"]:  # vLLM's name for an in-memory PIL image
                 if part["type"] == "image":
                     part.update(type="image_pil", image_pil=part.pop("image"))
