@@ -191,3 +191,28 @@ def test_a_second_worker_on_the_same_shard_is_refused(tiny_vlm, pairs_file, tmp_
     run_vote(pairs_file, spec("transformers", str(tiny_vlm), max_tokens=6), out, votes_per_pair=2, num_shards=2, shard_index=1, **FAST)
     rows = read_votes(out)
     assert len(rows) == 12 and {r["model"] for r in rows} == {str(tiny_vlm)}
+
+
+def test_sigterm_says_what_was_kept_and_resume_completes(tiny_vlm, pairs_file, tmp_path):
+    """SIGTERM mid-run: one line saying what was kept and how to resume, exit 143, no
+    traceback and no transformers loading bar (--quiet); the rerun finishes the job."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "termed"
+    proc = subprocess.Popen(_vote_cmd(pairs_file, tiny_vlm, out), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("votes-*.parquet")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("terminated (SIGTERM): every finished output file is kept")
+    assert "rerun the same command to resume" in last
+    assert "Traceback" not in err and "%|" not in err  # --quiet silences every bar
+    kept = len(read_votes(out))
+    assert 0 < kept < 24 and kept % 4 == 0
+    resumed = subprocess.run(_vote_cmd(pairs_file, tiny_vlm, out), env=env,
+                             capture_output=True, text=True, check=True)
+    assert json.loads(resumed.stdout)["pairs_already_done"] == kept // 4
+    assert len(read_votes(out)) == 24

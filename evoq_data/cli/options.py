@@ -12,9 +12,10 @@ from typing import Annotated
 
 import typer
 
+from evoq_data.cli.app import silence_progress_bars
 from evoq_data.generation.spec import GenerationSpec
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (also none from the libraries evoq drives).", callback=silence_progress_bars)]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (recorded with the output).")]
 ModelOpt = Annotated[
     str | None,
