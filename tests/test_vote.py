@@ -216,3 +216,34 @@ def test_sigterm_says_what_was_kept_and_resume_completes(tiny_vlm, pairs_file, t
                              capture_output=True, text=True, check=True)
     assert json.loads(resumed.stdout)["pairs_already_done"] == kept // 4
     assert len(read_votes(out)) == 24
+
+
+def test_two_workers_with_other_settings_started_together_one_is_refused(tmp_path):
+    """The manifest is claimed atomically before any engine loads: of two workers started at
+    the same moment on a new VOTES_DIR with different seeds, exactly one votes."""
+    pytest.importorskip("pypiqe")
+    from conftest import make_images
+
+    make_images(tmp_path / "pool", 4)
+    pairs = tmp_path / "pairs.parquet"
+    res = runner.invoke(app, ["pairs", "--images", str(tmp_path / "pool"), "--num-pairs", "4",
+                              "--out", str(pairs), "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "votes"
+
+    def cmd(seed, shard):
+        return [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs),
+                "--engine", "piqe", "-k", "2", "--seed", str(seed), "--num-shards", "2",
+                "--shard-index", str(shard), "--out", str(out), "--quiet"]
+
+    procs = [subprocess.Popen(cmd(seed, shard), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for seed, shard in ((1, 0), (2, 1))]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    loser_err = next(err for code, err in results if code == 1)
+    assert "already holds votes made with other settings" in loser_err and "seed" in loser_err
+    winner_seed = 1 if results[0][0] == 0 else 2
+    assert json.loads((out / "manifest.json").read_text())["seed"] == winner_seed
+    winner_shard = 0 if winner_seed == 1 else 1
+    assert all(f"-{winner_shard:05d}-of-00002-" in p.name for p in out.glob("votes-*.parquet"))
