@@ -34,8 +34,10 @@ RAW_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_opti
 
 @app.command("grpo", context_settings=RAW_ARGS)
 def grpo_cmd(ctx: typer.Context) -> None:
-    """Train with GRPO and the Thurstone fidelity reward (every TRL GRPOConfig field is an
-    option; evoq-train grpo --help lists them)."""
+    """Train with GRPO and the fidelity reward (evoq-train grpo --help: every GRPOConfig field).
+
+    Typer passes every argument to TRL's parser (``evoq_train.config.parse_grpo_args``).
+    """
     from .config import parse_grpo_args
     from .settings import hide_vllm_unless_used
 
