@@ -1,7 +1,13 @@
 """``evoq-train``: the training plane's command line.
 
-Exit codes as ``evoq-data``: 0 success, 1 a user or data error (one line on stderr),
-2 a usage error (Typer). Run it under ``accelerate launch`` for several processes or DeepSpeed.
+Exit codes as ``evoq-data``: 0 success, 1 a user or data error (one line on stderr; for
+``grpo`` also a bad or unknown option), 2 a usage error of the other commands (Typer). Run it
+under ``accelerate launch`` for several processes or DeepSpeed.
+
+Adding a subcommand: decorate a function with ``@app.command("name")`` here (Typer options),
+or, for a command in its own package, define it there as ``def cmd(...)`` and register it
+with ``app.command("name")(cmd)`` below the existing ones; a command that parses its own
+arguments takes ``ctx: typer.Context`` and ``context_settings=RAW_ARGS``.
 """
 
 from __future__ import annotations
@@ -10,59 +16,39 @@ import contextlib
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from evoq_data.cli.app import make_app, run_main
-from evoq_data.cli.options import Quiet
 from evoq_data.core.errors import EvoqError
 
 app = make_app("evoq-train",
                "Self-evolve a VLM quality judge with GRPO on an evoq pseudo-preference dataset.")
 
 
-@app.command("grpo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def grpo_cmd(
-    ctx: typer.Context,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Hub dataset id, folder from `evoq-data push --local-dir`, or PREFS_DIR.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Policy to start from: Hub id or checkpoint folder.")] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", help="Where checkpoints, the final model and its card go.")] = None,
-    revision: Annotated[str | None, typer.Option("--revision", help="Dataset version on the Hub (tag such as v1, branch or commit).")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="Recipe: a YAML file or a shipped recipe name (qwen2.5-vl-7b-8xa100, qwen2.5-vl-7b-1gpu, cpu-smoke).")] = None,
-    resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder to resume from (or 'true' for the latest in --output-dir).")] = None,
-    use_vllm: Annotated[bool | None, typer.Option("--use-vllm/--no-vllm", help="Generate with vLLM in colocate mode (GPU).")] = None,
-    quiet: Quiet = False,
-) -> None:
-    """Train with GRPO and the Thurstone fidelity reward; write a checkpoint and a model card.
+# Options are TRL's parser's, not Typer's: Typer hands every argument (``--help`` included)
+# to trl.TrlParser, whose help lists every GRPOConfig field.
+RAW_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
-    Any TRL GRPOConfig field or evoq setting can follow as --name value (e.g.
-    --max_steps 100 --learning_rate 1e-6); they override the recipe.
 
-    Example: accelerate launch --config_file $(evoq-train recipe-path accelerate/zero3)
-    -m evoq_train.cli grpo --config qwen2.5-vl-7b-8xa100 --dataset me/evoq-koniq
-    --revision v1 --model Qwen/Qwen2.5-VL-7B-Instruct --output-dir runs/evo-r1
+@app.command("grpo", context_settings=RAW_ARGS)
+def grpo_cmd(ctx: typer.Context) -> None:
+    """Train with GRPO and the fidelity reward (evoq-train grpo --help: every GRPOConfig field).
+
+    Typer passes every argument to TRL's parser (``evoq_train.config.parse_grpo_args``).
     """
-    from .settings import hide_vllm_unless_used, load_recipe, parse_overrides
+    from .config import parse_grpo_args
+    from .settings import hide_vllm_unless_used
 
-    settings = load_recipe(config) if config else {}
-    settings.update(parse_overrides(list(ctx.args)))
-    given = {"dataset": dataset, "model": model, "dataset_revision": revision,
-             "output_dir": str(output_dir) if output_dir else None,
-             "resume_from_checkpoint": resume_from_checkpoint, "use_vllm": use_vllm}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    if settings.get("resume_from_checkpoint") in ("true", "True"):
-        settings["resume_from_checkpoint"] = True
-    if settings.get("use_vllm"):
-        settings.setdefault("vllm_mode", "colocate")
-    hide_vllm_unless_used(settings)
+    args = parse_grpo_args(list(ctx.args))
+    hide_vllm_unless_used(args.training.use_vllm)
 
     from .trainer import run_grpo
 
     # Trainer logs and prints go to stderr; stdout carries only the summary.
     with contextlib.redirect_stdout(sys.stderr):
-        summary = run_grpo(settings, quiet=quiet)
+        summary = run_grpo(args)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary, from the main process
         typer.echo(json.dumps(summary, indent=2, default=str))
 

@@ -1,5 +1,15 @@
-"""Training configuration: ``EvoqGRPOConfig`` (TRL's GRPOConfig with the card's defaults),
-the script arguments beside it, and the YAML recipes shipped with the package.
+"""Training configuration: the three argument dataclasses of ``evoq-train grpo`` and the
+parser that fills them from a YAML recipe and the command line.
+
+* :class:`EvoqScriptArguments`: what to train on (dataset, revision, image sizes, quiet);
+* :class:`EvoqGRPOConfig`: TRL's ``GRPOConfig`` (all of it, transformers' ``TrainingArguments``
+  included) with the card's defaults and evoq's reward and batch settings;
+* :class:`EvoqModelConfig`: TRL's ``ModelConfig`` (the policy: ``model_name_or_path`` alias
+  ``--model``, ``model_revision``, ``dtype``, ``attn_implementation``).
+
+:func:`parse_grpo_args` parses them with :class:`trl.TrlParser` (``--config FILE``: the YAML
+values replace the dataclass defaults, the command line overrides both); a shipped recipe's
+name is resolved to its file first.
 
 Batch sizes, the card's words and TRL's:
 
@@ -18,36 +28,52 @@ for exactly one optimizer step (on-policy, as in the paper). With the defaults:
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
 
 from evoq_data.core.errors import EvoqError, require
+
+from .settings import available_recipes
 
 trl = require("trl", "train")
 
 
 @dataclass
 class EvoqScriptArguments:
-    """What to train and from which data (everything that is not a TRL training argument)."""
+    """What to train on (everything that is neither a TRL training argument nor the model)."""
 
     dataset: str | None = field(default=None, metadata={
         "help": "Preferences to train on: a Hub dataset id, a folder written by `evoq-data push "
                 "--local-dir`, or an aggregate PREFS_DIR (preferences.parquet with image paths)."})
     dataset_revision: str | None = field(default=None, metadata={
+        "aliases": ["--revision"],
         "help": "Dataset revision on the Hub: a version tag such as v1, a branch or a commit."})
-    model: str | None = field(default=None, metadata={
-        "help": "Policy to start from: Hub id or local checkpoint folder (Qwen2.5-VL family)."})
-    model_revision: str | None = field(default=None, metadata={
-        "help": "Model revision on the Hub (branch, tag or commit)."})
     max_pairs: int | None = field(default=None, metadata={
         "help": "Train on at most this many pairs (the first ones with a p*); for smoke tests."})
     min_pixels: int | None = field(default=None, metadata={
         "help": "Processor min_pixels (image resize floor); default: the checkpoint's."})
     max_pixels: int | None = field(default=None, metadata={
         "help": "Processor max_pixels (image resize cap); bounds the vision tokens per image."})
-    torch_dtype: str = field(default="auto", metadata={
-        "help": "Weights dtype when loading the policy: auto (bf16 when bf16 training is on, "
-                "else float32), bfloat16 or float32."})
+    quiet: bool = field(default=False, metadata={
+        "aliases": ["-q"], "help": "No progress bars (sets disable_tqdm)."})
+
+
+@dataclass
+class EvoqModelConfig(trl.ModelConfig):
+    """TRL's ModelConfig: the policy to start from and how to load it."""
+
+    model_name_or_path: str | None = field(default=None, metadata={
+        "aliases": ["--model"],
+        "help": "Policy to start from: Hub id or local checkpoint folder (Qwen2.5-VL family)."})
+    model_revision: str | None = field(default=None, metadata={
+        "help": "Model revision on the Hub (branch, tag or commit); recorded in the lineage."})
+    dtype: str | None = field(default=None, metadata={
+        "aliases": ["--torch_dtype", "--torch-dtype"],
+        "choices": ["auto", "bfloat16", "float16", "float32"],
+        "help": "Weights dtype when loading the policy; default: bfloat16 when bf16 training is "
+                "on, else float32 ('auto': the checkpoint's own dtype)."})
 
 
 @dataclass
@@ -99,6 +125,8 @@ class EvoqGRPOConfig(trl.GRPOConfig):
                 "image) to this file."})
 
     def __post_init__(self):
+        if not self.output_dir:
+            raise EvoqError("no output folder: give --output-dir")
         g = self.num_generations
         if g is None or g < 2:
             raise EvoqError(f"num_generations is {g}: GRPO needs at least 2 answers per image "
@@ -139,39 +167,154 @@ class EvoqGRPOConfig(trl.GRPOConfig):
                 f"of {2 * g} (e.g. samples_per_device 2 or 4)")
 
 
-def _number_type(name: str) -> type | None:
-    """float or int when the setting ``name`` is numeric (optional or not), else None."""
-    import typing
-
-    for cls in (EvoqGRPOConfig, EvoqScriptArguments):
-        hint = typing.get_type_hints(cls).get(name)
-        if hint is not None:
-            kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
-            return next((t for t in (float, int) if kinds == {t}), None)
-    return None
+BETA_ZERO_WARNING = (
+    "beta=0 with the fidelity reward: a constant answer earns sqrt(0.5)=0.707 per sample "
+    "against about 0.68 for uniform guessing, so GRPO without a KL term tends to collapse to "
+    "one score; the paper uses beta=0.05")
 
 
-def _as_number(name: str, value):
-    """A numeric setting given as text (YAML reads ``1e-6`` as a string) -> its number."""
-    kind = _number_type(name) if isinstance(value, str) else None
-    if kind is None:
-        return value
+def training_warnings(config: EvoqGRPOConfig) -> list[str]:
+    """Settings that train but are known to train badly (logged, and kept in the lineage)."""
+    out = []
+    if config.beta == 0:  # the fidelity reward is always on (build_rewards)
+        out.append(BETA_ZERO_WARNING)
+    return out
+
+
+class GrpoArgs(NamedTuple):
+    """``evoq-train grpo``'s parsed arguments."""
+
+    script: EvoqScriptArguments
+    training: EvoqGRPOConfig
+    model: EvoqModelConfig
+    recipe: str | None = None  # as recorded in the lineage: a shipped name or a file name
+
+
+class EvoqTrlParser(trl.TrlParser):
+    """TrlParser over evoq's three dataclasses, with evoq's manners.
+
+    * a bad value or a missing one is an :class:`EvoqError` (one line, exit code 1), not
+      argparse's usage dump and exit code 2;
+    * no abbreviations (``--learning_rat`` is unknown, not ``--learning_rate``);
+    * recipe (YAML) keys may be any option name: ``model``, ``revision``, ``output-dir``;
+    * numbers and booleans from YAML go through the field's type like command-line text, so
+      ``learning_rate: 1e-6`` (a string to YAML) is a float and ``max_steps: 2.5`` is refused;
+    * ``--no-vllm`` sets ``use_vllm`` false;
+    * an unknown recipe key is an error naming it (``settings_source`` names the recipe).
+    """
+
+    settings_source = "the settings"
+
+    def __init__(self):
+        super().__init__([EvoqScriptArguments, EvoqGRPOConfig, EvoqModelConfig],
+                         prog="evoq-train grpo", allow_abbrev=False,
+                         usage="evoq-train grpo [--config RECIPE] [--OPTION VALUE ...]",
+                         description=GRPO_HELP % ", ".join(available_recipes()))
+        self.add_argument("--no-vllm", "--no_vllm", dest="use_vllm", action="store_false",
+                          default=argparse.SUPPRESS,
+                          help="Generate with transformers (use_vllm false).")
+
+    def error(self, message: str):
+        raise EvoqError(f"{message} (see evoq-train grpo --help)")
+
+    def _key_to_dest(self) -> dict[str, str]:
+        out = {}
+        for action in self._actions:
+            if action.dest == "help" or isinstance(action, argparse._StoreFalseAction):
+                continue
+            for opt in action.option_strings:
+                out[opt.lstrip("-").replace("-", "_")] = action.dest
+        return out
+
+    def set_defaults_with_config(self, **kwargs) -> list[str]:
+        dests = self._key_to_dest()
+        kinds = {a.dest: a for a in self._actions if not isinstance(a, argparse._StoreFalseAction)}
+        settings = {}
+        for key, value in kwargs.items():
+            dest = dests.get(str(key).replace("-", "_"), key)
+            action = kinds.get(dest)
+            if (action is not None and action.type is not None and action.nargs in (None, "?")
+                    and isinstance(value, (bool, int, float))):
+                # argparse converts (and checks) string defaults with the action's type
+                value = str(value).lower() if isinstance(value, bool) else repr(value)
+            settings[dest] = value
+        unknown = super().set_defaults_with_config(**settings)[0::2]  # --key value pairs
+        if unknown:
+            raise EvoqError(f"unknown setting(s) in {self.settings_source}: "
+                            f"{', '.join(k.removeprefix('--') for k in unknown)} "
+                            "(see evoq-train grpo --help)")
+        return []
+
+
+GRPO_HELP = """\
+Train with GRPO and the Thurstone fidelity reward; write a checkpoint and a model card.
+Every option below can also be a key of the YAML recipe given with --config (a file or a
+shipped recipe name: %s); the command line overrides the recipe, the recipe overrides the
+defaults. Dashes and underscores are both accepted (--output-dir, --output_dir).
+Example: accelerate launch --config_file $(evoq-train recipe-path accelerate/zero3)
+-m evoq_train.cli grpo --config qwen2.5-vl-7b-8xa100 --dataset me/evoq-koniq --revision v1
+--output-dir runs/evo-r1 --learning_rate 1e-6"""
+
+
+def _split_config(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` without its ``--config VALUE`` (or ``--config=VALUE``), and VALUE."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config" or arg.startswith("--config="):
+            if value is not None:
+                raise EvoqError("--config given twice; give one recipe and override its "
+                                "settings with options")
+            if "=" in arg:
+                value = arg.partition("=")[2]
+            elif i + 1 < len(argv):
+                value = argv[i + 1]
+                i += 1
+            else:
+                raise EvoqError("--config needs a recipe: a YAML file or a shipped name")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, value
+
+
+def parse_grpo_args(argv: list[str], settings: dict | None = None) -> GrpoArgs:
+    """Parse ``evoq-train grpo``'s arguments: ``settings`` (a dict, like a recipe), then the
+    recipe of ``--config``, then the other command-line options, each over the one before."""
+    import yaml
+
+    from .settings import resolve_recipe
+
+    argv, recipe = _split_config(list(argv))
+    parser = EvoqTrlParser()
+    if settings:
+        parser.set_defaults_with_config(**settings)
+    recipe_name = None
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise EvoqError(f"recipe {path} is not valid YAML: "
+                            f"{' '.join(str(exc).split())}") from None
+        if not isinstance(data, dict):
+            raise EvoqError(f"recipe {path} must be a mapping of settings")
+        argv = ["--config", str(path), *argv]
+        recipe_name = path.name if Path(recipe).is_file() else recipe  # no machine paths
+        parser.settings_source = f"recipe {recipe_name}"
     try:
-        return kind(value)
-    except ValueError:
-        raise EvoqError(f"setting {name} expects {'a number' if kind is float else 'an integer'}"
-                        f", got {value!r}") from None
+        *objs, from_cli = parser.parse_args_and_config(argv, return_remaining_strings=True)
+    except ValueError as exc:  # TRL's, transformers' and the dataclasses' own checks
+        raise EvoqError(f"invalid training settings: {' '.join(str(exc).split())}") from None
+    if from_cli:
+        raise EvoqError(f"unknown option(s): {' '.join(from_cli)} (see evoq-train grpo --help)")
+    script, training, model = objs
+    return GrpoArgs(script, training, model, recipe_name)
 
 
-def split_settings(settings: dict) -> tuple[EvoqScriptArguments, dict]:
-    """Script arguments and the GRPO config keyword arguments; unknown keys fail."""
-    script_names = {f.name for f in dataclasses.fields(EvoqScriptArguments)}
-    config_names = {f.name for f in dataclasses.fields(EvoqGRPOConfig)}
-    unknown = sorted(k for k in settings if k not in script_names | config_names | {"recipe"})
-    if unknown:
-        raise EvoqError(f"unknown setting(s): {', '.join(unknown)} (not an evoq script argument "
-                        "nor a TRL GRPOConfig field)")
-    settings = {k: _as_number(k, v) for k, v in settings.items()}
-    script = EvoqScriptArguments(**{k: v for k, v in settings.items() if k in script_names})
-    config = {k: v for k, v in settings.items() if k in config_names}
-    return script, config
+def grpo_args_from_settings(settings: dict) -> GrpoArgs:
+    """The parsed arguments from a dict of settings (option names as keys, as in a recipe);
+    ``recipe`` names the recipe in the lineage."""
+    settings = dict(settings)
+    recipe = settings.pop("recipe", None)
+    return parse_grpo_args([], settings)._replace(recipe=recipe)

@@ -93,29 +93,34 @@ def write_model_card(out: Path, lineage: dict) -> Path:
     return out / "README.md"
 
 
-def run_grpo(settings: dict, *, quiet: bool = False, callbacks: list | None = None,
+def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
              wrap_reward=None) -> dict:
-    """Train with GRPO from merged recipe + command-line settings; return a summary.
+    """Train with GRPO; return a summary.
 
-    ``callbacks`` (transformers TrainerCallbacks) and ``wrap_reward`` (a function applied to
-    each reward function, e.g. a timer) are for benchmarks and tests.
+    ``args``: the :class:`~evoq_train.config.GrpoArgs` of ``parse_grpo_args``, or a dict of
+    settings as in a recipe (``grpo_args_from_settings``). ``callbacks`` (transformers
+    TrainerCallbacks) and ``wrap_reward`` (a function applied to each reward function, e.g. a
+    timer) are for benchmarks and tests.
     """
-    from .config import EvoqGRPOConfig, split_settings
+    from .config import GrpoArgs, grpo_args_from_settings, training_warnings
     from .data import load_preferences, to_image_prompts
 
-    script, cfg = split_settings(settings)
+    if not isinstance(args, GrpoArgs):
+        args = grpo_args_from_settings(args)
+    script, config, model_args = args.script, args.training, args.model
+    warnings = training_warnings(config)
+    for warning in warnings:
+        log.warning(warning)
+    model = model_args.model_name_or_path
     if not script.dataset:
         raise EvoqError("no dataset: give --dataset (Hub id, pushed folder or PREFS_DIR)")
-    if not script.model:
+    if not model:
         raise EvoqError("no model: give --model (Hub id or checkpoint folder)")
-    if not cfg.get("output_dir"):
-        raise EvoqError("no output folder: give --output-dir")
-    if quiet:
-        cfg.setdefault("disable_tqdm", True)
-    try:
-        config = EvoqGRPOConfig(**cfg)
-    except ValueError as exc:  # TRL's and transformers' own checks
-        raise EvoqError(f"invalid training settings: {exc}") from exc
+    if model_args.use_peft or model_args.load_in_4bit or model_args.load_in_8bit:
+        raise EvoqError("evoq-train grpo trains all weights, as the paper does; use_peft, "
+                        "load_in_4bit and load_in_8bit are not supported")
+    if quiet or script.quiet:
+        config.disable_tqdm = True
     resume = config.resume_from_checkpoint
     if resume in (True, "true", "True"):
         from transformers.trainer_utils import get_last_checkpoint
@@ -130,7 +135,7 @@ def run_grpo(settings: dict, *, quiet: bool = False, callbacks: list | None = No
 
     from evoq_data.generation.modeling import check_vlm_checkpoint, load_processor
 
-    check_vlm_checkpoint(script.model)
+    check_vlm_checkpoint(model)
     pairs = load_preferences(script.dataset, script.dataset_revision)
     train_ds, data_summary = to_image_prompts(pairs, reasoning=config.reasoning,
                                               max_pairs=script.max_pairs)
@@ -141,31 +146,30 @@ def run_grpo(settings: dict, *, quiet: bool = False, callbacks: list | None = No
             f"{pairs_per_batch} (samples_per_device x processes / 2); use fewer processes or a "
             "smaller samples_per_device")
 
-    processor = load_processor(script.model, revision=script.model_revision,
+    processor = load_processor(model, revision=model_args.model_revision,
                                min_pixels=script.min_pixels, max_pixels=script.max_pixels)
     funcs, weights = build_rewards(config)
     if wrap_reward is not None:
         funcs = [wrap_reward(f) for f in funcs]
     config.reward_weights = weights
-    dtype = script.torch_dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if config.bf16 else "float32"
     init = dict(config.model_init_kwargs or {})
-    init.setdefault("dtype", dtype)
-    if script.model_revision:
-        init.setdefault("revision", script.model_revision)
+    init.setdefault("dtype", model_args.dtype or ("bfloat16" if config.bf16 else "float32"))
+    if model_args.model_revision:
+        init.setdefault("revision", model_args.model_revision)
+    if model_args.attn_implementation:
+        init.setdefault("attn_implementation", model_args.attn_implementation)
     config.model_init_kwargs = init
 
-    trainer = _trainer_class()(model=script.model, reward_funcs=funcs, args=config,
+    trainer = _trainer_class()(model=model, reward_funcs=funcs, args=config,
                                train_dataset=train_ds, processing_class=processor,
                                callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     out = Path(config.output_dir)
     trainer.save_model(str(out))
     lineage = {
-        "base_model": script.model, "base_model_revision": script.model_revision,
+        "base_model": model, "base_model_revision": model_args.model_revision,
         **_dataset_lineage(script.dataset, script.dataset_revision),
-        "recipe": settings.get("recipe"), "evoq_version": __version__,
+        "recipe": args.recipe, "evoq_version": __version__,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": data_summary, "global_steps": trainer.state.global_step,
         "world_size": config.world_size,
@@ -179,6 +183,7 @@ def run_grpo(settings: dict, *, quiet: bool = False, callbacks: list | None = No
             "length_penalty_weight", "thurstone_gamma", "fidelity_eps", "num_train_epochs",
             "max_steps", "seed")},
         "train_loss": result.training_loss,
+        "warnings": warnings,
     }
     if trainer.accelerator.is_main_process:
         write_model_card(out, lineage)

@@ -71,6 +71,7 @@ def test_two_steps_from_a_pushed_dataset_change_weights_and_the_checkpoint_votes
     meta = json.loads((pushed / "evoq.json").read_text())
     assert lineage["dataset_content_hash"] == meta["content_hash"]
     assert lineage["recipe"] == "cpu-smoke"
+    assert lineage["warnings"] == []  # the recipe keeps its KL term (beta 0.05)
     card = (out / "README.md").read_text()
     for needle in (str(tiny_vlm), "me/evoq-tiny", meta["content_hash"], "cpu-smoke",
                    "4 used of 5 (1 skipped"):
@@ -150,7 +151,7 @@ def test_dataset_without_images(tmp_path, tiny_vlm):
     (["--config", "cpu-smoke", "--samples_per_device", "3"], ["whole pairs", "even number"]),
     (["--config", "cpu-smoke", "--samples_per_device", "null", "--steps_per_generation", "1"],
      ["cannot hold whole pairs", "multiple of 8"]),
-    (["--config", "cpu-smoke", "--learning_rat", "1"], ["unknown setting(s): learning_rat"]),
+    (["--config", "cpu-smoke", "--learning_rat", "1"], ["unknown option(s): --learning_rat"]),
     (["--config", "cpu-smoke", "--resume-from-checkpoint", "nowhere/checkpoint-9"],
      ["nowhere/checkpoint-9 is not a checkpoint folder"]),
     (["--config", "cpu-smoke", "--resume-from-checkpoint", "true"], ["no checkpoint-N folder"]),
