@@ -84,12 +84,13 @@ def write_model_card(out: Path, lineage: dict) -> Path:
     """Render cards/model_card.md.j2 into ``out/README.md``; lineage also as JSON."""
     import jinja2
 
+    from evoq_data.core.io import write_json_atomic, write_text_atomic
     from evoq_data.core.resources import card_path
 
     template = jinja2.Template(card_path("model_card.md.j2").read_text(encoding="utf-8"),
                                undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    (out / "README.md").write_text(template.render(**lineage), encoding="utf-8")
-    (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str) + "\n")
+    write_text_atomic(template.render(**lineage), out / "README.md")
+    write_json_atomic(lineage, out / LINEAGE_FILE)
     return out / "README.md"
 
 
