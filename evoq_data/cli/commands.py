@@ -125,6 +125,8 @@ def push_cmd(
     votes: Annotated[Path | None, typer.Option("--votes", help="VOTES_DIR for --include-votes (default: the one named in the aggregate manifest).")] = None,
     local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Write the dataset repository folder here instead of uploading.")] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Hub-compatible endpoint (default: HF_ENDPOINT or huggingface.co).")] = None,
+    pool_label: Annotated[str | None, typer.Option("--pool-label", help="Name of the image pool in the card; *_path columns are relative to it (default: pool-<hash of its image ids>).")] = None,
+    keep_local_paths: Annotated[bool, typer.Option("--keep-local-paths", help="Publish the absolute local paths (pool, model, votes) as they are; off by default: nothing private is published.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Publish a PREFS_DIR as a versioned dataset (tag VERSION) with a dataset card.
@@ -137,7 +139,8 @@ def push_cmd(
 
     _emit(run_push(prefs, repo_id, version, local_dir=local_dir, endpoint=endpoint,
                    private=private, license=license, embed_images=embed_images,
-                   include_votes=include_votes, votes=votes, quiet=quiet))
+                   include_votes=include_votes, votes=votes, quiet=quiet,
+                   keep_local_paths=keep_local_paths, pool_label=pool_label))
 
 
 @app.command("aggregate")
