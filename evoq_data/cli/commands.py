@@ -350,3 +350,27 @@ def demo_cmd(
     if "load_with" in res:
         typer.echo(f"load it with: {res['load_with']}")
 
+
+
+# --- votes made elsewhere --------------------------------------------------------------------
+
+votes_app = typer.Typer(help="VOTES_DIRs from other producers (another judge, human raters).",
+                        no_args_is_help=True)
+app.add_typer(votes_app, name="votes")
+
+
+@votes_app.command("import")
+def votes_import_cmd(
+    input_file: Annotated[Path, typer.Option("--input", help="CSV/TSV or Parquet, one comparison a row: image_a, image_b, winner (a/b/tie or 0/1); optional shown_first (a/b) or swapped, rater or judge.")],
+    out: Annotated[Path, typer.Option("--out", help="A new VOTES_DIR (votes, pairs.parquet, manifest.json).")],
+    source: Annotated[str, typer.Option("--source", help="Who made the votes (recorded as the model), e.g. 'koniq-raters' or 'gpt-judge-v2'.")],
+    images_root: Annotated[Path | None, typer.Option("--images-root", help="Folder that relative image paths are relative to (default: the input file's folder).")] = None,
+) -> None:
+    """Turn paired comparisons made elsewhere into a VOTES_DIR that aggregate, push and
+    eval --prefs use like evoq's own votes.
+
+    Example: evoq-data votes import --input ratings.csv --source lab-raters --out votes/
+    """
+    from evoq_data.votes.importer import run_import
+
+    _emit(run_import(input_file, out, source=source, images_root=images_root))
