@@ -21,6 +21,7 @@ from pathlib import Path
 
 from evoq_data.core.errors import EvoqError, require
 from evoq_data.generation.prompts import score_prompt
+from evoq_data.images.decode import dataset_image, needs_normalising
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,11 @@ def _from_prefs_dir(folder: Path):
         if lost:
             raise EvoqError(f"dataset {folder} has no images for {len(lost)} row(s): {col} "
                             f"{lost[0]!r} is not a file (from the working directory or {folder})")
-        ds = ds.add_column(img_col, resolved)
+        # the pixels the judge saw: the file itself when decoding changes nothing (read by
+        # path, lazily), else a PNG of the decoded pixels (EXIF orientation, 16-bit, ...)
+        cells = [{"bytes": None, "path": r} if not needs_normalising(Path(r).read_bytes())
+                 else dataset_image(r, Path(r).stem) for r in resolved]
+        ds = ds.add_column(img_col, cells)
     return ds.cast_column("image_a", datasets.Image()).cast_column("image_b", datasets.Image())
 
 

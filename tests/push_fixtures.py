@@ -27,7 +27,8 @@ PREFS_SCHEMA = pa.schema(
 PAIRS = [(0, 1, 3, 1, 0), (1, 2, 0, 4, 0), (2, 3, 2, 2, 0), (0, 3, 1, 2, 1), (4, 0, 0, 0, 4)]
 
 
-def make_prefs_dir(root: Path, *, n_images: int = 5, seed: int = 0, pairs=PAIRS) -> Path:
+def make_prefs_dir(root: Path, *, n_images: int = 5, seed: int = 0, pairs=PAIRS,
+                   model: str = "tiny-vlm", engine: str = "transformers") -> Path:
     """Images, preferences.parquet, images.parquet, stats, plots, manifest and a VOTES_DIR."""
     paths = make_images(root / "pool", n_images, seed=seed)
     ids = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
@@ -63,8 +64,8 @@ def make_prefs_dir(root: Path, *, n_images: int = 5, seed: int = 0, pairs=PAIRS)
     votes_dir.mkdir()
     prompt = compare_prompt(True)
     vote_manifest = {
-        "stage": "vote", "schema_version": "1", "evoq_version": "0.1.0", "model": "tiny-vlm",
-        "model_revision": "sha256:abc", "engine": "transformers", "prompt_id": prompt.prompt_id,
+        "stage": "vote", "schema_version": "1", "evoq_version": "0.1.0", "model": model,
+        "model_revision": "sha256:abc", "engine": engine, "prompt_id": prompt.prompt_id,
         "prompt_sha256": prompt.sha256, "prompt_template": prompt.template, "temperature": 1.0,
         "top_p": 1.0, "max_tokens": 64, "seed": 7, "votes_per_pair": 4, "order": "random",
         "reasoning": True, "num_shards": 1, "pairs_file": str(root / "pairs.parquet"),
@@ -82,8 +83,8 @@ def make_prefs_dir(root: Path, *, n_images: int = 5, seed: int = 0, pairs=PAIRS)
                 "image_a_path": str(paths[a]), "image_b_path": str(paths[b]), "swapped": False,
                 "raw_text": f"\\boxed{{{ans}}}" if ans is not None else "no idea",
                 "answer": ans, "winner_id": None if ans is None else (ids[a], ids[b])[ans],
-                "parse_status": "ok" if ans is not None else "no_box", "model": "tiny-vlm",
-                "model_revision": "sha256:abc", "engine": "transformers",
+                "parse_status": "ok" if ans is not None else "no_box", "model": model,
+                "model_revision": "sha256:abc", "engine": engine,
                 "prompt_id": prompt.prompt_id, "prompt_sha256": prompt.sha256,
                 "temperature": 1.0, "top_p": 1.0, "max_tokens": 64, "seed": 7 + k,
                 "created_at": None, "evoq_version": "0.1.0"})

@@ -181,3 +181,70 @@ def test_score_then_eval_piqe_on_known_blur_levels(tmp_path):
     [bench] = json.loads((tmp_path / "e" / "metrics.json").read_text())["benchmarks"]
     assert bench["matched"] == 12
     assert bench["srcc"] > 0.8  # PIQE ranks blur levels almost perfectly
+
+
+def test_duplicate_label_rows_with_other_mos_are_refused(scored):
+    """Before: the last row won silently (an SRCC of 1.000 became 0.333 in the report)."""
+    from conftest import assert_user_error
+
+    tmp, paths, ids, truth = scored
+    order = np.argsort(truth)
+    rel = [paths[i].relative_to(tmp) for i in order[:4]]
+    lines = ["path,mos"] + [f"{p},{k + 1}" for k, p in enumerate(rel)] + [f"{rel[0]},9.5"]
+    (tmp / "dup.csv").write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["eval", "--scores", str(tmp / "scores.parquet"), "--labels",
+                              f"mine={tmp / 'dup.csv'}", "--out", str(tmp / "e")])
+    assert_user_error(res, str(tmp / "dup.csv"), f"path {rel[0]} twice", "1 (row 1)",
+                      "9.5 (row 5)")
+    # the same image bytes under two names, with two MOS values: refused too
+    twin = tmp / "imgs" / "twin.png"
+    twin.write_bytes(paths[order[0]].read_bytes())
+    (tmp / "twin.csv").write_text("\n".join(lines[:5] + ["imgs/twin.png,3.5"]) + "\n")
+    res = runner.invoke(app, ["eval", "--scores", str(tmp / "scores.parquet"), "--labels",
+                              str(tmp / "twin.csv"), "--out", str(tmp / "e")])
+    assert_user_error(res, f"path {rel[0]} and path imgs/twin.png (the same image bytes)",
+                      "row 5")
+
+
+def test_identical_duplicates_are_merged_and_empty_mos_rows_reported(scored):
+    tmp, paths, ids, truth = scored
+    rel = [p.relative_to(tmp) for p in paths]
+    lines = ["path,mos"] + [f"{p},{t:.6f}" for p, t in zip(rel, truth, strict=True)]
+    lines += [f"{rel[3]},{truth[3]:.6f}"]  # row 13: the same MOS again: merged
+    lines[2] = f"{rel[1]},"          # row 2: empty MOS
+    lines[6] = f"{rel[5]},NaN"       # row 6: NaN
+    (tmp / "holes.csv").write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["eval", "--scores", str(tmp / "scores.parquet"), "--labels",
+                              f"mine={tmp / 'holes.csv'}", "--out", str(tmp / "e")])
+    assert res.exit_code == 0, res.output
+    [bench] = json.loads((tmp / "e" / "metrics.json").read_text())["benchmarks"]
+    assert bench["dropped_label_rows"] == {"count": 2, "rows": [2, 6]}
+    assert bench["merged_duplicate_rows"] == 1
+    assert bench["matched"] == 10 and bench["label_rows"] == 13
+    keep = [i for i in range(12) if i not in (1, 5)]
+    assert bench["srcc"] == pytest.approx(spearmanr([truth[i] for i in keep],
+                                                    [round(truth[i], 6) for i in keep]).statistic)
+    assert bench["warnings"] == [
+        "mine: 2 label row(s) without a usable MOS (empty or not a finite number) were left "
+        "out: row(s) 2, 6",
+        "mine: 1 label row(s) repeat an image with the same MOS and were merged"]
+    md = (tmp / "e" / "metrics.md").read_text()
+    assert "| label rows left out |" in md and "| 2 |" in md.splitlines()[2]
+    assert "- warning: mine: 2 label row(s) without a usable MOS" in md
+
+
+def test_semicolon_csv_is_read_and_decimal_commas_get_a_hint(scored):
+    tmp, paths, ids, truth = scored
+    rel = [p.relative_to(tmp) for p in paths]
+    (tmp / "semi.csv").write_text("path;MOS\n" + "".join(
+        f"{p};{t:.4f}\n" for p, t in zip(rel, truth, strict=True)))
+    res = runner.invoke(app, ["eval", "--scores", str(tmp / "scores.parquet"), "--labels",
+                              f"semi={tmp / 'semi.csv'}", "--out", str(tmp / "e")])
+    assert res.exit_code == 0, res.output
+    [bench] = json.loads((tmp / "e" / "metrics.json").read_text())["benchmarks"]
+    assert bench["matched"] == 12
+    (tmp / "comma.csv").write_text("path;MOS\n" + "".join(
+        f"{p};{str(round(t, 4)).replace('.', ',')}\n" for p, t in zip(rel, truth, strict=True)))
+    msg = _fail(["eval", "--scores", str(tmp / "scores.parquet"), "--labels",
+                 str(tmp / "comma.csv"), "--out", str(tmp / "e")])
+    assert "looks ;-delimited" in msg and "'MOS' is not numeric" in msg

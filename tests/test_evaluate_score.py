@@ -157,3 +157,107 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     res = runner.invoke(app, [a.format(tmp=tmp_path) for a in args])
     assert isinstance(res.exception, EvoqError), res.output
     assert message in str(res.exception)
+
+
+# --- resume (the vote store's guarantees) ------------------------------------------------
+
+def _pool(folder, n, size=160):
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = data.astronaut()
+    for i in range(n):
+        crop = base[i * 16 : i * 16 + 320, (i % 5) * 30 : (i % 5) * 30 + 320]
+        Image.fromarray(crop).resize((size, size)).filter(
+            ImageFilter.GaussianBlur(i % 4)).save(folder / f"im{i:02d}.png")
+    return folder
+
+
+def _score_cmd(images, out):
+    import sys
+
+    return [sys.executable, "-m", "evoq_data.cli", "score", "--images", str(images),
+            "--engine", "piqe", "--samples", "2", "--chunk-images", "1", "--seed", "4",
+            "--out", str(out), "--quiet"]
+
+
+KEYS = ("image_id", "image_path", "sample_index", "raw_text", "score", "parse_status",
+        "model", "model_revision", "engine", "prompt_id", "seed")
+
+
+def _rows(path):
+    return [tuple(r[k] for k in KEYS) for r in pq.read_table(path).to_pylist()]
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_scores(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("pypiqe")
+    images = _pool(tmp_path / "pool", 16, size=192)
+    reference = tmp_path / "ref.parquet"
+    run_score(images, spec("piqe"), reference, samples=2, seed=4, chunk_images=5, quiet=True)
+    out = tmp_path / "killed.parquet"
+    parts = tmp_path / "killed.parts"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(_score_cmd(images, out), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("scores-*.parquet"))) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the kill should land mid-run"
+    done = {r["image_id"] for p in parts.glob("scores-*.parquet")
+            for r in pq.read_table(p).to_pylist()}
+    rows_on_disk = sum(pq.read_metadata(p).num_rows for p in parts.glob("scores-*.parquet"))
+    assert 0 < len(done) < 16 and rows_on_disk == 2 * len(done)  # complete images only
+    resumed = subprocess.run(_score_cmd(images, out), env=env, capture_output=True, text=True,
+                             check=True)
+    summary = json.loads(resumed.stdout)
+    assert summary["images_already_scored"] == len(done)
+    assert _rows(out) == _rows(reference)
+    assert pq.read_table(tmp_path / "killed.summary.parquet").to_pylist() == \
+        pq.read_table(tmp_path / "ref.summary.parquet").to_pylist()
+    assert not parts.exists()  # assembled, then removed
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path):
+    from conftest import assert_user_error
+
+    pytest.importorskip("pypiqe")
+    images = _pool(tmp_path / "pool", 3)
+    out = tmp_path / "s.parquet"
+    parts = tmp_path / "s.parts"
+    parts.mkdir()  # an unfinished run with 3 samples an image
+    (parts / "settings.json").write_text(json.dumps({
+        "model": "piqe", "model_revision": spec("piqe").provenance()["model_revision"],
+        "engine": "piqe", "prompt_id": "score-v1+reasoning",
+        "prompt_sha256": spec("piqe").score_prompt.sha256, "temperature": 1.0, "top_p": 1.0,
+        "max_tokens": 1024, "reasoning": True, "seed": 0, "samples": 3}))
+    res = runner.invoke(app, ["score", "--images", str(images), "--engine", "piqe",
+                              "--samples", "2", "--out", str(out), "-q"])
+    assert_user_error(res, str(parts), "samples: 3 -> 2", "remove")
+    assert not out.exists()
+    # the original settings finish it
+    res = runner.invoke(app, ["score", "--images", str(images), "--engine", "piqe",
+                              "--samples", "3", "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert pq.read_metadata(out).num_rows == 9 and not parts.exists()
+
+
+def test_a_folder_with_one_usable_image_is_scored(tmp_path):
+    pytest.importorskip("pypiqe")
+    folder = tmp_path / "one"
+    _pool(folder, 1)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "one.parquet"
+    res = runner.invoke(app, ["score", "--images", str(folder), "--engine", "piqe",
+                              "--samples", "2", "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["images"] == 1
+    rows = pq.read_table(out).to_pylist()
+    assert [r["image_path"] for r in rows] == [str((folder / "im00.png").resolve())] * 2

@@ -50,10 +50,15 @@ def load_remote(hub, tmp_path: Path, items: list[tuple[str, str, str]]) -> list:
     return json.loads(proc.stdout)
 
 
-def expected_prefs(prefs: Path) -> list[dict]:
+def expected_prefs(prefs: Path, pool: Path | None = None) -> list[dict]:
+    """The PREFS_DIR's rows as published: paths relative to the pool (by default the
+    push fixture's, beside PREFS_DIR)."""
+    pool = pool or prefs.parent / "pool"
     rows = pq.read_table(prefs / "preferences.parquet").to_pylist()
     for row in rows:  # embedded images must be exactly the voted files: sha256 == image id
         row["image_a"], row["image_b"] = row["image_a_id"], row["image_b_id"]
+        for side in "ab":
+            row[f"image_{side}_path"] = Path(row[f"image_{side}_path"]).relative_to(pool).as_posix()
     return rows
 
 
@@ -170,7 +175,7 @@ def test_pairs_vote_aggregate_push_chain(hub, tiny_vlm, image_pool, tmp_path):
     assert summary["rows"]["votes"] == 20 and summary["status"] == "published"
     prefs, votes = load_remote(hub, tmp_path, [("lab/chain", "preferences", "v1"),
                                                ("lab/chain", "votes", "v1")])
-    assert prefs == expected_prefs(tmp_path / "prefs")
+    assert prefs == expected_prefs(tmp_path / "prefs", image_pool)
     raw = [r for s in sorted((tmp_path / "votes").glob("votes-*.parquet"))
            for r in pq.read_table(s).to_pylist()]
     assert [(v["pair_id"], v["vote_index"], v["raw_text"]) for v in votes] == \
@@ -178,7 +183,8 @@ def test_pairs_vote_aggregate_push_chain(hub, tiny_vlm, image_pool, tmp_path):
     repo = hub.repo("lab/chain")
     card = repo.commits[repo.tags["v1"]].tree["README.md"].data.decode()
     vote_manifest = json.loads((tmp_path / "votes" / "manifest.json").read_text())
-    assert vote_manifest["prompt_template"] in card and str(tiny_vlm) in card
+    assert vote_manifest["prompt_template"] in card
+    assert f"| model | `{tiny_vlm.name}` |" in card and str(tiny_vlm) not in card
     assert "Position bias" in card and "assets/agreement_hist.png" in card
     assert {"assets/agreement_hist.png", "assets/position_bias.png"} <= set(
         repo.commits[repo.tags["v1"]].tree)

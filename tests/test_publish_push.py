@@ -50,14 +50,19 @@ def test_local_dir_loads_exact_rows_images_and_card(prefs, tmp_path):
     assert summary["status"] == "written"
     assert summary["rows"] == {"preferences": 5, "images": 5, "votes": 20}
 
+    pool = prefs.parent / "pool"  # the folder given to `pairs`: paths are published below it
     expected = pq.read_table(prefs / "preferences.parquet").to_pylist()
+    for row in expected:
+        for side in "ab":
+            row[f"image_{side}_path"] = Path(row[f"image_{side}_path"]).relative_to(pool).as_posix()
     rows = load_rows(out, "preferences")
     assert [{k: r[k] for k in expected[0]} for r in rows] == expected
+    assert {r["image_b_path"] for r in rows} >= {"sub/img001.jpg", "img002.png"}
     for row in rows:  # the embedded bytes are exactly the voted files (id = sha256 of bytes)
         for side in "ab":
             image = row[f"image_{side}"]
             assert hashlib.sha256(image["bytes"]).hexdigest() == row[f"image_{side}_id"]
-            assert image["bytes"] == Path(row[f"image_{side}_path"]).read_bytes()
+            assert image["bytes"] == (pool / row[f"image_{side}_path"]).read_bytes()
     images = load_rows(out, "images")
     assert [r["image_id"] for r in images] == \
         pq.read_table(prefs / "images.parquet").column("image_id").to_pylist()
@@ -81,7 +86,17 @@ def test_local_dir_loads_exact_rows_images_and_card(prefs, tmp_path):
         assert needle in card, needle
     evoq = json.loads((out / "evoq.json").read_text())
     assert evoq["content_hash"] == summary["content_hash"]
-    assert evoq["aggregate"] == manifest
+    label = summary["paths"]["relative_to"]
+    assert summary["paths"] == evoq["paths"] == {"local": False, "relative_to": label}
+    assert label.startswith("pool-") and f"`{label}`" in card
+    # the manifests are published with every local path replaced, and nothing else changed
+    assert evoq["aggregate"]["votes_dir"] == "votes"
+    assert evoq["aggregate"]["votes"]["pairs_file"] == "pairs.parquet"
+    assert evoq["pairs"]["source"] == label
+    assert {k: v for k, v in evoq["aggregate"].items() if k not in ("votes_dir", "votes")} == \
+        {k: v for k, v in manifest.items() if k not in ("votes_dir", "votes")}
+    assert {k: v for k, v in evoq["aggregate"]["votes"].items() if k != "pairs_file"} == \
+        {k: v for k, v in manifest["votes"].items() if k != "pairs_file"}
     for rel, digest in evoq["files"].items():
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
 

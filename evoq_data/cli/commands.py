@@ -126,6 +126,8 @@ def push_cmd(
     votes: Annotated[Path | None, typer.Option("--votes", help="VOTES_DIR for --include-votes (default: the one named in the aggregate manifest).")] = None,
     local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Write the dataset repository folder here instead of uploading.")] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Hub-compatible endpoint (default: HF_ENDPOINT or huggingface.co).")] = None,
+    pool_label: Annotated[str | None, typer.Option("--pool-label", help="Name of the image pool in the card; *_path columns are relative to it (default: pool-<hash of its image ids>).")] = None,
+    keep_local_paths: Annotated[bool, typer.Option("--keep-local-paths", help="Publish the absolute local paths (pool, model, votes) as they are; off by default: nothing private is published.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Publish a PREFS_DIR as a versioned dataset (tag VERSION) with a dataset card.
@@ -138,7 +140,8 @@ def push_cmd(
 
     _emit(run_push(prefs, repo_id, version, local_dir=local_dir, endpoint=endpoint,
                    private=private, license=license, embed_images=embed_images,
-                   include_votes=include_votes, votes=votes, quiet=quiet))
+                   include_votes=include_votes, votes=votes, quiet=quiet,
+                   keep_local_paths=keep_local_paths, pool_label=pool_label))
 
 
 @app.command("aggregate")
@@ -348,3 +351,27 @@ def demo_cmd(
     if "load_with" in res:
         typer.echo(f"load it with: {res['load_with']}")
 
+
+
+# --- votes made elsewhere --------------------------------------------------------------------
+
+votes_app = typer.Typer(help="VOTES_DIRs from other producers (another judge, human raters).",
+                        no_args_is_help=True)
+app.add_typer(votes_app, name="votes")
+
+
+@votes_app.command("import")
+def votes_import_cmd(
+    input_file: Annotated[Path, typer.Option("--input", help="CSV/TSV or Parquet, one comparison a row: image_a, image_b, winner (a/b/tie or 0/1); optional shown_first (a/b) or swapped, rater or judge.")],
+    out: Annotated[Path, typer.Option("--out", help="A new VOTES_DIR (votes, pairs.parquet, manifest.json).")],
+    source: Annotated[str, typer.Option("--source", help="Who made the votes (recorded as the model), e.g. 'koniq-raters' or 'gpt-judge-v2'.")],
+    images_root: Annotated[Path | None, typer.Option("--images-root", help="Folder that relative image paths are relative to (default: the input file's folder).")] = None,
+) -> None:
+    """Turn paired comparisons made elsewhere into a VOTES_DIR that aggregate, push and
+    eval --prefs use like evoq's own votes.
+
+    Example: evoq-data votes import --input ratings.csv --source lab-raters --out votes/
+    """
+    from evoq_data.votes.importer import run_import
+
+    _emit(run_import(input_file, out, source=source, images_root=images_root))

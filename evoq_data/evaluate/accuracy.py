@@ -17,15 +17,15 @@ with a truth: undecided pairs (p* = 0.5 or null) are never counted as right or w
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import make_output_dir
+from evoq_data.core.io import make_output_dir, write_json_atomic, write_text_atomic
 from evoq_data.core.schemas import check_columns
+from evoq_data.evaluate.metrics import SHOWN_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def _truth_from_distortions(path: Path):
 def _truth_from_mos(spec: str, image_column: str, mos_column: str, split: str):
     from evoq_data.evaluate.metrics import load_labels
 
-    mos = load_labels(spec, image_column=image_column, mos_column=mos_column, split=split).mos
+    labels = load_labels(spec, image_column=image_column, mos_column=mos_column, split=split)
+    mos = labels.mos
 
     def judge(a: str, b: str):
         if a not in mos or b not in mos:
@@ -85,6 +86,7 @@ def _truth_from_mos(spec: str, image_column: str, mos_column: str, split: str):
             return "tie", None
         return (a if mos[a] > mos[b] else b), None
 
+    judge.labels = labels  # what the labels left out, for the report
     return judge
 
 
@@ -165,6 +167,8 @@ def accuracy_markdown(result: dict) -> str:
         lines += ["", "| distortion | decisive pairs | accuracy |", "|---|---:|---:|"]
         lines += [f"| {k} | {v['decisive']} | {_pct(v['accuracy'])} |"
                   for k, v in result["by_group"].items()]
+    if result.get("warnings"):
+        lines += ["", *[f"- warning: {w}" for w in result["warnings"]]]
     return "\n".join(lines) + "\n"
 
 
@@ -212,16 +216,21 @@ def run_label_accuracy(prefs: str | Path, labels: str, out: str | Path, *,
         raise EvoqError(f"no preferences.parquet in {prefs}; make it with `evoq-data aggregate`")
     check_columns(path, PREFS_COLUMNS, "preferences")
     rows = pq.read_table(path, columns=list(PREFS_COLUMNS)).to_pylist()
-    result = label_accuracy(rows, truth_judge(labels, image_column=image_column,
-                                              mos_column=mos_column, split=split))
+    judge = truth_judge(labels, image_column=image_column, mos_column=mos_column, split=split)
+    result = label_accuracy(rows, judge)
+    source = getattr(judge, "labels", None)
+    if source is not None:
+        result["dropped_label_rows"] = {"count": len(source.dropped_rows),
+                                        "rows": source.dropped_rows[:SHOWN_ROWS]}
+        result["merged_duplicate_rows"] = source.merged_duplicates
+    result["warnings"] = list(source.warnings) if source is not None else []
     if result["with_truth"] == 0:
         raise EvoqError(f"no pair of {path} has a known order in {labels}; "
                         "are they the same images?")
     out = make_output_dir(out)
     md = accuracy_markdown(result)
-    (out / "accuracy.md").write_text(md)
-    (out / "accuracy.json").write_text(json.dumps({"prefs": str(path), "labels": labels,
-                                                   **result}, indent=2) + "\n")
+    write_text_atomic(md, out / "accuracy.md")
+    write_json_atomic({"prefs": str(path), "labels": labels, **result}, out / "accuracy.json")
     plot = accuracy_plot(result, out / "accuracy.png")
     return {"markdown": md, "accuracy": result["accuracy"], "result": result,
             "json": str(out / "accuracy.json"), "table": str(out / "accuracy.md"),

@@ -14,12 +14,11 @@ a labels manifest may name files anywhere. The pseudo-label accuracy of a PREFS_
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import make_output_dir
+from evoq_data.core.io import make_output_dir, write_json_atomic, write_text_atomic
 from evoq_data.core.schemas import check_columns
 
 log = logging.getLogger(__name__)
@@ -112,12 +111,28 @@ def file_id(path: str | Path) -> str:
     return h.hexdigest()
 
 
+SHOWN_ROWS = 10  # row numbers named in a warning or an error, then a count
+
+
 @dataclass
 class Labels:
     name: str
     source: str
     mos: dict[str, float]  # image_id -> MOS
     rows: int              # rows in the labels source (for the registry check)
+    dropped_rows: list[int] = field(default_factory=list)  # rows (from 1) without a MOS
+    merged_duplicates: int = 0  # rows repeating an image with the same MOS
+    warnings: list[str] = field(default_factory=list)
+
+
+def csv_delimiter(path: Path) -> str:
+    """The delimiter of a labels CSV/TSV: tab for .tsv; ';' for a .csv whose header has ';'
+    and no ',' (as spreadsheets write it where ',' is the decimal mark); else ','."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline()
+    return ";" if ";" in header and "," not in header else ","
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -125,7 +140,7 @@ def _read_table(path: Path) -> pa.Table:
         if path.suffix.lower() in (".csv", ".tsv"):
             import pyarrow.csv as pacsv
 
-            parse = pacsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            parse = pacsv.ParseOptions(delimiter=csv_delimiter(path))
             return pacsv.read_csv(path, parse_options=parse)
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -145,27 +160,34 @@ def _mos_values(table: pa.Table, mos_column: str, source: str) -> list:
     try:
         return table.column(col).cast(pa.float64()).to_pylist()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise EvoqError(f"labels {source}: column {col!r} is not numeric ({exc})") from exc
+        hint = ""
+        if str(source).lower().endswith(".csv") and csv_delimiter(Path(source)) == ";":
+            hint = " (the file looks ;-delimited with ',' as the decimal mark: save it " \
+                   "with '.' decimals)"
+        raise EvoqError(f"labels {source}: column {col!r} is not numeric{hint} ({exc})") from exc
 
 
-def _manifest_labels(path: Path, mos_column: str) -> tuple[list[str], list]:
+def _manifest_labels(path: Path, mos_column: str) -> tuple[list[str], list, list[str]]:
+    """Image ids, MOS values and what each row names (its path or image id)."""
     table = _read_table(path)
     mos = _mos_values(table, mos_column, str(path))
     id_col = _column(table, "image_id")
     if id_col is not None:
-        return [str(v) for v in table.column(id_col).to_pylist()], mos
+        ids = [str(v) for v in table.column(id_col).to_pylist()]
+        return ids, mos, [f"image_id {i}" for i in ids]
     path_col = next((c for c in (_column(table, p) for p in PATH_COLUMNS) if c), None)
     if path_col is None:
         raise EvoqError(f"labels {path} need an image_id or a path column "
                         f"({', '.join(PATH_COLUMNS)}); columns: {', '.join(table.column_names)}")
-    files = [Path(str(p)).expanduser() for p in table.column(path_col).to_pylist()]
+    named = [str(p) for p in table.column(path_col).to_pylist()]
+    files = [Path(p).expanduser() for p in named]
     files = [f if f.is_absolute() else path.parent / f for f in files]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
                                           else "")
         raise EvoqError(f"{len(missing)} image path(s) in labels {path} do not exist: {shown}")
-    return [file_id(f) for f in files], mos
+    return [file_id(f) for f in files], mos, [f"path {p}" for p in named]
 
 
 def _dataset_labels(source: str, image_column: str, mos_column: str,
@@ -203,7 +225,7 @@ def _dataset_labels(source: str, image_column: str, mos_column: str,
         if data is None:
             raise EvoqError(f"labels dataset {source} has an empty {image_column!r} cell")
         ids.append(hashlib.sha256(data).hexdigest())
-    return ids, mos
+    return ids, mos, [f"image {i[:12]}" for i in ids]
 
 
 def load_labels(spec: str, *, image_column: str = "image", mos_column: str = "mos",
@@ -216,15 +238,56 @@ def load_labels(spec: str, *, image_column: str = "image", mos_column: str = "mo
     if path.suffix.lower() in (".csv", ".tsv", ".parquet"):
         if not path.is_file():
             raise EvoqError(f"labels file not found: {path}")
-        ids, mos = _manifest_labels(path, mos_column)
+        ids, mos, keys = _manifest_labels(path, mos_column)
     elif path.exists() or "/" in source:
-        ids, mos = _dataset_labels(source, image_column, mos_column, split)
+        ids, mos, keys = _dataset_labels(source, image_column, mos_column, split)
     else:
         raise EvoqError(f"labels not found: {source} (a .csv/.tsv/.parquet manifest or a "
                         "dataset folder or Hub id)")
-    labels = {i: float(m) for i, m in zip(ids, mos, strict=True)
-              if m is not None and math.isfinite(m)}
-    return Labels(name=name, source=source, mos=labels, rows=len(ids))
+    return check_label_rows(name, source, ids, mos, keys)
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:SHOWN_ROWS])
+    return shown + (f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else "")
+
+
+def check_label_rows(name: str, source: str, ids: list[str], mos: list, keys: list[str]) -> Labels:
+    """One MOS per image: rows without a usable MOS (empty, NaN, infinite) are left out and
+    reported; an image listed twice with the same MOS is merged and reported; an image listed
+    with two different MOS values is refused, naming both rows. Rows count from 1 (the
+    header is not a row: in a CSV, row N is on line N + 1)."""
+    labels: dict[str, float] = {}
+    first: dict[str, int] = {}
+    dropped: list[int] = []
+    merged = 0
+    for row, (image, value, key) in enumerate(zip(ids, mos, keys, strict=True), start=1):
+        if value is None or not math.isfinite(value):
+            dropped.append(row)
+            continue
+        value = float(value)
+        if image in labels:
+            if labels[image] != value:
+                was = first[image]
+                same = keys[was - 1] == key
+                what = key if same else f"{keys[was - 1]} and {key} (the same image bytes)"
+                raise EvoqError(
+                    f"labels {source} list {what} twice with different MOS: {labels[image]:g} "
+                    f"(row {was}) and {value:g} (row {row}); keep one MOS per image")
+            merged += 1
+            continue
+        labels[image], first[image] = value, row
+    warnings = []
+    if dropped:
+        warnings.append(f"{name}: {len(dropped)} label row(s) without a usable MOS (empty or "
+                        f"not a finite number) were left out: row(s) {_rows_text(dropped)}")
+    if merged:
+        warnings.append(f"{name}: {merged} label row(s) repeat an image with the same MOS and "
+                        "were merged")
+    for w in warnings:
+        log.warning(w)
+    return Labels(name=name, source=source, mos=labels, rows=len(ids), dropped_rows=dropped,
+                  merged_duplicates=merged, warnings=warnings)
 
 
 def load_scores(path: str | Path) -> dict[str, float]:
@@ -257,8 +320,11 @@ def evaluate_scores(scores: dict[str, float], labels: Labels) -> dict:
                         f"have a valid score; a correlation needs at least {MIN_MATCHED}")
     result = {"benchmark": labels.name, "labels": labels.source, "label_rows": labels.rows,
               "matched": len(ids), "unmatched_labels": len(labels.mos) - len(ids),
+              "dropped_label_rows": {"count": len(labels.dropped_rows),
+                                     "rows": labels.dropped_rows[:SHOWN_ROWS]},
+              "merged_duplicate_rows": labels.merged_duplicates,
               **correlations([scores[i] for i in ids], [labels.mos[i] for i in ids]),
-              "warnings": []}
+              "warnings": list(labels.warnings)}
     key = benchmark_key(labels.name)
     if key is not None:
         display, expected = BENCHMARKS[key]
@@ -283,13 +349,13 @@ def weighted_average(results: list[dict]) -> dict:
 
 
 def metrics_markdown(results: list[dict], wavg: dict) -> str:
-    lines = ["| benchmark | images | SRCC | PLCC (raw) | PLCC (4-param logistic) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| benchmark | images | SRCC | PLCC (raw) | PLCC (4-param logistic) "
+             "| label rows left out |", "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['benchmark']} | {r['n']} | {_fmt(r['srcc'])} | {_fmt(r['plcc'])} "
-                     f"| {_fmt(r['plcc_logistic'])} |")
+                     f"| {_fmt(r['plcc_logistic'])} | {r['dropped_label_rows']['count']} |")
     lines.append(f"| WAVG (weighted by test-set size) | {wavg['n']} | {_fmt(wavg['srcc'])} | "
-                 f"{_fmt(wavg['plcc'])} | {_fmt(wavg['plcc_logistic'])} |")
+                 f"{_fmt(wavg['plcc'])} | {_fmt(wavg['plcc_logistic'])} | |")
     notes = [w for r in results for w in r["warnings"]]
     lines += ["", "WAVG weights each benchmark by its number of evaluated images.",
               *[f"- warning: {w}" for w in notes]]
@@ -335,12 +401,12 @@ def run_eval(scores: str | Path, labels: list[str], out: str | Path, *,
     wavg = weighted_average(results)
     out = make_output_dir(out)
     md = metrics_markdown(results, wavg)
-    (out / "metrics.md").write_text(md)
+    write_text_atomic(md, out / "metrics.md")
     plot = scatter_plot(results, out / "scatter.png")
     clean = [{k: v for k, v in r.items() if k != "_xy"} for r in results]
     doc = {"scores": str(scores), "benchmarks": clean, "wavg": wavg,
            "wavg_weighting": "number of evaluated images per benchmark (test-set size)"}
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_json_atomic(doc, out / "metrics.json")
     return {"markdown": md, "metrics": str(out / "metrics.json"),
             "table": str(out / "metrics.md"), "plot": str(plot), "benchmarks": clean,
             "wavg": wavg}

@@ -5,7 +5,8 @@ default). Each sample is one row of ``scores.parquet`` (SCORES_SCHEMA, raw text 
 answers with a null score and their parse status). ``<stem>.summary.parquet`` holds one row per
 image: the mean of its valid samples (self-consistency), their standard deviation (N-1; null
 below two valid samples), and the valid / invalid counts. ``<stem>.manifest.json`` records the
-run. The seed of an image's requests derives from (seed, image_id) alone.
+run. The seed of an image's requests derives from (seed, image_id) alone, so a run resumed
+from ``<stem>.parts/`` after a crash gives the uninterrupted result (see below).
 
 compare: K votes with the compare prompt, half in each shown order (the odd one in the given
 order), counted back to the two images.
@@ -13,23 +14,28 @@ order), counted back to the two images.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 import time
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from evoq_data import __version__
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import request_seed
-from evoq_data.core.io import write_parquet_atomic
-from evoq_data.core.manifests import manifest_path, new_manifest, write_manifest
+from evoq_data.core.io import write_json_atomic, write_parquet_atomic
+from evoq_data.core.manifests import manifest_path, new_manifest, read_manifest, write_manifest
 from evoq_data.core.schemas import SCORES_SCHEMA
 from evoq_data.generation.engines import GenRequest
 from evoq_data.generation.parse import OK, parse_score
-from evoq_data.generation.spec import GenerationSpec, open_engine
+from evoq_data.generation.spec import GenerationSpec, check_model, open_engine
 from evoq_data.images.pool import images_of
 
 log = logging.getLogger(__name__)
@@ -82,6 +88,112 @@ def summarize(scores: pa.Table) -> pa.Table:
 
 
 
+# --- resumable runs ----------------------------------------------------------------------
+#
+# While it runs, ``score`` keeps its samples in ``<stem>.parts/`` beside --out: one Parquet
+# file per chunk holding every sample of each of its images, written to a temp file, fsynced
+# and renamed into place (the vote store's rule), and ``settings.json``, claimed atomically
+# before the engine loads. A rerun of the same command skips the images already there; a
+# rerun with other settings is refused. At the end the parts are assembled in pool order into
+# the documented files, and the folder is removed.
+
+PARTS_GLOB = "scores-*.parquet"
+IDENTITY_FIELDS = ("model", "model_revision", "engine", "prompt_id", "prompt_sha256",
+                   "temperature", "top_p", "max_tokens", "reasoning", "seed", "samples")
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.stem + ".parts")
+
+
+def _claim_settings(parts: Path, settings: dict, out: Path) -> None:
+    """Make ``settings`` those of ``parts`` (create-exclusive), or check them against the
+    ones there, naming every field that differs."""
+    parts.mkdir(parents=True, exist_ok=True)
+    path = parts / "settings.json"
+    if not path.exists():
+        tmp = parts / f".settings.json.{os.getpid()}.claim"
+        write_json_atomic(settings, tmp)
+        try:
+            os.link(tmp, path)
+            return
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    old = read_manifest(path, "score settings")
+    diff = [f for f in IDENTITY_FIELDS if old.get(f) != settings.get(f)]
+    if diff:
+        details = "; ".join(f"{f}: {old.get(f)!r} -> {settings.get(f)!r}" for f in diff)
+        raise EvoqError(f"{parts} holds the samples of an unfinished score run with other "
+                        f"settings ({details}); rerun with those settings to finish it, or "
+                        f"remove {parts} (or choose another --out) to start over")
+
+
+@contextmanager
+def _parts_lock(parts: Path, out: Path):
+    import fcntl
+
+    with open(parts / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EvoqError(f"another `evoq-data score` is writing {out}; wait for it or "
+                            "choose another --out") from None
+        except OSError:
+            log.warning("cannot lock %s; make sure no other score run uses --out %s", parts, out)
+        yield
+
+
+def _read_parts(parts: Path) -> dict[str, list[dict]]:
+    """image_id -> its sample rows, from every complete part file."""
+    rows: dict[str, list[dict]] = {}
+    for part in sorted(parts.glob(PARTS_GLOB)):
+        try:
+            table = pq.read_table(part)
+        except Exception as exc:  # noqa: BLE001 - any reader failure means a broken part
+            raise EvoqError(f"score part {part} is unreadable ({exc}); remove it and rerun "
+                            "(its images are scored again)") from exc
+        for row in table.to_pylist():
+            rows.setdefault(row["image_id"], []).append(row)
+    return rows
+
+
+def _write_part(table: pa.Table, parts: Path) -> Path:
+    ids = ",".join(sorted(set(table.column("image_id").to_pylist())))
+    final = parts / f"scores-{hashlib.sha256(ids.encode()).hexdigest()[:16]}.parquet"
+    tmp = parts / f".{final.name}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def _score_chunk(eng, chunk, spec: GenerationSpec, samples: int, seed: int) -> pa.Table:
+    prompt, sampling = spec.score_prompt, spec.sampling
+    seeds = [request_seed("score", seed, im.image_id, n=samples) for im in chunk]
+    requests = [GenRequest(images=(im.path,), prompt=prompt, n=samples, seed=s,
+                           image_ids=(im.image_id,),
+                           key=im.image_id) for im, s in zip(chunk, seeds, strict=True)]
+    outputs = eng.generate(requests, sampling)
+    created = datetime.now(UTC)
+    cols = {name: [] for name in SCORES_SCHEMA.names}
+    for im, base, answers in zip(chunk, seeds, outputs, strict=True):
+        if len(answers) != samples:
+            raise EvoqError(f"engine {spec.engine} returned {len(answers)} answers "
+                            f"for n={samples} (image {im.path})")
+        for i, raw in enumerate(answers):
+            value, status = parse_score(raw, spec.reasoning)
+            row = (im.image_id, im.path, i, raw, value, status, eng.model,
+                   eng.model_revision, eng.name, prompt.prompt_id, prompt.sha256,
+                   sampling.temperature, sampling.top_p, sampling.max_tokens,
+                   base + i, created, __version__)
+            for name, v in zip(SCORES_SCHEMA.names, row, strict=True):
+                cols[name].append(v)
+    return pa.table(cols, schema=SCORES_SCHEMA)
+
+
 def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
               samples: int = 8, seed: int = 0, chunk_images: int = 32,
               image_column: str = "image", split: str = "train", quiet: bool = False) -> dict:
@@ -93,56 +205,72 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
     if chunk_images < 1:
         raise EvoqError(f"--chunk-images must be at least 1, got {chunk_images}")
     out = Path(out)
+    if out.is_dir():
+        raise EvoqError(f"--out {out} is a folder; give a .parquet file name")
     pool = images_of(images, image_column=image_column, split=split,
                      cache_dir=out.parent / f"{out.stem}-images", quiet=quiet)
-    prompt = spec.score_prompt
-    sampling = spec.sampling
-    eng = open_engine(spec)
-    cols = {name: [] for name in SCORES_SCHEMA.names}
+    if not pool:
+        raise EvoqError(f"no usable image in {images}")
+    check_model(spec)
+    prompt, sampling = spec.score_prompt, spec.sampling
+    provenance = spec.provenance()
+    settings = {"model": provenance["model"], "model_revision": provenance["model_revision"],
+                "engine": spec.engine, "prompt_id": prompt.prompt_id,
+                "prompt_sha256": prompt.sha256, "temperature": sampling.temperature,
+                "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
+                "reasoning": spec.reasoning, "seed": seed, "samples": samples}
+    parts = parts_dir(out)
     started = time.perf_counter()
-    invalid = 0
-    bar = tqdm(total=len(pool), desc="images", unit="img", disable=quiet, dynamic_ncols=True)
-    try:
-        for start in range(0, len(pool), chunk_images):
-            chunk = pool[start : start + chunk_images]
-            seeds = [request_seed("score", seed, im.image_id, n=samples) for im in chunk]
-            requests = [GenRequest(images=(im.path,), prompt=prompt, n=samples, seed=s,
-                                   key=im.image_id, image_ids=(im.image_id,))
-                        for im, s in zip(chunk, seeds, strict=True)]
-            outputs = eng.generate(requests, sampling)
-            created = datetime.now(UTC)
-            for im, base, answers in zip(chunk, seeds, outputs, strict=True):
-                if len(answers) != samples:
-                    raise EvoqError(f"engine {spec.engine} returned {len(answers)} answers "
-                                    f"for n={samples} (image {im.path})")
-                for i, raw in enumerate(answers):
-                    value, status = parse_score(raw, spec.reasoning)
-                    invalid += status != OK
-                    row = (im.image_id, im.path, i, raw, value, status, eng.model,
-                           eng.model_revision, eng.name, prompt.prompt_id, prompt.sha256,
-                           sampling.temperature, sampling.top_p, sampling.max_tokens,
-                           base + i, created, __version__)
-                    for name, v in zip(SCORES_SCHEMA.names, row, strict=True):
-                        cols[name].append(v)
-            bar.update(len(chunk))
-            bar.set_postfix(invalid=invalid)
-    finally:
-        bar.close()
-        eng.close()
+    _claim_settings(parts, settings, out)
+    with ExitStack() as stack:
+        stack.enter_context(_parts_lock(parts, out))
+        for stale in parts.glob(".scores-*.tmp"):
+            stale.unlink(missing_ok=True)
+        done = _read_parts(parts)
+        unique = list({im.image_id: im for im in pool}.values())
+        todo = [im for im in unique if im.image_id not in done]
+        already = len(unique) - len(todo)
+        eng = None
+        if todo:
+            eng = open_engine(spec, settings["model_revision"])
+            stack.callback(eng.close)
+        bar = stack.enter_context(tqdm(total=len(unique), initial=already, desc="images",
+                                       unit="img", disable=quiet, dynamic_ncols=True))
+        for start in range(0, len(todo), chunk_images):
+            table = _score_chunk(eng, todo[start : start + chunk_images], spec, samples, seed)
+            _write_part(table, parts)
+            bar.update(min(chunk_images, len(todo) - start))
+        done = _read_parts(parts)
+    # assemble, in pool order, each image's samples under the path it has now
+    cols = {name: [] for name in SCORES_SCHEMA.names}
+    model = model_revision = engine_name = None
+    for im in pool:
+        rows = sorted(done.get(im.image_id, []), key=lambda r: r["sample_index"])
+        if [r["sample_index"] for r in rows] != list(range(samples)):
+            raise EvoqError(f"{parts} holds {len(rows)} sample(s) of {im.path}, expected "
+                            f"{samples}; remove {parts} and rerun")
+        for r in rows:
+            r["image_path"] = im.path
+            for name in SCORES_SCHEMA.names:
+                cols[name].append(r[name])
+        model, model_revision, engine_name = rows[0]["model"], rows[0]["model_revision"], \
+            rows[0]["engine"]
     table = pa.table(cols, schema=SCORES_SCHEMA)
+    invalid = sum(1 for v in table.column("parse_status").to_pylist() if v != OK)
     write_parquet_atomic(table, out)
     summary = summarize(table)
     write_parquet_atomic(summary, summary_path(out))
     manifest = new_manifest(
-        "score", source=str(images), model=eng.model, model_revision=eng.model_revision,
-        engine=eng.name, prompt_id=prompt.prompt_id, prompt_sha256=prompt.sha256,
+        "score", source=str(images), model=model, model_revision=model_revision,
+        engine=engine_name, prompt_id=prompt.prompt_id, prompt_sha256=prompt.sha256,
         prompt_template=prompt.template, temperature=sampling.temperature,
         top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed, samples=samples,
         reasoning=spec.reasoning, images=len(pool), invalid_samples=invalid)
     write_manifest(out, manifest)
+    shutil.rmtree(parts, ignore_errors=True)
     unscored = sum(1 for v in summary.column("score_mean").to_pylist() if v is None)
     return {"out": str(out), "summary": str(summary_path(out)),
             "manifest": str(manifest_path(out)), "images": len(pool),
-            "samples": table.num_rows, "invalid_samples": invalid,
-            "images_without_valid_score": unscored,
+            "images_already_scored": already, "samples": table.num_rows,
+            "invalid_samples": invalid, "images_without_valid_score": unscored,
             "seconds": round(time.perf_counter() - started, 3)}

@@ -130,3 +130,14 @@ def model_view_bytes(path: str | Path) -> tuple[bytes, str]:
         with _open(data, 2**62) as im:
             return data, PASS_THROUGH_FORMATS[im.format]
     return png_bytes(decode(data, max_pixels=2**62)), "image/png"
+
+
+def dataset_image(path: str | Path, name: str) -> dict:
+    """A ``datasets.Image`` cell of what the judge sees, stored as ``name`` + suffix: the
+    file's own bytes when decoding changes nothing, else a lossless PNG of the decoded pixels
+    (so `datasets` and training show exactly the judged pixels)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if needs_normalising(data) is None:
+        return {"bytes": data, "path": name + path.suffix.lower()}
+    return {"bytes": png_bytes(decode(data, max_pixels=2**62)), "path": name + ".png"}

@@ -27,31 +27,92 @@ CITATION = """@inproceedings{wen2026evoquality,
   url       = {https://arxiv.org/abs/2509.25787}
 }"""
 
+# The one description of every published column: the card renders it, docs/push.md holds
+# the table :func:`column_docs_markdown` makes of it, and a test checks both, and checks the
+# formulas against docs/aggregate.md's tables. A key naming several columns describes each.
+PATH_DOCS = {
+    False: "path of the file relative to the pool folder (the pool is named in the card); "
+           "the local absolute paths are published only with `push --keep-local-paths`",
+    True: "absolute path of the file on the machine that voted (`push --keep-local-paths`)",
+}
 COLUMN_DOCS = {
     "preferences": {
-        "pair_id": "stable id of the pair (from `evoq-data pairs`)",
-        "image_a / image_b": "the two images (`datasets.Image`; embedded bytes)",
-        "image_a_id / image_b_id": "sha256 of each image file's bytes",
-        "image_a_path / image_b_path": "the image paths on the machine that voted",
-        "votes_a / votes_b": "valid votes for image a / image b",
-        "invalid_votes": "answers that could not be parsed (kept in the raw votes)",
-        "total_votes": "K, all sampled answers for the pair",
-        "p_star": "pseudo-preference of a over b: hard 1 / 0 / 0.5 (paper Eq. 1) or the vote "
-                  "fraction (soft); null with no valid vote",
-        "vote_fraction_a": "votes_a / (votes_a + votes_b)",
-        "agreement": "majority share of the valid votes",
-        "wilson_low / wilson_high": "95% Wilson interval of vote_fraction_a",
-        "votes_first_shown": "valid votes that went to whichever image was shown first",
+        "pair_id": "stable id of the unordered pair (from `evoq-data pairs`)",
+        "image_a, image_b": "the two images (`datasets.Image`, embedded bytes; only when "
+                            "images are embedded)",
+        "image_a_id, image_b_id": "sha256 of each image file's bytes",
+        "image_a_path, image_b_path": PATH_DOCS[False],
+        "votes_a, votes_b": "valid votes for image a / image b",
+        "invalid_votes": "votes whose answer could not be parsed (any parse_status but `ok`)",
+        "total_votes": "votes_a + votes_b + invalid_votes",
+        "p_star": "hard: 1 if votes_a > votes_b, 0 if fewer, 0.5 on a tie; soft: votes_a / "
+                  "(votes_a + votes_b); null when no valid vote",
+        "vote_fraction_a": "votes_a / valid votes (null without valid votes)",
+        "agreement": "max(votes_a, votes_b) / valid votes, in [0.5, 1] (null without valid "
+                     "votes)",
+        "wilson_low, wilson_high": "95% Wilson score interval of the majority share "
+                                   "(z = 1.959963984540054)",
+        "votes_first_shown": "valid votes that chose whichever image was shown first "
+                             "(answer = 0)",
     },
     "images": {
         "image_id": "sha256 of the image file's bytes",
-        "image": "the image (`datasets.Image`; embedded bytes, once per image)",
-        "image_path": "the path on the machine that voted",
-        "wins / losses / ties / comparisons": "outcomes over the kept pairs",
-        "win_rate": "wins / comparisons",
-        "bt_score": "Bradley-Terry score fitted on the decisive pairs",
+        "image": "the image (`datasets.Image`, embedded bytes, once per image; only when "
+                 "images are embedded)",
+        "image_path": PATH_DOCS[False],
+        "wins, losses, ties": "kept pairs the image won / lost / tied by majority of valid "
+                              "votes (a pair is one comparison, whatever the label mode)",
+        "comparisons": "wins + losses + ties (pairs with at least one valid vote)",
+        "win_rate": "(wins + ties / 2) / comparisons, i.e. the image's mean hard p*; null "
+                    "without comparisons",
+        "bt_score": "Bradley–Terry log-strength, centred over the scored images; null for an "
+                    "image with no decisive comparison",
+    },
+    "votes": {
+        "pair_id, vote_index": "the pair and the index of the vote (0 .. K-1)",
+        "image_a_id, image_b_id": "sha256 of each image file's bytes",
+        "image_a_path, image_b_path": PATH_DOCS[False],
+        "swapped": "true when image b was shown first",
+        "raw_text": "the judge's answer, verbatim",
+        "answer": "0 = the first shown image is better, 1 = the second; null when invalid",
+        "winner_id": "image id of the better image; null when invalid",
+        "parse_status": "`ok` or why the answer is invalid",
+        "model, model_revision, engine": "the judge (a local model folder by its name)",
+        "prompt_id, prompt_sha256": "the comparison prompt",
+        "temperature, top_p, max_tokens, seed": "the sampling of this vote",
+        "created_at, evoq_version": "when and by which evoq the vote was made",
     },
 }
+
+
+def column_docs(local_paths: bool = False, configs=("preferences", "images", "votes"),
+                embed_images: bool = True) -> dict:
+    """COLUMN_DOCS for a push: the path columns described as published, the image columns
+    only when images are embedded."""
+    return {config: {name: PATH_DOCS[local_paths] if doc == PATH_DOCS[False] else doc
+                     for name, doc in COLUMN_DOCS[config].items()
+                     if embed_images or "only when images are embedded" not in doc}
+            for config in configs}
+
+
+def column_docs_markdown() -> str:
+    """The column tables of docs/push.md (a test keeps the page equal to this)."""
+    out = []
+    for config, docs in COLUMN_DOCS.items():
+        out += [f"`{config}`:", "", "| column | meaning |", "|---|---|"]
+        out += [f"| {name} | {doc} |" for name, doc in docs.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def judge_of(votes: dict) -> dict:
+    """Who voted, from the vote manifest: kind ('vlm', 'metric', 'import') and a phrase."""
+    engine, model = votes.get("engine"), votes.get("model") or "unknown"
+    if engine == "piqe":
+        return {"kind": "metric", "text": "a classical metric (PIQE)"}
+    if engine == "import":
+        return {"kind": "import", "text": f"votes imported from `{model}`"}
+    return {"kind": "vlm", "text": f"the vision-language model `{model}`"}
 
 
 def _demote(markdown: str, levels: int = 2) -> str:
@@ -90,7 +151,10 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
         data, template_path=str(card_path(TEMPLATE)), meta=meta, votes=votes,
         aggregate=meta["aggregate"], pairs=meta.get("pairs") or {},
         stats=meta.get("stats") or {}, stats_md=stats_body, plots=missing_plots,
-        column_docs=COLUMN_DOCS, citation=CITATION, pretty_name=pretty,
+        column_docs=column_docs(meta.get("paths", {}).get("local", False),
+                                [c for c in COLUMN_DOCS if c in meta["configs"]],
+                                meta["embed_images"]),
+        judge=judge_of(votes), citation=CITATION, pretty_name=pretty,
         filters={k: "none" if v is None else v
                  for k, v in (meta["aggregate"].get("filters") or {
                      "min_agreement": None, "min_valid_votes": None}).items()},

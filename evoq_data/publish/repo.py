@@ -133,7 +133,11 @@ def check_images(paths: dict[str, str], prefs_dir: Path, quiet: bool = True) -> 
 # --- the repository folder ---------------------------------------------------------------
 
 def _image_struct(image_id: str, path: Path) -> dict:
-    return {"bytes": path.read_bytes(), "path": image_id + path.suffix.lower()}
+    """The image as the judge saw it (:func:`evoq_data.images.decode.dataset_image`); its
+    ``image_id`` stays the id of the source file (the sha256 of its bytes)."""
+    from evoq_data.images.decode import dataset_image
+
+    return dataset_image(path, image_id)
 
 
 def _with_features(table: pa.Table, image_cols: dict[str, list], after: str) -> pa.Table:
@@ -217,7 +221,7 @@ def _write_config(name: str, shards: list[Callable[[], Iterable[pa.Table]]], fol
     return {"rows": rows, "files": files, "sha256": digest.hexdigest()}
 
 
-def _vote_shards(votes_dir: Path) -> list[Callable[[], Iterable[pa.Table]]]:
+def _vote_shards(votes_dir: Path, redact=None) -> list[Callable[[], Iterable[pa.Table]]]:
     """The raw vote files, in name order, grouped into shards of about VOTES_SHARD_ROWS rows
     and streamed file by file (the votes never sit in memory all at once)."""
     files = sorted(votes_dir.glob("votes-*.parquet"))
@@ -234,8 +238,12 @@ def _vote_shards(votes_dir: Path) -> list[Callable[[], Iterable[pa.Table]]]:
         groups[-1].append(f)
         rows += n
 
+    def read(f):
+        table = pq.read_table(f, columns=list(VOTES_COLUMNS))
+        return _hf_schema(redact.table(table) if redact is not None else table)
+
     def stream(group):
-        return lambda: (_hf_schema(pq.read_table(f, columns=list(VOTES_COLUMNS))) for f in group)
+        return lambda: (read(f) for f in group)
 
     return [stream(g) for g in groups]
 
@@ -250,11 +258,15 @@ def size_category(n: int) -> str:
 
 def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
                       license: str, embed_images: bool, include_votes: bool,
-                      votes_dir: Path | None, quiet: bool) -> dict:
-    """Write the whole dataset repository for one version into ``folder``; return evoq.json."""
+                      votes_dir: Path | None, quiet: bool, redact=None) -> dict:
+    """Write the whole dataset repository for one version into ``folder``; return evoq.json.
+    With ``redact`` (a :class:`~evoq_data.publish.redact.Redactor`) every local path is
+    published relative to the pool or by a short name; without it, as it is on disk."""
     from evoq_data.publish.card import render_card
 
     prefs, images = src["preferences"], src["images"]
+    keep = (lambda t: t) if redact is None else redact.table
+    value = (lambda v: v) if redact is None else redact.value
     configs: dict[str, dict] = {}
     bytes_unique = bytes_stored = 0
     if embed_images:
@@ -270,13 +282,13 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
         bytes_stored = pref_bytes + sum(sizes[i] for i in images.column("image_id").to_pylist())
 
         def build_prefs(start, length):
-            part = prefs.slice(start, length)
+            part = keep(prefs.slice(start, length))
             cols = {f"image_{s}": [_image_struct(i, files[i]) for i in
                                    part.column(f"image_{s}_id").to_pylist()] for s in "ab"}
             return [_with_features(part, cols, after="pair_id")]
 
         def build_images(start, length):
-            part = images.slice(start, length)
+            part = keep(images.slice(start, length))
             col = {"image": [_image_struct(i, files[i]) for i in
                              part.column("image_id").to_pylist()]}
             return [_with_features(part, col, after="image_id")]
@@ -291,9 +303,9 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
     else:
         for name, table in (("preferences", prefs), ("images", images)):
             configs[name] = _write_config(
-                name, [lambda t=table: [_hf_schema(t)]], folder)
+                name, [lambda t=table: [_hf_schema(keep(t))]], folder)
     if include_votes:
-        configs["votes"] = _write_config("votes", _vote_shards(votes_dir), folder)
+        configs["votes"] = _write_config("votes", _vote_shards(votes_dir, redact), folder)
     content = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in configs.items()},
                                         sort_keys=True).encode()).hexdigest()
     # File names carry the content hash: `datasets` caches a local folder by its data-file
@@ -315,10 +327,13 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
         "content_hash": f"sha256:{content}", "created_at": datetime.now(UTC).isoformat(),
         "embed_images": embed_images, "include_votes": include_votes, "license": license,
         "configs": configs, "image_bytes": {"unique": bytes_unique, "stored": bytes_stored},
-        "aggregate": src["manifest"], "pairs": _pairs_manifest(src["manifest"]),
-        "stats": src["stats"],
+        "paths": ({"local": True} if redact is None else
+                  {"local": False, "relative_to": redact.pool_label}),
+        "aggregate": value(src["manifest"]), "pairs": value(pairs_manifest(src["manifest"])),
+        "stats": value(src["stats"]),
     }
-    card = render_card(meta, stats_md=src["stats_md"], plots=plots,
+    stats_md = src["stats_md"] if redact is None else redact.text(src["stats_md"])
+    card = render_card(meta, stats_md=stats_md, plots=plots,
                        size_category=size_category(prefs.num_rows))
     meta["files"] = {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -329,7 +344,7 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
     return meta
 
 
-def _pairs_manifest(aggregate: dict) -> dict:
+def pairs_manifest(aggregate: dict) -> dict:
     """The pairs stage's manifest (source pool, image count), when it is still on disk."""
     pairs_file = aggregate.get("votes", {}).get("pairs_file")
     if not pairs_file:
