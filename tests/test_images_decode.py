@@ -138,3 +138,43 @@ def test_an_image_replaced_after_pairs_is_refused(tmp_path):
     with pytest.raises(EvoqError, match="changed after its id was taken"):
         GenRequest(images=(str(files[0]),), prompt=score_prompt(), n=1, seed=0,
                    image_ids=("0" * 64,)).load_images()
+
+
+def test_judge_and_published_dataset_show_the_same_pixels(tmp_path):
+    """EXIF-rotated, 16-bit, CMYK and symlinked images: what `datasets` shows after a push is
+    exactly what the judge was given, and the published folder names no local path."""
+    pytest.importorskip("pypiqe")
+    import datasets
+
+    pool = tmp_path / "pool"
+    make_images(pool / "plain", 2, seed=4)
+    _save_rotated_with_orientation_6(pool / "phone.jpg", "JPEG")
+    Image.fromarray(np.linspace(0, 65535, 48 * 40).reshape(40, 48).astype(np.uint16)).save(
+        pool / "deep.png")
+    Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).convert("CMYK").save(pool / "print.jpg")
+    make_images(tmp_path / "linked", 1, seed=8)
+    (pool / "linked").symlink_to(tmp_path / "linked", target_is_directory=True)
+    cmds = [["pairs", "--images", str(pool), "--num-pairs", "15", "--out", str(tmp_path / "p.parquet")],
+            ["vote", "--pairs", str(tmp_path / "p.parquet"), "--engine", "piqe", "-k", "2",
+             "--out", str(tmp_path / "votes")],
+            ["aggregate", "--votes", str(tmp_path / "votes"), "--out", str(tmp_path / "prefs")],
+            ["push", "--prefs", str(tmp_path / "prefs"), "--repo-id", "me/pixels",
+             "--version", "v1", "--local-dir", str(tmp_path / "ds")]]
+    for cmd in cmds:
+        res = runner.invoke(app, [*cmd, "--quiet"])
+        assert res.exit_code == 0, (cmd[0], res.output)
+    ds = datasets.load_dataset(str(tmp_path / "ds"), "preferences", split="train")
+    assert len(ds) == 15  # 6 images: all pairs, the symlinked one included
+    import pyarrow.parquet as pq
+
+    paths = {}
+    for r in pq.read_table(tmp_path / "p.parquet").to_pylist():
+        paths[r["image_a_id"]], paths[r["image_b_id"]] = r["image_a_path"], r["image_b_path"]
+    for row in ds:
+        for side in "ab":
+            judged = np.asarray(load_image(paths[row[f"image_{side}_id"]]))
+            shown = np.asarray(row[f"image_{side}"].convert("RGB"))
+            assert np.array_equal(judged, shown), row[f"image_{side}_id"]
+    for f in (tmp_path / "ds").rglob("*"):
+        if f.is_file():
+            assert str(tmp_path).encode() not in f.read_bytes(), f
