@@ -36,14 +36,17 @@ WITH checked AS (
                 THEN 'parse_status ok without an answer'
             WHEN parse_status <> 'ok' AND answer IS NOT NULL
                 THEN 'answer ' || answer || ' with parse_status ' || parse_status
-            WHEN winner_id IS NOT NULL AND winner_id <> image_a_id AND winner_id <> image_b_id
-                THEN 'winner_id ' || winner_id || ' names neither image of the pair'
+            -- one string comparison per row: the winner the answer names
             WHEN winner_id IS DISTINCT FROM
                  CASE WHEN answer IS NULL THEN NULL
                       WHEN (answer = 0) <> swapped THEN image_a_id ELSE image_b_id END
-                THEN 'winner_id ' || coalesce(winner_id, 'NULL')
-                     || ' is not the image answer ' || coalesce(answer::VARCHAR, 'NULL')
-                     || ' chose (swapped ' || swapped || ')'
+                THEN CASE
+                    WHEN winner_id <> image_a_id AND winner_id <> image_b_id
+                        THEN 'winner_id ' || winner_id || ' names neither image of the pair'
+                    ELSE 'winner_id ' || coalesce(winner_id, 'NULL')
+                         || ' is not the image answer ' || coalesce(answer::VARCHAR, 'NULL')
+                         || ' chose (swapped ' || swapped || ')'
+                END
             WHEN votes_planned < 1 THEN 'votes_planned ' || votes_planned || ' is below 1'
             WHEN stop_reason NOT IN ('fixed', 'decided', 'confident', 'exhausted')
                 THEN 'unknown stop_reason ' || stop_reason
