@@ -1,9 +1,9 @@
 -- name: create_votes_view
 -- The view `votes` over the vote shards: the columns the aggregation reads (never raw_text),
 -- plus each row's shard file (filename) and row number in that file (file_row_number, from
--- 0) so that a check can name the file and row of a bad vote. Shards are matched by column
--- name, so shards written before votes_planned, stop_reason, prob_0 and prob_1 existed read
--- them as NULL when at least one shard has them (otherwise create_legacy_votes_view.sql).
+-- 0) so that a check can name the file and row of a bad vote. Every shard has the columns
+-- votes_planned, stop_reason, prob_0 and prob_1 (otherwise create_mixed_votes_view.sql or
+-- create_legacy_votes_view.sql).
 -- Template: {files} (the shard paths as a SQL list, quoted by
 --           evoq_data.aggregate.duckdb.render_sql; DuckDB cannot bind a view's file list).
 -- Parameters: none.
@@ -13,4 +13,4 @@ SELECT
     winner_id, parse_status, model, model_revision, engine, prompt_id, prompt_sha256,
     temperature, top_p, max_tokens, seed, votes_planned, stop_reason, prob_0, prob_1,
     filename, file_row_number
-FROM read_parquet({files}, union_by_name = true, filename = true, file_row_number = true)
+FROM read_parquet({files}, filename = true, file_row_number = true)

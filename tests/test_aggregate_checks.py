@@ -183,8 +183,12 @@ def test_several_tampered_rows_are_counted(tmp_path):
 
 # --- messages: a shard corrupted in the middle ---------------------------------------------
 
-def test_shard_corrupted_in_the_middle_is_named(votes_dir, tmp_path):
-    """The footer is intact (the schema check passes); a data page header is garbage."""
+@pytest.mark.parametrize("legacy", [False, True])
+def test_shard_corrupted_in_the_middle_is_named(tmp_path, legacy):
+    """The footer is intact (the schema check passes); a data page header is garbage. The
+    other shard, intact, is not blamed (also when shards predate the stopping columns)."""
+    rows = vote_rows(PAIRS, k=None if legacy else 4)
+    votes_dir = write_votes(tmp_path / "votes", [rows[:10], rows[10:]], legacy=legacy)
     shard = shards_of(votes_dir)[1]
     meta = pq.ParquetFile(shard).metadata
     col = meta.schema.to_arrow_schema().get_field_index("answer")

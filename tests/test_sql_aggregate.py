@@ -226,7 +226,7 @@ def test_every_sql_file_has_a_header_naming_it_and_its_parameters():
 
 def test_render_sql_quotes_paths_and_checks_placeholders(tmp_path):
     sql = render_sql("create_votes_view", paths={"files": ["/a/it's.parquet", tmp_path]})
-    assert f"read_parquet(['/a/it''s.parquet', '{tmp_path}'], union_by_name" in sql
+    assert f"read_parquet(['/a/it''s.parquet', '{tmp_path}'], filename" in sql
     assert "--" not in sql  # the header (which names the placeholder too) is left out
     with pytest.raises(ValueError, match="takes"):
         render_sql("create_votes_view")
@@ -442,8 +442,9 @@ def test_summarize_stopping(con):
 
 
 def test_views_over_shards_scan_and_copy(tmp_path):
-    """create_votes_view over a new and a legacy shard (NULL stopping columns for the
-    latter), create_legacy_votes_view, scan_votes, create_table, copy_to_parquet."""
+    """create_mixed_votes_view over a new and a legacy shard (NULL stopping columns for the
+    latter), create_votes_view and create_legacy_votes_view over one of each, scan_votes,
+    create_table, copy_to_parquet."""
     from evoq_data.aggregate.duckdb import copy_parquet
 
     new = tmp_path / "votes-new.parquet"
@@ -456,13 +457,15 @@ def test_views_over_shards_scan_and_copy(tmp_path):
         "votes_planned", "stop_reason", "prob_0", "prob_1")])
     pq.write_table(pa.Table.from_pylist([{**row, "pair_id": "q"}], schema=legacy), old)
     c = connect(1)
-    execute(c, render_sql("create_votes_view", paths={"files": [new, old]}))
+    execute(c, render_sql("create_mixed_votes_view", paths={"files": [new, old]}))
     got = c.execute("SELECT pair_id, votes_planned, stop_reason, filename, file_row_number "
                     "FROM votes ORDER BY pair_id").fetchall()
     assert got == [("p", 4, "fixed", str(new), 0), ("q", None, None, str(old), 0)]
     assert run_sql(c, "scan_votes").fetchall() == [(2, 2 * 8 + 2)]  # 8 non-null per row + 2
     execute(c, render_sql("create_legacy_votes_view", paths={"files": [old]}))
     assert c.execute("SELECT votes_planned, prob_1 FROM votes").fetchall() == [(None, None)]
+    execute(c, render_sql("create_votes_view", paths={"files": [new]}))
+    assert c.execute("SELECT votes_planned, stop_reason FROM votes").fetchall() == [(4, "fixed")]
     execute(c, render_sql("create_table", identifiers={"table": "pair_outcomes"}, queries={
         "query": "SELECT 'p' AS pair_id, 'a' AS image_a_id, 'a.png' AS image_a_path, "
                  "'b' AS image_b_id, 'b.png' AS image_b_path, 1 AS votes_a, 0 AS votes_b, "

@@ -65,9 +65,13 @@ class VoteShards:
     with_stopping_columns: int  # shards that have votes_planned, stop_reason, prob_0, prob_1
 
     @property
-    def legacy(self) -> bool:
-        """True when every shard predates the stopping columns."""
-        return self.with_stopping_columns == 0
+    def view(self) -> str:
+        """The sql/ file that makes the `votes` view over these shards: all with the
+        stopping columns, none (written before they existed), or a mix."""
+        if self.with_stopping_columns == len(self.paths):
+            return "create_votes_view"
+        return "create_legacy_votes_view" if not self.with_stopping_columns else \
+            "create_mixed_votes_view"
 
 
 def list_shards(votes_dir: str | Path) -> VoteShards:

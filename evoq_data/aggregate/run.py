@@ -131,11 +131,14 @@ def _name_broken_shard(shards: list[Path], exc: Exception, votes_dir: Path) -> E
     """After a DuckDB error: the one-line error naming the first shard that cannot be read
     on its own (sql/scan_votes.sql over one shard at a time), else the error itself."""
     import duckdb
+    import pyarrow.parquet as pq
 
     for shard in shards:
+        new = "votes_planned" in pq.read_schema(shard).names  # (checked by list_shards)
         con = connect(1, "256MB")
         try:
-            execute(con, render_sql("create_votes_view", paths={"files": [shard]}))
+            execute(con, render_sql("create_votes_view" if new else "create_legacy_votes_view",
+                                    paths={"files": [shard]}))
             run_sql(con, "scan_votes").fetchall()
         except duckdb.Error as err:
             return EvoqError(f"vote shard {shard} is corrupt ({_first_line(err)}); move it away and "
@@ -203,8 +206,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
 
     try:
         t = time.perf_counter()
-        view = "create_legacy_votes_view" if shards.legacy else "create_votes_view"
-        execute(con, render_sql(view, paths={"files": shards.paths}))
+        execute(con, render_sql(shards.view, paths={"files": shards.paths}))
         execute(con, render_sql("create_vote_metadata_view", paths={"files": shards.paths}))
         groups = provenance_from_metadata(fetch_dicts(run_sql(con, "check_vote_metadata")))
         if groups is None:  # not one value per column in some footer: count by scanning
