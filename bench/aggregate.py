@@ -5,9 +5,9 @@
 
 For each size it writes VOTES_DIR (shards in the documented vote schema, raw_text of about
 400 bytes, K = 32 votes per pair, one image per two pairs, 5% invalid answers, random shown
-order) under a temp folder, runs `evoq-data aggregate` as a subprocess and (up to
---pandas-max votes) a pandas baseline as another, and prints wall time and peak RSS of each
-(os.wait4's ru_maxrss of that one child) and the ratios. The temp folder is deleted unless
+order) and the pairs file it names under a temp folder, runs `evoq-data aggregate` as a
+subprocess and (up to --pandas-max votes) a pandas baseline as another, and prints wall time
+and peak RSS of each (os.wait4's ru_maxrss of that one child) and the ratios. The temp folder is deleted unless
 --keep.
 
 raw_text is drawn from 1,024 distinct ~400-byte reasoning texts: the aggregation never reads
@@ -74,6 +74,7 @@ def generate(votes_dir: Path, n_votes: int, seed: int = 0) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from evoq_data.core.ids import file_sha256
     from evoq_data.core.schemas import VOTES_SCHEMA
 
     rng = np.random.default_rng(seed)
@@ -140,6 +141,10 @@ def generate(votes_dir: Path, n_votes: int, seed: int = 0) -> dict:
                     "parse_status": pa.DictionaryArray.from_arrays(
                         pa.array(invalid.astype(np.int8)), pa.array(["ok", "no_box"])),
                     "seed": pa.array(p * K + np.tile(np.arange(K), hi - lo)),
+                    "votes_planned": pa.array(np.full(n, K, np.int32)),
+                    "stop_reason": const("fixed"),
+                    "prob_0": pa.nulls(n, pa.float64()),
+                    "prob_1": pa.nulls(n, pa.float64()),
                     "created_at": pa.array(np.full(n, created), pa.timestamp("us", tz="UTC")),
                 }
                 cols.update({k: const(v) for k, v in constants.items()
@@ -162,8 +167,15 @@ def generate(votes_dir: Path, n_votes: int, seed: int = 0) -> dict:
         finally:
             if writer is not None:
                 writer.close()
+    # the pairs file the votes "were made from": aggregate checks every pair has its votes
+    pairs_path = votes_dir.parent / "pairs.parquet"
+    pq.write_table(pa.table({"pair_id": pair_ids, "image_a_id": image_ids.take(pa.array(a)),
+                             "image_a_path": image_paths.take(pa.array(a)),
+                             "image_b_id": image_ids.take(pa.array(b)),
+                             "image_b_path": image_paths.take(pa.array(b))}), pairs_path)
     manifest = {"stage": "vote", **{k: v for k, v in constants.items() if k != "evoq_version"},
                 "seed": 0, "votes_per_pair": K, "order": "random", "reasoning": True,
+                "pairs_file": str(pairs_path), "pairs_sha256": file_sha256(pairs_path),
                 "synthetic": True}
     (votes_dir / "manifest.json").write_text(json.dumps(manifest))
     size = sum(p.stat().st_size for p in votes_dir.glob("*.parquet"))

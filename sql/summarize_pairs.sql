@@ -1,15 +1,17 @@
 -- name: summarize_pairs
 -- Pair and vote totals, ties and the agreement distribution of pair_outcomes: over every
 -- pair, or over the kept pairs only (reason IS NULL) when $kept_only is true.
--- A tie is a pair with valid votes and votes_a = votes_b; a decisive pair has
--- votes_a <> votes_b. Agreement statistics cover pairs with at least one valid vote.
--- Reads: pair_outcomes(votes_a, votes_b, invalid_votes, total_votes, agreement, reason).
+-- A tie is a pair whose outcome is 0 (sampled votes: votes_a = votes_b > 0); a decisive
+-- pair has outcome 1 or -1; a pair without a valid vote has no outcome (NULL). Agreement
+-- statistics cover pairs with at least one valid vote.
+-- Reads: pair_outcomes(votes_a, votes_b, invalid_votes, total_votes, agreement, outcome,
+--                      reason).
 -- Parameters: $kept_only (BOOLEAN).
 SELECT
     count(*) AS pairs,
-    count(*) FILTER (WHERE votes_a + votes_b = 0) AS pairs_without_valid_votes,
-    count(*) FILTER (WHERE votes_a + votes_b > 0 AND votes_a = votes_b) AS ties,
-    count(*) FILTER (WHERE votes_a <> votes_b) AS decisive_pairs,
+    count(*) FILTER (WHERE outcome IS NULL) AS pairs_without_valid_votes,
+    count(*) FILTER (WHERE outcome = 0) AS ties,
+    count(*) FILTER (WHERE outcome <> 0) AS decisive_pairs,
     coalesce(sum(total_votes), 0)::BIGINT AS votes,
     coalesce(sum(votes_a + votes_b), 0)::BIGINT AS valid_votes,
     coalesce(sum(invalid_votes), 0)::BIGINT AS invalid_votes,

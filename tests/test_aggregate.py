@@ -15,7 +15,8 @@ import pytest
 from conftest import assert_user_error as assert_error
 from typer.testing import CliRunner
 
-from evoq_data.aggregate.run import IMAGE_COLUMNS, PREFERENCE_COLUMNS, Z95, fit_bradley_terry
+from evoq_data.aggregate import fit_bradley_terry
+from evoq_data.aggregate.run import IMAGE_COLUMNS, PREFERENCE_COLUMNS, Z95
 from evoq_data.cli import app
 from evoq_data.core.schemas import VOTES_SCHEMA
 
@@ -46,7 +47,10 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def vote_rows(pairs, provenance=None, start_index: int = 0) -> list[dict]:
+def vote_rows(pairs, provenance=None, start_index: int = 0, k: int | None = 4,
+              stop_reason: str | None = "fixed") -> list[dict]:
+    """Vote rows of ``pairs`` as evoq-data vote writes them (votes_planned = k, the given
+    stop_reason, no probabilities); k=None leaves the stopping columns null."""
     prov = {**PROVENANCE, **(provenance or {})}
     rows = []
     for pair_id, a, b, votes in pairs:
@@ -59,18 +63,46 @@ def vote_rows(pairs, provenance=None, start_index: int = 0) -> list[dict]:
                 "raw_text": f"<think>...</think> \\boxed{{{answer}}}", "answer": answer,
                 "winner_id": None if answer is None else shown[answer],
                 "parse_status": status, **prov, "seed": 100 + i,
+                "votes_planned": k, "stop_reason": None if k is None else stop_reason,
                 "created_at": datetime(2026, 11, 26, tzinfo=UTC), "evoq_version": "0.1.0",
             })
     return rows
 
 
-def write_votes(folder: Path, shards: list[list[dict]], manifest: dict | None = None) -> Path:
+LEGACY_SCHEMA = pa.schema([f for f in VOTES_SCHEMA if f.name not in (
+    "votes_planned", "stop_reason", "prob_0", "prob_1")])
+
+
+def write_pairs(path: Path, pairs) -> Path:
+    """A pairs file listing ``pairs`` ((pair_id, a, b, ...) tuples) as evoq-data pairs does."""
+    pq.write_table(pa.table({
+        "pair_id": [p[0] for p in pairs], "image_a_id": [p[1] for p in pairs],
+        "image_a_path": [f"/img/{p[1]}.png" for p in pairs],
+        "image_b_id": [p[2] for p in pairs],
+        "image_b_path": [f"/img/{p[2]}.png" for p in pairs]}), path)
+    return path
+
+
+def write_votes(folder: Path, shards: list[list[dict]], manifest: dict | None = None,
+                pairs=None, legacy: bool = False) -> Path:
+    """VOTES_DIR with one shard per row list, a pairs file beside it (``pairs``, default:
+    the pairs of the rows) named with its sha256 in manifest.json. ``legacy``: shards
+    without the stopping columns (written before they existed)."""
+    from evoq_data.core.ids import file_sha256
+
     folder.mkdir(parents=True, exist_ok=True)
     for i, rows in enumerate(shards):
-        table = pa.Table.from_pylist(rows, schema=VOTES_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=LEGACY_SCHEMA if legacy else VOTES_SCHEMA)
         pq.write_table(table, folder / f"votes-00000-of-00001-{i:016x}.parquet")
+    if pairs is None:
+        seen = {}
+        for r in (r for rows in shards for r in rows):
+            seen.setdefault(r["pair_id"], (r["pair_id"], r["image_a_id"], r["image_b_id"]))
+        pairs = sorted(seen.values())
+    pairs_path = write_pairs(folder.parent / f"{folder.name}-pairs.parquet", pairs)
     man = {"stage": "vote", **PROVENANCE, "seed": 0, "votes_per_pair": 4, "order": "random",
-           "reasoning": True, **(manifest or {})}
+           "reasoning": True, "pairs_file": str(pairs_path),
+           "pairs_sha256": file_sha256(pairs_path), **(manifest or {})}
     (folder / "manifest.json").write_text(json.dumps(man))
     return folder
 
@@ -294,15 +326,20 @@ def test_mixed_provenance_refused_unless_allowed(tmp_path):
 
 def test_votes_disagreeing_with_manifest_refused(tmp_path):
     votes = write_votes(tmp_path / "votes", [vote_rows(PAIRS)], {"prompt_sha256": "cd" * 32})
+    shard = sorted(votes.glob("votes-*.parquet"))[0]
     assert_error(invoke(["aggregate", "--votes", str(votes), "--out", str(tmp_path / "o")]),
-                 "disagree with its manifest.json", "prompt_sha256")
+                 f"vote shard {shard} was made with other settings than",
+                 "prompt_sha256 'abab", "(manifest: 'cdcd", "--allow-mixed")
 
 
 def test_duplicated_shard_refused(votes_dir, tmp_path):
     shard = sorted(votes_dir.glob("votes-*.parquet"))[0]
-    shutil.copy(shard, votes_dir / "votes-00000-of-00001-copy.parquet")
+    copy = votes_dir / "votes-00000-of-00001-copy.parquet"
+    shutil.copy(shard, copy)
     assert_error(invoke(["aggregate", "--votes", str(votes_dir), "--out", str(tmp_path / "o")]),
-                 "duplicated or missing vote shards", "pair p1")
+                 f"pair p1 in vote shard {shard} (4 of 4 votes, vote_index 0..3), vote shard "
+                 f"{copy} (4 of 4 votes", "a vote_index appears more than once",
+                 "3 pair(s) of")
 
 
 def test_missing_manifest_and_bad_options(votes_dir, tmp_path):

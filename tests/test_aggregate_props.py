@@ -25,7 +25,8 @@ PAIRS = st.lists(st.lists(VOTE, min_size=1, max_size=12), min_size=1, max_size=8
 
 def aggregate(pairs, soft=False, swap_ab=False) -> dict:
     rows = {"pair_id": [], "vote_index": [], "image_a_id": [], "image_a_path": [],
-            "image_b_id": [], "image_b_path": [], "swapped": [], "answer": []}
+            "image_b_id": [], "image_b_path": [], "swapped": [], "answer": [],
+            "votes_planned": [], "stop_reason": [], "prob_0": [], "prob_1": []}
     for p, votes in enumerate(pairs):
         a, b = (f"b{p}", f"a{p}") if swap_ab else (f"a{p}", f"b{p}")
         for i, (swapped, answer) in enumerate(votes):
@@ -37,13 +38,18 @@ def aggregate(pairs, soft=False, swap_ab=False) -> dict:
             rows["image_b_path"].append(b)
             rows["swapped"].append(swapped != swap_ab)  # same shown images, other labels
             rows["answer"].append(answer)
+            for name in ("votes_planned", "stop_reason", "prob_0", "prob_1"):
+                rows[name].append(None)
     votes = pa.table(rows, schema=pa.schema([
         ("pair_id", pa.string()), ("vote_index", pa.int32()), ("image_a_id", pa.string()),
         ("image_a_path", pa.string()), ("image_b_id", pa.string()),
-        ("image_b_path", pa.string()), ("swapped", pa.bool_()), ("answer", pa.int8())]))
+        ("image_b_path", pa.string()), ("swapped", pa.bool_()), ("answer", pa.int8()),
+        ("votes_planned", pa.int32()), ("stop_reason", pa.string()), ("prob_0", pa.float64()),
+        ("prob_1", pa.float64())]))
     con = _connection()
     con.register("votes", votes)
-    res = con.execute(read_sql("count_pair_votes"), {"soft": soft, "z": Z95})
+    res = con.execute(read_sql("count_pair_votes"), {"soft": soft, "z": Z95, "logprob": False,
+                                                     "votes_per_pair": 12})
     cols = [d[0] for d in res.description]
     out = {r[0]: dict(zip(cols, r, strict=True)) for r in res.fetchall()}
     con.unregister("votes")

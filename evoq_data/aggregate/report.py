@@ -22,13 +22,18 @@ def build_stats(*, label: str, stats_all: dict, stats_kept: dict, hist: list[dic
                 bias: dict, parse_status: dict, removed: list[dict],
                 min_agreement: float | None, min_valid_votes: int | None, n_images: int,
                 bt_info: dict, triads: int, groups: list[dict], mixed: bool,
-                vote_manifest: dict) -> dict:
-    """The stats.json dictionary from the rows of the sql/ statistics queries."""
+                vote_manifest: dict, completeness: dict, stopping: list[dict]) -> dict:
+    """The stats.json dictionary from the rows of the sql/ statistics queries
+    (``stopping``: the rows of sql/summarize_stopping.sql)."""
     total_votes = int(stats_all["votes"])
+    planned = sum(int(r["votes_planned"]) for r in stopping)
+    used = sum(int(r["votes_used"]) for r in stopping)
+    saved = sum(int(r["votes_saved"]) for r in stopping)
     invalid = int(stats_all["invalid_votes"])
     judged = int(stats_all["pairs"]) - int(stats_all["pairs_without_valid_votes"])
     return {
         "label": label,
+        "mode": vote_manifest.get("mode") or "sample",
         "votes": {
             "total": total_votes, "valid": int(stats_all["valid_votes"]), "invalid": invalid,
             "invalid_rate": invalid / total_votes if total_votes else None,
@@ -66,6 +71,15 @@ def build_stats(*, label: str, stats_all: dict, stats_kept: dict, hist: list[dic
                        "votes_per_pair": vote_manifest.get("votes_per_pair"),
                        "order": vote_manifest.get("order"),
                        "reasoning": vote_manifest.get("reasoning")},
+        "completeness": completeness,
+        "stopping": {
+            "mode": vote_manifest.get("mode") or "sample",
+            "stop": vote_manifest.get("stop") or "fixed",
+            "votes_per_pair": vote_manifest.get("votes_per_pair"),
+            "votes_planned": planned, "votes_used": used, "votes_saved": saved,
+            "saved_fraction": saved / planned if planned else None,
+            "pairs_by_stop_reason": {r["stop_reason"]: int(r["pairs"]) for r in stopping},
+        },
     }
 
 
@@ -124,6 +138,44 @@ def write_plots(stats: dict, out: str | Path) -> list[Path]:
     return [hist_path, bias_path]
 
 
+def _label_text(stats: dict) -> str:
+    if stats.get("mode") == "logprob":
+        return ("(from the judge's probabilities, --mode logprob: P(a better) is the mean over "
+                "the two shown orders of the probability given to image a; "
+                + ("p* = 1 / 0 / 0.5 by P against 0.5)." if stats["label"] == "hard"
+                   else "p* = P)."))
+    return ("(paper Eq. 1: 1 / 0 / 0.5 by majority)." if stats["label"] == "hard"
+            else "(vote fraction for image a).")
+
+
+def _completeness_md(c: dict) -> list[str]:
+    lines = ["## Completeness", ""]
+    if c["checked_against_pairs_file"]:
+        lines.append(f"- pairs in the pairs file: {c['pairs_listed']}, without any vote: "
+                     f"{c['pairs_missing']}")
+    else:
+        lines.append("- **not checked against the pairs file** (none was available; "
+                     "--allow-incomplete): pairs that were never voted are not counted")
+    lines.append(f"- voted pairs missing votes: {c['pairs_incomplete']}; votes missing in all: "
+                 f"{c['votes_missing']}")
+    if c["complete"]:
+        lines.append("- every pair has all its votes")
+    elif c["complete"] is False:
+        lines.append("- **incomplete votes aggregated (--allow-incomplete)**: these labels "
+                     "cover fewer pairs or fewer votes than the run planned")
+    return lines + [""]
+
+
+def _stopping_md(s: dict) -> list[str]:
+    lines = ["## Votes asked", "",
+             f"Mode {s['mode']}, stop {s['stop']}, K = {s['votes_per_pair']}: "
+             f"{s['votes_used']} votes used of {s['votes_planned']} planned, "
+             f"{s['votes_saved']} saved ({_pct(s['saved_fraction'])}).", "",
+             "| stop reason | pairs |", "|---|---:|"]
+    lines += [f"| {reason} | {n} |" for reason, n in s["pairs_by_stop_reason"].items()]
+    return lines + [""]
+
+
 def render_stats_md(stats: dict) -> str:
     """stats.md: the statistics a reader needs to judge the pseudo-labels."""
     v, p, a, b = stats["votes"], stats["pairs"], stats["agreement"], stats["position_bias"]
@@ -131,9 +183,7 @@ def render_stats_md(stats: dict) -> str:
     lines = [
         "# Pseudo-preference statistics",
         "",
-        f"Label mode: **{stats['label']}** "
-        + ("(paper Eq. 1: 1 / 0 / 0.5 by majority)." if stats["label"] == "hard"
-           else "(vote fraction for image a)."),
+        f"Label mode: **{stats['label']}** " + _label_text(stats),
         "",
         "## Votes",
         "",
@@ -195,6 +245,9 @@ def render_stats_md(stats: dict) -> str:
         f"- Bradley-Terry: L2 penalty alpha={bt['alpha']}, converged={bt['converged']}, "
         f"iterations={bt['iterations']}, log-likelihood={_num(bt['log_likelihood'])}",
         "",
+    ]
+    lines += _completeness_md(stats["completeness"]) + _stopping_md(stats["stopping"])
+    lines += [
         "## Provenance",
         "",
         "| model | revision | engine | prompt sha256 | temperature | top_p | max_tokens "

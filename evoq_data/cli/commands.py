@@ -152,6 +152,8 @@ def aggregate_cmd(
     min_agreement: Annotated[float | None, typer.Option("--min-agreement", help="Keep pairs whose majority share of valid votes is at least this (0.5-1). Off by default.")] = None,
     min_valid_votes: Annotated[int | None, typer.Option("--min-valid-votes", help="Keep pairs with at least this many valid votes. Off by default.")] = None,
     allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Aggregate votes from more than one model, prompt or sampling setting.")] = False,
+    allow_incomplete: Annotated[bool, typer.Option("--allow-incomplete", help="Aggregate a VOTES_DIR whose pairs lack votes (said in stats.json and stats.md). Refused by default.")] = False,
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="The pairs file the votes were made from, when it moved (default: the one named in VOTES_DIR/manifest.json; its sha256 must match).")] = None,
     bt_alpha: Annotated[float, typer.Option("--bt-alpha", help="L2 penalty of the Bradley-Terry fit (choix's alpha).")] = 0.1,
     threads: Annotated[int | None, typer.Option("--threads", help="DuckDB threads (default: all cores).")] = None,
     memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; it spills to disk beyond.")] = "1GB",
@@ -164,7 +166,8 @@ def aggregate_cmd(
     from evoq_data.aggregate.run import run_aggregate
 
     _emit(run_aggregate(votes, out, label=label, min_agreement=min_agreement,
-                        min_valid_votes=min_valid_votes, allow_mixed=allow_mixed, quiet=quiet,
+                        min_valid_votes=min_valid_votes, allow_mixed=allow_mixed,
+                        allow_incomplete=allow_incomplete, pairs=pairs, quiet=quiet,
                         bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit))
 
 

@@ -53,6 +53,16 @@ VOTES_SCHEMA = pa.schema(
         ("top_p", pa.float64()),
         ("max_tokens", pa.int32()),
         ("seed", pa.int64()),
+        # How the pair's votes were asked for (the same on every vote row of a pair):
+        # votes_planned = K, the votes the pair could have had; stop_reason = 'fixed' (all K
+        # asked), 'decided' (the Eq. 1 majority could no longer change), 'confident' (a
+        # posterior bound passed the confidence) or 'exhausted' (an adaptive run used all K).
+        ("votes_planned", pa.int32()),
+        ("stop_reason", pa.string()),
+        # --mode logprob only (null otherwise): P("0") and P("1") of the first answer token,
+        # renormalised over the two (prob_0 + prob_1 = 1).
+        ("prob_0", pa.float64()),
+        ("prob_1", pa.float64()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("evoq_version", pa.string()),
     ]

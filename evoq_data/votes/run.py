@@ -107,6 +107,8 @@ def _chunk_rows(chunk: list[dict], plans: list[VotePlan], answers: dict, engine:
                 "prompt_id": prompt.prompt_id, "prompt_sha256": prompt.sha256,
                 "temperature": sampling.temperature, "top_p": sampling.top_p,
                 "max_tokens": sampling.max_tokens, "seed": base_seed + i,
+                "votes_planned": len(plan.swapped), "stop_reason": "fixed",
+                "prob_0": None, "prob_1": None,
                 "created_at": created_at, "evoq_version": __version__,
             }
             for name, value_ in row.items():

@@ -1,0 +1,12 @@
+-- name: list_kept_pairs
+-- The rows of preferences.parquet: every kept pair (reason IS NULL) with the published
+-- columns, ordered by pair_id.
+-- Reads: pair_outcomes.
+-- Parameters: none.
+SELECT
+    pair_id, image_a_id, image_a_path, image_b_id, image_b_path, votes_a, votes_b,
+    invalid_votes, total_votes, p_star, vote_fraction_a, agreement, wilson_low, wilson_high,
+    votes_first_shown
+FROM pair_outcomes
+WHERE reason IS NULL
+ORDER BY pair_id
