@@ -53,6 +53,10 @@ VOTES_SCHEMA = pa.schema(
         ("top_p", pa.float64()),
         ("max_tokens", pa.int32()),
         ("seed", pa.int64()),
+        ("votes_planned", pa.int32()),
+        ("stop_reason", pa.string()),
+        ("prob_0", pa.float64()),
+        ("prob_1", pa.float64()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("evoq_version", pa.string()),
     ]
