@@ -336,6 +336,10 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         reasoning=spec.reasoning,
         num_shards=num_shards, pairs_file=str(Path(pairs).resolve()),
         pairs_sha256=file_sha256(pairs))
+    if spec.engine == "piqe":  # the stochastic judge is another judge: named as such
+        from evoq_data.generation.engines.piqe import piqe_model_name
+
+        manifest["model"] = piqe_model_name(spec.engine_args.get("random_crop"))
     with ExitStack() as stack:  # closes the engine and releases the shard lock on any exit
         eng = None
         if spec.engine == "openai" and not spec.model:
