@@ -8,6 +8,7 @@ prompt, sampling): the shown order of each vote and the seed of each request der
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import ExitStack
@@ -320,6 +321,14 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
     if mode == "logprob" and not hasattr(engine_class(spec.engine), "answer_probs"):
         raise EvoqError(f"--mode logprob needs the transformers or vllm engine; engine "
                         f"{spec.engine!r} gives no token probabilities")
+    if mode == "logprob" and spec.engine == "vllm":
+        # vLLM returns the logprobs of the two allowed tokens renormalised only in this mode
+        given = spec.engine_args.get("logprobs_mode", "processed_logprobs")
+        if given != "processed_logprobs":
+            raise EvoqError(f"--mode logprob on vllm needs logprobs_mode=processed_logprobs, "
+                            f"got --engine-arg logprobs_mode={given}")
+        spec = dataclasses.replace(spec, engine_args={**spec.engine_args,
+                                                      "logprobs_mode": "processed_logprobs"})
     rows = read_pairs(pairs)
     votes_dir = Path(out)
     if votes_dir.exists() and not votes_dir.is_dir():

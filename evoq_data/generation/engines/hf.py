@@ -18,23 +18,11 @@ from __future__ import annotations
 import logging
 
 from evoq_data.core.errors import EvoqError, require
-from evoq_data.generation.engines import GenRequest, Sampling
+from evoq_data.generation.engines import GenRequest, Sampling, answer_token_ids
 from evoq_data.generation.modeling import load_model, load_processor
 from evoq_data.generation.prompts import chat_messages
 
 log = logging.getLogger(__name__)
-
-
-def answer_token_ids(tokenizer) -> tuple[int, int]:
-    """The ids of the answer tokens "0" and "1"; an error unless each is a single token."""
-    ids = []
-    for text in ("0", "1"):
-        enc = tokenizer.encode(text, add_special_tokens=False)
-        if len(enc) != 1:
-            raise EvoqError(f"--mode logprob needs {text!r} to be one token of the model's "
-                            f"tokenizer; it is {len(enc)} tokens {enc}")
-        ids.append(int(enc[0]))
-    return ids[0], ids[1]
 
 
 class PerSampleSampler:
