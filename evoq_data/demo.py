@@ -3,7 +3,10 @@
 photos -> distort -> pairs --synthetic -> vote -> aggregate -> push --local-dir -> eval --prefs
 
 Every step is the real stage function with its real files; nothing is downloaded. The default
-judge is PIQE (CPU, no weights), so a laptop runs the chain in well under a minute; give
+judge is PIQE (CPU, no weights) made stochastic with ``random_crop=0.7`` (each vote scores a
+seeded random crop keeping 70% of each side, so votes disagree as a sampling VLM's do and
+agreement, ties and filters are exercised; ``--engine-arg random_crop=1`` scores whole
+images, every vote the same), so a laptop runs the chain in well under a minute; give
 ``--engine transformers --model DIR`` (or vllm / openai) to let a VLM vote instead. The
 pseudo-labels are then scored against the order the distortions are known to have.
 """
@@ -23,6 +26,18 @@ log = logging.getLogger(__name__)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "camera", "coins",
           "clock", "moon")
 DEMO_REPO_ID = "local/evoq-demo"
+DEMO_RANDOM_CROP = 0.7  # the PIQE judge's default in the demo: votes that disagree
+
+
+def demo_spec(spec: GenerationSpec | None) -> GenerationSpec:
+    """The demo's judge: ``spec``, with PIQE's ``random_crop`` defaulting to 0.7."""
+    import dataclasses
+
+    spec = spec or GenerationSpec(engine="piqe")
+    if spec.engine == "piqe" and "random_crop" not in spec.engine_args:
+        spec = dataclasses.replace(spec, engine_args={**spec.engine_args,
+                                                      "random_crop": DEMO_RANDOM_CROP})
+    return spec
 
 
 def write_photos(folder: Path, names=PHOTOS, size: int = 256) -> list[Path]:
@@ -59,7 +74,7 @@ def run_demo(out: str | Path = "evoq-demo", spec: GenerationSpec | None = None, 
     from evoq_data.publish.push import run_push
     from evoq_data.votes.run import run_vote
 
-    spec = spec or GenerationSpec(engine="piqe")
+    spec = demo_spec(spec)
     if photos is not None and not 1 <= photos <= len(PHOTOS):
         raise EvoqError(f"--photos must be in [1, {len(PHOTOS)}], got {photos}")
     names = PHOTOS[: photos] if photos else PHOTOS
@@ -89,6 +104,10 @@ def run_demo(out: str | Path = "evoq-demo", spec: GenerationSpec | None = None, 
                "votes": str(out / "votes"), "num_votes": votes["votes"],
                "invalid_votes": votes["invalid_votes"], "engine": spec.engine,
                "model": spec.model or spec.engine}
+    if spec.engine == "piqe":
+        from evoq_data.generation.engines.piqe import piqe_model_name
+
+        summary["model"] = piqe_model_name(spec.engine_args.get("random_crop"))
     run_aggregate(out / "votes", out / "prefs", quiet=quiet)
     summary["prefs"] = str(out / "prefs")
     lap("aggregate")

@@ -32,10 +32,11 @@ def test_demo_piqe_labels_beat_chance(tmp_path):
     pairs = pq.read_table(out / "pairs.parquet")
     # 3 references x 5 types x C(6, 2) = 225 synthetic pairs, every one with a known order
     assert pairs.num_rows == 225 and acc["with_truth"] == 225
-    assert acc["decisive"] >= 200
-    # Chance is 0.5; with >= 200 decisive pairs its standard deviation is <= 0.035, so 0.65
-    # is more than 4 SD above chance (p < 1e-5). PIQE measured 0.76 here (blur/JPEG/noise
-    # ~0.9, contrast and saturation near chance: PIQE works on grey levels).
+    # random crops make some pairs 2-2 ties at K = 4 (measured 198 decisive of 225, accuracy 0.78)
+    assert acc["decisive"] >= 180
+    # Chance is 0.5; with >= 180 decisive pairs its standard deviation is <= 0.038, so 0.65
+    # is about 4 SD above chance (p < 1e-4). PIQE on whole images measured 0.76 here
+    # (blur/JPEG/noise ~0.9, contrast and saturation near chance: PIQE works on grey levels).
     assert acc["accuracy"] >= 0.65
     for kind in ("blur", "jpeg", "noise"):
         assert acc["by_group"][kind]["accuracy"] >= 0.8, kind
@@ -51,6 +52,13 @@ def test_demo_piqe_labels_beat_chance(tmp_path):
     assert sorted(ds["pair_id"]) == sorted(pairs.column("pair_id").to_pylist())
     votes = pq.ParquetDataset(sorted((out / "votes").glob("votes-*.parquet"))).read().to_pylist()
     assert len(votes) == 225 * 4 and {v["engine"] for v in votes} == {"piqe"}
+    # the demo's judge crops at random (random_crop=0.7), so its votes disagree: the
+    # agreement histogram has more than one bar (a deterministic judge gives only 1.0)
+    assert {v["model"] for v in votes} == {"piqe+random_crop=0.7"}
+    stats = json.loads((out / "prefs" / "stats.json").read_text())
+    bars = [h for h in stats["agreement"]["histogram"] if h["pairs"]]
+    assert len(bars) > 1, bars
+    assert sum(h["pairs"] for h in bars) == 225
 
 
 def test_demo_with_a_vlm_engine(tmp_path, tiny_vlm):

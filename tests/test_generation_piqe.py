@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -79,3 +81,54 @@ def test_piqe_matches_the_library_on_bgr_input(photo_pair):
     rgb = np.asarray(Image.open(clean).convert("RGB"))
     assert get_engine("piqe", None).piqe(clean) == pytest.approx(
         piqe(np.ascontiguousarray(rgb[:, :, ::-1]))[0])
+
+
+def test_random_crop_votes_disagree_and_are_deterministic(photo_pair):
+    clean, blurred = photo_pair
+    eng = get_engine("piqe", None, random_crop=0.5)
+    assert eng.model == "piqe+random_crop=0.5"
+    prompt = compare_prompt(True)
+    # two images close in quality: the slightly blurred photo against the photo itself
+    from PIL import Image, ImageFilter
+
+    near = str(Path(clean).with_name("near.png"))
+    Image.open(clean).filter(ImageFilter.GaussianBlur(0.7)).save(near)
+    [votes] = eng.generate([GenRequest((clean, near), prompt, 32, 5)], Sampling())
+    answers = [parse_compare(v, True)[0] for v in votes]
+    assert {0, 1} <= set(answers)  # random crops disagree, as a sampling VLM's votes do
+    assert "random crops keeping 0.5 of each side" in votes[0]
+    # sample i uses seed + i alone: a request for samples 7..9 repeats them exactly
+    [again] = get_engine("piqe", None, random_crop=0.5).generate(
+        [GenRequest((clean, near), prompt, 3, 12)], Sampling())
+    assert again == votes[7:10]
+    # the clearly worse image still loses almost every vote
+    [far] = eng.generate([GenRequest((clean, blurred), prompt, 32, 5)], Sampling())
+    assert sum(parse_compare(v, True)[0] == 0 for v in far) >= 28
+
+
+def test_random_crop_of_the_whole_image_is_the_library_score(photo_pair):
+    import numpy as np
+    from pypiqe import piqe
+
+    from evoq_data.generation.engines.piqe import piqe_blocks, pooled_piqe
+
+    clean, blurred = photo_pair
+    eng = get_engine("piqe", None, random_crop=1)
+    for path in (clean, blurred):
+        assert eng.crop_piqe(path, np.random.default_rng(0)) == get_engine("piqe", None).piqe(path)
+    # a block-aligned crop is pooled from the crop's blocks: check one by hand
+    rgb = np.asarray(Image.open(clean).convert("RGB"))[:, :, ::-1].copy()
+    dist, active = piqe_blocks(rgb)
+    assert dist.shape == (10, 10)  # 160 px / 16
+    window = [(i, j) for i in range(2, 9) for j in range(1, 8) if active[i, j]]
+    want = (sum(dist[i, j] for i, j in window) + 1) / (1 + len(window)) * 100
+    assert pooled_piqe(dist, active, 2, 1, 7, 7) == pytest.approx(want, rel=1e-12)
+    assert pooled_piqe(dist, active, 0, 0, 10, 10) == pytest.approx(piqe(rgb)[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.5, "half", True])
+def test_random_crop_out_of_range_is_refused(value):
+    from evoq_data.core.errors import EvoqError
+
+    with pytest.raises(EvoqError, match=r"random_crop must be a number in \(0, 1\]"):
+        get_engine("piqe", None, random_crop=value)

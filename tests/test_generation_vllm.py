@@ -195,3 +195,32 @@ def test_compat_processor_matches_project_helper(tiny_vlm):
     want = ref(text=[text], images=images, return_tensors="np")
     assert got["input_ids"].tolist() == want["input_ids"].tolist()
     assert got["image_grid_thw"].tolist() == want["image_grid_thw"].tolist()
+
+
+def test_vllm_logprob_rows_match_the_transformers_probabilities(tiny_vlm, pairs_file, tmp_path):
+    """--mode logprob on vllm: 2 rows per pair whose P("0") equals the transformers engine's
+    softmax of the two logits (an independent implementation of the same model)."""
+    from evoq_data.generation.engines import GenRequest, get_engine
+    from evoq_data.generation.prompts import compare_prompt
+    from evoq_data.votes.run import run_vote
+
+    out = tmp_path / "lp"
+    run_vote(pairs_file, spec("vllm", str(tiny_vlm), reasoning=False,
+                              engine_args={"kv_cache_memory_bytes": KV}),
+             out, mode="logprob", quiet=True)
+    rows = _votes(out)
+    assert len(rows) == 2 * pq.read_table(pairs_file).num_rows
+    hf = get_engine("transformers", str(tiny_vlm))
+    requests = [GenRequest(((r["image_b_path"], r["image_a_path"]) if r["swapped"] else
+                            (r["image_a_path"], r["image_b_path"])), compare_prompt(False), 1, 0)
+                for r in rows]
+    for r, (p0, _p1) in zip(rows, hf.answer_probs(requests), strict=True):
+        assert r["prob_0"] == pytest.approx(p0, abs=2e-3)
+        assert r["prob_0"] + r["prob_1"] == pytest.approx(1, abs=1e-9)
+        assert r["answer"] == (1 if r["prob_1"] > r["prob_0"] else 0)
+        assert (r["engine"], r["vote_index"], r["stop_reason"]) == ("vllm", int(r["swapped"]),
+                                                                     "fixed")
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mode"] == "logprob"

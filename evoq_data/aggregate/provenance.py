@@ -114,7 +114,9 @@ def load_vote_manifest(votes_dir: str | Path) -> dict:
                         "evoq-data vote")
     manifest = read_manifest(path, "vote manifest")
     k = manifest.get("votes_per_pair")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    if k is None and manifest.get("engine") == "import":
+        pass  # imported votes: pairs may have different counts, each row's votes_planned says
+    elif not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise EvoqError(f"{path} has votes_per_pair {k!r}; it must be the number of votes "
                         "asked per pair (K, at least 1)")
     if manifest.get("mode", "sample") not in MODES:
@@ -200,6 +202,7 @@ def check_provenance(file_groups: list[dict], manifest: dict, votes_dir: Path,
             diff = [(k, g[k], manifest[k]) for k in PROVENANCE_FIELDS
                     if k in manifest and manifest[k] != g[k]]
             if (mode != "logprob" and g.get("votes_planned") is not None
+                    and manifest["votes_per_pair"] is not None
                     and g["votes_planned"] != manifest["votes_per_pair"]):
                 diff.append(("votes_planned (K)", g["votes_planned"],
                              manifest["votes_per_pair"]))
@@ -251,7 +254,7 @@ def resolve_pairs_file(manifest: dict, votes_dir: Path, pairs: str | Path | None
 
 
 def check_completeness(problems: list[dict], coverage: dict | None, *, votes_dir: Path,
-                       expected_votes: int, allow_incomplete: bool, locate) -> dict:
+                       expected_votes: int | None, allow_incomplete: bool, locate) -> dict:
     """Refuse votes that are corrupt (a pair's votes duplicated, inconsistent, beyond K,
     without vote 0; pairs the pairs file does not list or lists with other images) and,
     unless ``allow_incomplete``, votes that are incomplete (pairs of the pairs file without
@@ -283,7 +286,8 @@ def check_completeness(problems: list[dict], coverage: dict | None, *, votes_dir
                         f"pairs file, e.g. pair {pid} in {locate(pid)}")
     missing = by_problem.get("missing", {"pairs": 0, "missing_votes": 0})
     pairs_missing = coverage["pairs_missing"] if coverage else None
-    votes_missing = int(missing["missing_votes"]) + (pairs_missing or 0) * expected_votes
+    # (imported votes have no one K: a missing pair's votes are then not counted)
+    votes_missing = int(missing["missing_votes"]) + (pairs_missing or 0) * (expected_votes or 0)
     complete = not pairs_missing and not missing["pairs"]
     if not complete:
         parts = []

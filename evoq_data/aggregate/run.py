@@ -177,7 +177,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     vote_manifest = load_vote_manifest(votes_dir)
     mode, stop = vote_mode(vote_manifest)
     logprob, adaptive = mode == "logprob", stop != "fixed"
-    k = int(vote_manifest["votes_per_pair"])
+    k = vote_manifest["votes_per_pair"]  # None for imported votes of varying counts
     pairs_file = resolve_pairs_file(vote_manifest, votes_dir, pairs, allow_incomplete)
     make_output_dir(prefs_dir)
     tmp_dir = prefs_dir / ".duckdb_tmp"

@@ -78,13 +78,13 @@ def vote_cmd(
     out: Annotated[Path, typer.Option("--out", help="VOTES_DIR: raw vote shards + manifest.json.")],
     model: ModelOpt = None,
     engine: EngineOpt = "transformers",
-    votes_per_pair: Annotated[int, typer.Option("--votes-per-pair", "-k", help="K sampled votes per pair (paper: 32).")] = 32,
+    votes_per_pair: Annotated[int | None, typer.Option("--votes-per-pair", "-k", help="K sampled votes per pair (default 32, the paper's; --mode logprob: 2 rows per pair).")] = None,
     seed: Seed = 0,
     temperature: Temperature = 1.0,
     top_p: TopP = 1.0,
     max_tokens: MaxTokens = 1024,
     reasoning: Reasoning = True,
-    order: Annotated[str, typer.Option("--order", help="random: swap shown order per vote (paper); balanced: exactly K/2 each way.")] = "random",
+    order: Annotated[str, typer.Option("--order", help="random: swap shown order per vote (paper); balanced: one vote each way in every consecutive two (K/2 each way).")] = "random",
     num_shards: Annotated[int, typer.Option("--num-shards", help="Workers splitting the pairs.")] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", help="This worker's index in [0, num-shards).")] = 0,
     chunk_pairs: Annotated[int, typer.Option("--chunk-pairs", help="Pairs per engine batch and per shard file (the most a crash can lose).")] = 64,
@@ -93,11 +93,17 @@ def vote_cmd(
     concurrency: Concurrency = 8,
     engine_arg: EngineArg = None,
     quiet: Quiet = False,
+    stop: Annotated[str, typer.Option("--stop", help="fixed: all K votes (paper); decided: stop once the majority can no longer change; confident: also stop once a Beta posterior puts the majority beyond --confidence.")] = "fixed",
+    wave: Annotated[int, typer.Option("--wave", help="With --stop decided/confident: votes asked per pair at a time (even).")] = 8,
+    confidence: Annotated[float | None, typer.Option("--confidence", help="With --stop confident: the posterior probability C in (0.5, 1) to stop at, e.g. 0.99.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="sample: K sampled answers; logprob: P('0') and P('1') of the first answer token, one forward pass per shown order (--no-reasoning; transformers, vllm).")] = "sample",
 ) -> None:
     """Ask the model K times per pair which image is better; keep every raw answer.
 
     Example: evoq-data vote --pairs pairs.parquet --model Qwen/Qwen2.5-VL-7B-Instruct
     --engine vllm --votes-per-pair 32 --out votes/
+
+    Example: evoq-data vote ... --order balanced --stop decided --wave 8
     """
     from evoq_data.votes.run import run_vote
 
@@ -107,7 +113,8 @@ def vote_cmd(
                            engine_arg=engine_arg)
     summary = run_vote(pairs, spec, out, votes_per_pair=votes_per_pair, seed=seed, order=order,
                        num_shards=num_shards, shard_index=shard_index,
-                       chunk_pairs=chunk_pairs, quiet=quiet)
+                       chunk_pairs=chunk_pairs, stop=stop, wave=wave,
+                       confidence=confidence, mode=mode, quiet=quiet)
     _emit(summary)
 
 

@@ -14,7 +14,11 @@ import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: votes gained votes_planned, stop_reason, prob_0, prob_1
+
+# Vote columns added in schema 2; shards written before them lack them (read as a fixed-K
+# sampled run: votes_planned = the manifest's K, stop_reason 'fixed', no probabilities).
+VOTES_COLUMNS_ADDED_IN_2 = ("votes_planned", "stop_reason", "prob_0", "prob_1")
 
 PAIRS_COLUMNS = ("pair_id", "image_a_id", "image_a_path", "image_b_id", "image_b_path")
 

@@ -79,7 +79,10 @@ COLUMN_DOCS = {
         "parse_status": "`ok` or why the answer is invalid",
         "model, model_revision, engine": "the judge (a local model folder by its name)",
         "prompt_id, prompt_sha256": "the comparison prompt",
-        "temperature, top_p, max_tokens, seed": "the sampling of this vote",
+        "temperature, top_p, max_tokens, seed": "the sampling of this vote (seed null in logprob mode)",
+        "votes_planned": "K, the votes the pair could have had",
+        "stop_reason": "`fixed` (all K asked), or why an adaptive run stopped: `decided`, `confident`, `exhausted`",
+        "prob_0, prob_1": "logprob mode only: P(answer 0) and P(answer 1), renormalised over the two; null otherwise",
         "created_at, evoq_version": "when and by which evoq the vote was made",
     },
 }

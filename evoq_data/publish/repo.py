@@ -32,7 +32,13 @@ import pyarrow.parquet as pq
 
 from evoq_data import __version__
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.schemas import VOTES_COLUMNS, check_columns
+from evoq_data.core.io import write_json_atomic, write_text_atomic
+from evoq_data.core.schemas import (
+    VOTES_COLUMNS,
+    VOTES_COLUMNS_ADDED_IN_2,
+    VOTES_SCHEMA,
+    check_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +227,26 @@ def _write_config(name: str, shards: list[Callable[[], Iterable[pa.Table]]], fol
     return {"rows": rows, "files": files, "sha256": digest.hexdigest()}
 
 
+LEGACY_VOTES_COLUMNS = tuple(c for c in VOTES_COLUMNS if c not in VOTES_COLUMNS_ADDED_IN_2)
+
+
+def _upgrade_legacy_votes(table: pa.Table) -> pa.Table:
+    """A schema-1 vote table in the current schema: a fixed-K sampled run (votes_planned =
+    the pair's vote count, stop_reason 'fixed', no probabilities)."""
+    counts = table.group_by("pair_id").aggregate([("vote_index", "count")])
+    per_pair = dict(zip(counts.column("pair_id").to_pylist(),
+                        counts.column("vote_index_count").to_pylist(), strict=True))
+    extra = {
+        "votes_planned": pa.array([per_pair[p] for p in table.column("pair_id").to_pylist()],
+                                  pa.int32()),
+        "stop_reason": pa.array(["fixed"] * table.num_rows, pa.string()),
+        "prob_0": pa.nulls(table.num_rows, pa.float64()),
+        "prob_1": pa.nulls(table.num_rows, pa.float64()),
+    }
+    return pa.table({name: table.column(name) if name in table.column_names else extra[name]
+                     for name in VOTES_COLUMNS}, schema=VOTES_SCHEMA)
+
+
 def _vote_shards(votes_dir: Path, redact=None) -> list[Callable[[], Iterable[pa.Table]]]:
     """The raw vote files, in name order, grouped into shards of about VOTES_SHARD_ROWS rows
     and streamed file by file (the votes never sit in memory all at once)."""
@@ -230,7 +256,7 @@ def _vote_shards(votes_dir: Path, redact=None) -> list[Callable[[], Iterable[pa.
     groups: list[list[Path]] = [[]]
     rows = 0
     for f in files:
-        check_columns(f, VOTES_COLUMNS, "votes")
+        check_columns(f, LEGACY_VOTES_COLUMNS, "votes")
         n = pq.ParquetFile(f).metadata.num_rows
         if groups[-1] and rows + n > VOTES_SHARD_ROWS:
             groups.append([])
@@ -239,7 +265,10 @@ def _vote_shards(votes_dir: Path, redact=None) -> list[Callable[[], Iterable[pa.
         rows += n
 
     def read(f):
-        table = pq.read_table(f, columns=list(VOTES_COLUMNS))
+        present = set(pq.read_schema(f).names)
+        table = pq.read_table(f, columns=[c for c in VOTES_COLUMNS if c in present])
+        if len(present & set(VOTES_COLUMNS)) < len(VOTES_COLUMNS):  # a schema-1 shard
+            table = _upgrade_legacy_votes(table)
         return _hf_schema(redact.table(table) if redact is not None else table)
 
     def stream(group):
@@ -339,8 +368,8 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*")) if p.is_file()
     }
-    (folder / "evoq.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    (folder / "README.md").write_text(card, encoding="utf-8")
+    write_json_atomic(meta, folder / "evoq.json")
+    write_text_atomic(card, folder / "README.md")
     return meta
 
 

@@ -8,6 +8,7 @@ prompt, sampling): the shown order of each vote and the seed of each request der
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import ExitStack
@@ -24,10 +25,11 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import digest_u64, file_sha256, request_seed
 from evoq_data.core.manifests import new_manifest
 from evoq_data.core.schemas import VOTES_SCHEMA
-from evoq_data.generation.engines import Engine, GenRequest, Sampling
+from evoq_data.generation.engines import Engine, GenRequest, Sampling, engine_class
 from evoq_data.generation.parse import parse_compare
 from evoq_data.generation.prompts import Prompt
 from evoq_data.generation.spec import GenerationSpec, check_model, open_engine
+from evoq_data.votes.stop import MODES, STOPS, stop_reason
 from evoq_data.votes.store import (
     claim_manifest,
     done_pair_ids,
@@ -45,13 +47,70 @@ ORDERS = ("random", "balanced")
 
 @dataclass(frozen=True)
 class VoteSettings:
-    """How the votes of every pair of a run are asked for (everything but the engine)."""
+    """How the votes of every pair of a run are asked for (everything but the engine).
+
+    ``stop``: ``fixed`` (all K, the paper), ``decided`` or ``confident`` (see
+    :mod:`evoq_data.votes.stop`), asked ``wave`` votes at a time; ``mode``: ``sample`` (K
+    sampled answers) or ``logprob`` (one forward pass per shown order, 2 rows per pair).
+    Checked on construction, so every runner refuses the same bad combinations."""
 
     prompt: Prompt
     sampling: Sampling
     votes_per_pair: int = 32
     seed: int = 0
     order: str = "random"
+    stop: str = "fixed"
+    wave: int = 8
+    confidence: float | None = None
+    mode: str = "sample"
+
+    def __post_init__(self) -> None:
+        k = self.votes_per_pair
+        if self.mode not in MODES:
+            raise EvoqError(f"unknown --mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.stop not in STOPS:
+            raise EvoqError(f"unknown --stop {self.stop!r}; choose one of {', '.join(STOPS)}")
+        if self.order not in ORDERS:
+            raise EvoqError(f"unknown --order {self.order!r}; choose one of {', '.join(ORDERS)}")
+        if k < 1:
+            raise EvoqError(f"--votes-per-pair must be at least 1, got {k}")
+        if self.mode == "logprob":
+            if self.prompt.reasoning:
+                raise EvoqError("--mode logprob reads the first answer token; it needs "
+                                "--no-reasoning")
+            if self.stop != "fixed":
+                raise EvoqError(f"--stop {self.stop} is for --mode sample; --mode logprob "
+                                "asks one forward pass per pair and shown order")
+            if k != 2:
+                raise EvoqError(f"--mode logprob writes 2 rows per pair (one per shown "
+                                f"order); drop --votes-per-pair (got {k})")
+            if self.sampling.temperature != 1 or self.sampling.top_p != 1:
+                raise EvoqError("--mode logprob reads the model's own distribution; it takes "
+                                "--temperature 1 and --top-p 1 (got "
+                                f"{self.sampling.temperature}, {self.sampling.top_p})")
+        if self.order == "balanced" and k % 2:
+            raise EvoqError(f"--order balanced needs an even --votes-per-pair, got {k}")
+        if self.stop == "confident":
+            if self.confidence is None:
+                raise EvoqError("--stop confident needs --confidence C (e.g. 0.99)")
+            if not 0.5 < self.confidence < 1:
+                raise EvoqError(f"--confidence must be in (0.5, 1), got {self.confidence}")
+        elif self.confidence is not None:
+            raise EvoqError(f"--confidence is for --stop confident, not --stop {self.stop}")
+        if self.stop != "fixed":
+            if self.order != "balanced":
+                raise EvoqError(f"--stop {self.stop} needs --order balanced (every wave "
+                                "shows each order equally often)")
+            if self.wave < 2 or self.wave % 2:
+                raise EvoqError(f"--wave must be an even number >= 2 with --stop {self.stop}, "
+                                f"got {self.wave}")
+
+    def identity(self) -> dict:
+        """The manifest fields of these settings (wave and confidence only where they act,
+        so a fixed run resumed with another --wave is not refused for nothing)."""
+        return {"mode": self.mode, "stop": self.stop,
+                "wave": self.wave if self.stop != "fixed" else None,
+                "confidence": self.confidence}
 
 
 @dataclass(frozen=True)
@@ -63,6 +122,13 @@ class VotePlan:
     seed_unswapped: int
     seed_swapped: int
 
+    def seed_of(self, vote_index: int) -> int:
+        """The seed of vote ``vote_index``: its order's request seed + its rank in that
+        order (sample j of a shown order is drawn with seed base + j)."""
+        swapped = self.swapped[vote_index]
+        rank = int((self.swapped[:vote_index] == swapped).sum())
+        return (self.seed_swapped if swapped else self.seed_unswapped) + rank
+
 
 def shard_of(pair_id: str, num_shards: int) -> int:
     """Which of ``num_shards`` workers votes on this pair (deterministic, balanced)."""
@@ -70,103 +136,202 @@ def shard_of(pair_id: str, num_shards: int) -> int:
 
 
 def plan_votes(pair_id: str, k: int, seed: int, order: str) -> VotePlan:
-    """Shown orders and request seeds for one pair: a pure function of its arguments."""
+    """Shown orders and request seeds for one pair: a pure function of its arguments.
+
+    ``balanced``: each consecutive pair of votes (0-1, 2-3, ...) is shown once each way, a
+    fair coin choosing which comes first, so K/2 votes go each way and so does every wave of
+    an even size."""
     rng = np.random.default_rng(digest_u64("order", seed, pair_id))
     if order == "random":
         swapped = rng.random(k) < 0.5
     elif order == "balanced":
-        swapped = np.zeros(k, dtype=bool)
-        swapped[rng.permutation(k)[: k // 2]] = True
+        if k % 2:
+            raise EvoqError(f"--order balanced needs an even --votes-per-pair, got {k}")
+        first = rng.random(k // 2) < 0.5
+        swapped = np.empty(k, dtype=bool)
+        swapped[0::2], swapped[1::2] = first, ~first
     else:
         raise EvoqError(f"unknown --order {order!r}; choose one of {', '.join(ORDERS)}")
     return VotePlan(pair_id, swapped, request_seed("seed", seed, pair_id, 0, n=k),
                     request_seed("seed", seed, pair_id, 1, n=k))
 
 
-def _chunk_rows(chunk: list[dict], plans: list[VotePlan], answers: dict, engine: Engine,
-                prompt: Prompt, sampling: Sampling, created_at: datetime) -> pa.Table:
-    cols = {name: [] for name in VOTES_SCHEMA.names}
-    for pair, plan in zip(chunk, plans, strict=True):
-        counters = {False: 0, True: 0}
-        for v, swapped in enumerate(plan.swapped.tolist()):
-            i = counters[swapped]
-            counters[swapped] += 1
-            raw = answers[(plan.pair_id, swapped)][i]
-            value, status = parse_compare(raw, prompt.reasoning)
-            shown = (pair["image_b_id"], pair["image_a_id"]) if swapped else (
-                pair["image_a_id"], pair["image_b_id"])
-            base_seed = plan.seed_swapped if swapped else plan.seed_unswapped
-            row = {
-                "pair_id": plan.pair_id, "vote_index": v,
-                "image_a_id": pair["image_a_id"], "image_b_id": pair["image_b_id"],
-                "image_a_path": pair["image_a_path"], "image_b_path": pair["image_b_path"],
-                "swapped": swapped, "raw_text": raw,
-                "answer": value, "winner_id": shown[value] if value is not None else None,
-                "parse_status": status, "model": engine.model,
-                "model_revision": engine.model_revision, "engine": engine.name,
-                "prompt_id": prompt.prompt_id, "prompt_sha256": prompt.sha256,
-                "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_tokens, "seed": base_seed + i,
-                "votes_planned": len(plan.swapped), "stop_reason": "fixed",
-                "prob_0": None, "prob_1": None,
-                "created_at": created_at, "evoq_version": __version__,
-            }
-            for name, value_ in row.items():
-                cols[name].append(value_)
-    return pa.table(cols, schema=VOTES_SCHEMA)
+def _shown(pair: dict, swapped: bool, what: str = "path") -> tuple[str, str]:
+    a, b = pair[f"image_a_{what}"], pair[f"image_b_{what}"]
+    return (b, a) if swapped else (a, b)
+
+
+def _row(pair: dict, vote_index: int, swapped: bool, raw: str, value, status: str,
+         seed, stop_reason: str, votes_planned: int, eng: Engine, settings: VoteSettings,
+         created_at: datetime, probs: tuple[float, float] | None = None) -> dict:
+    prompt, sampling = settings.prompt, settings.sampling
+    return {
+        "pair_id": pair["pair_id"], "vote_index": vote_index,
+        "image_a_id": pair["image_a_id"], "image_b_id": pair["image_b_id"],
+        "image_a_path": pair["image_a_path"], "image_b_path": pair["image_b_path"],
+        "swapped": swapped, "raw_text": raw, "answer": value,
+        "winner_id": _shown(pair, swapped, "id")[value] if value is not None else None,
+        "parse_status": status, "model": eng.model, "model_revision": eng.model_revision,
+        "engine": eng.name, "prompt_id": prompt.prompt_id, "prompt_sha256": prompt.sha256,
+        "temperature": sampling.temperature, "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens, "seed": seed, "votes_planned": votes_planned,
+        "stop_reason": stop_reason, "prob_0": probs[0] if probs else None,
+        "prob_1": probs[1] if probs else None, "created_at": created_at,
+        "evoq_version": __version__,
+    }
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    return pa.table({name: [r[name] for r in rows] for name in VOTES_SCHEMA.names},
+                    schema=VOTES_SCHEMA)
+
+
+def _wave_requests(pair: dict, plan: VotePlan, start: int, end: int,
+                   prompt: Prompt) -> list[tuple[GenRequest, list[int]]]:
+    """The requests for votes [start, end) of one pair: one per shown order, ``n`` = its
+    votes in the range, seeded so that sample i is vote ``indices[i]``'s own seed."""
+    out = []
+    for swapped in (False, True):
+        indices = [v for v in range(start, end) if bool(plan.swapped[v]) == swapped]
+        if not indices:
+            continue
+        req = GenRequest(images=_shown(pair, swapped), prompt=prompt, n=len(indices),
+                         seed=plan.seed_of(indices[0]),
+                         key=f"{plan.pair_id}:{int(swapped)}:{start}",
+                         image_ids=_shown(pair, swapped, "id"))
+        out.append((req, indices))
+    return out
 
 
 def vote_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa.Table:
-    """Ask the engine for every vote of ``chunk`` (pairs-file rows) and return them as vote
-    rows (VOTES_SCHEMA), all votes of each pair: one request per pair and shown order.
-    The local runner and the Ray runner both call this, so their votes are the same."""
-    prompt, sampling = settings.prompt, settings.sampling
-    plans = [plan_votes(r["pair_id"], settings.votes_per_pair, settings.seed, settings.order)
-             for r in chunk]
-    requests, keys = [], []
-    for pair, plan in zip(chunk, plans, strict=True):
-        for swapped, base in ((False, plan.seed_unswapped), (True, plan.seed_swapped)):
-            n = int((plan.swapped == swapped).sum())
-            if n == 0:
-                continue
-            shown = ((pair["image_b_path"], pair["image_a_path"]) if swapped
-                     else (pair["image_a_path"], pair["image_b_path"]))
-            shown_ids = ((pair["image_b_id"], pair["image_a_id"]) if swapped
-                         else (pair["image_a_id"], pair["image_b_id"]))
-            requests.append(GenRequest(images=shown, prompt=prompt, n=n, seed=base,
-                                       key=f"{plan.pair_id}:{int(swapped)}",
-                                       image_ids=shown_ids))
-            keys.append((plan.pair_id, swapped))
-    outputs = eng.generate(requests, sampling)
-    answers = dict(zip(keys, outputs, strict=True))
-    for req, key in zip(requests, keys, strict=True):
-        if len(answers[key]) != req.n:
-            raise EvoqError(f"engine {eng.name} returned {len(answers[key])} answers "
-                            f"for a request of n={req.n} (pair {key[0]})")
-    return _chunk_rows(chunk, plans, answers, eng, prompt, sampling, datetime.now(UTC))
+    """Ask the engine for the votes of ``chunk`` (pairs-file rows) and return them as vote
+    rows (VOTES_SCHEMA), all votes each pair used. The local runner and the Ray runner both
+    call this, so their votes are the same.
+
+    Sample mode asks votes in waves of ``settings.wave`` (all K at once with ``--stop
+    fixed``): per wave one request per pair and shown order, for the pairs still going. A
+    pair's votes are the first n of its full-K plan, whatever the chunking or the wave size
+    at which it stopped. Logprob mode asks one forward pass per pair and shown order."""
+    if settings.mode == "logprob":
+        return _logprob_chunk(eng, chunk, settings)
+    k = settings.votes_per_pair
+    prompt = settings.prompt
+    wave = k if settings.stop == "fixed" else settings.wave
+    plans = {r["pair_id"]: plan_votes(r["pair_id"], k, settings.seed, settings.order)
+             for r in chunk}
+    got: dict[str, list] = {r["pair_id"]: [] for r in chunk}  # (raw, value, status) per vote
+    tally = {r["pair_id"]: [0, 0] for r in chunk}  # valid votes for A, for B
+    reasons: dict[str, str] = {}
+    active = list(chunk)
+    for start in range(0, k, wave):
+        end = min(start + wave, k)
+        asked = [(pair, req, idx) for pair in active
+                 for req, idx in _wave_requests(pair, plans[pair["pair_id"]], start, end,
+                                                prompt)]
+        outputs = eng.generate([req for _, req, _ in asked], settings.sampling)
+        if len(outputs) != len(asked):
+            raise EvoqError(f"engine {eng.name} answered {len(outputs)} of {len(asked)} "
+                            "requests")
+        answers: dict[tuple[str, int], str] = {}
+        for (pair, req, indices), texts in zip(asked, outputs, strict=True):
+            if len(texts) != req.n:
+                raise EvoqError(f"engine {eng.name} returned {len(texts)} answers for a "
+                                f"request of n={req.n} (pair {pair['pair_id']})")
+            answers.update({(pair["pair_id"], v): t for v, t in zip(indices, texts,
+                                                                     strict=True)})
+        still = []
+        for pair in active:
+            pid = pair["pair_id"]
+            plan = plans[pid]
+            for v in range(start, end):
+                raw = answers[(pid, v)]
+                value, status = parse_compare(raw, prompt.reasoning)
+                got[pid].append((raw, value, status))
+                if value is not None:  # a vote for the image shown at position `value`
+                    tally[pid][int(value != int(plan.swapped[v]))] += 1
+            reason = stop_reason(*tally[pid], end, k, settings.stop, settings.confidence)
+            if reason is None:
+                still.append(pair)
+            else:
+                reasons[pid] = reason
+        active = still
+        if not active:
+            break
+    created_at = datetime.now(UTC)
+    rows = []
+    for pair in chunk:
+        pid = pair["pair_id"]
+        plan = plans[pid]
+        for v, (raw, value, status) in enumerate(got[pid]):
+            rows.append(_row(pair, v, bool(plan.swapped[v]), raw, value, status,
+                             plan.seed_of(v), reasons[pid], k, eng, settings, created_at))
+    return _table(rows)
+
+
+def format_probs(p0: float, p1: float) -> str:
+    """The raw_text of a logprob row: what was measured, nothing more."""
+    return f"P(0)={p0:.6f} P(1)={p1:.6f}"
+
+
+def _logprob_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa.Table:
+    """Two rows per pair: vote 0 shown unswapped, vote 1 swapped; P("0") and P("1") of the
+    first answer token renormalised over the two; ``answer`` the more probable (0 on an
+    exact tie)."""
+    answer_probs = getattr(eng, "answer_probs", None)
+    if answer_probs is None:
+        raise EvoqError(f"engine {eng.name!r} gives no token probabilities; --mode logprob "
+                        "needs the transformers or vllm engine")
+    requests = [GenRequest(images=_shown(pair, swapped), prompt=settings.prompt, n=1, seed=0,
+                           key=f"{pair['pair_id']}:{int(swapped)}",
+                           image_ids=_shown(pair, swapped, "id"))
+                for pair in chunk for swapped in (False, True)]
+    probs = answer_probs(requests)
+    if len(probs) != len(requests):
+        raise EvoqError(f"engine {eng.name} gave {len(probs)} probabilities for "
+                        f"{len(requests)} requests")
+    created_at = datetime.now(UTC)
+    rows = []
+    for i, pair in enumerate(chunk):
+        for swapped in (False, True):
+            p0, p1 = (float(x) for x in probs[2 * i + int(swapped)])
+            value = 1 if p1 > p0 else 0
+            rows.append(_row(pair, int(swapped), swapped, format_probs(p0, p1), value, "ok",
+                             None, "fixed", 2, eng, settings, created_at, (p0, p1)))
+    return _table(rows)
 
 
 def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
-             votes_per_pair: int = 32, seed: int = 0, order: str = "random",
+             votes_per_pair: int | None = None, seed: int = 0, order: str = "random",
              num_shards: int = 1, shard_index: int = 0, chunk_pairs: int = 64,
-             quiet: bool = False) -> dict:
-    """The ``evoq-data vote`` stage. Returns a summary (paths and counts)."""
+             stop: str = "fixed", wave: int = 8, confidence: float | None = None,
+             mode: str = "sample", quiet: bool = False) -> dict:
+    """The ``evoq-data vote`` stage. Returns a summary (paths and counts).
+
+    ``votes_per_pair``: K (default 32); in logprob mode 2 rows per pair, whatever K."""
     from tqdm.auto import tqdm
 
-    if votes_per_pair < 1:
-        raise EvoqError(f"--votes-per-pair must be at least 1, got {votes_per_pair}")
-    if order not in ORDERS:
-        raise EvoqError(f"unknown --order {order!r}; choose one of {', '.join(ORDERS)}")
-    if order == "balanced" and votes_per_pair % 2:
-        raise EvoqError(f"--order balanced needs an even --votes-per-pair, got {votes_per_pair}")
+    if votes_per_pair is None:
+        votes_per_pair = 2 if mode == "logprob" else 32
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise EvoqError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
     if chunk_pairs < 1:
         raise EvoqError(f"--chunk-pairs must be at least 1, got {chunk_pairs}")
-    rows = read_pairs(pairs)
     prompt = spec.compare_prompt
     settings = VoteSettings(prompt=prompt, sampling=spec.sampling,
-                            votes_per_pair=votes_per_pair, seed=seed, order=order)
+                            votes_per_pair=votes_per_pair, seed=seed, order=order, stop=stop,
+                            wave=wave, confidence=confidence, mode=mode)
+    if mode == "logprob" and not hasattr(engine_class(spec.engine), "answer_probs"):
+        raise EvoqError(f"--mode logprob needs the transformers or vllm engine; engine "
+                        f"{spec.engine!r} gives no token probabilities")
+    if mode == "logprob" and spec.engine == "vllm":
+        # vLLM returns the logprobs of the two allowed tokens renormalised only in this mode
+        given = spec.engine_args.get("logprobs_mode", "processed_logprobs")
+        if given != "processed_logprobs":
+            raise EvoqError(f"--mode logprob on vllm needs logprobs_mode=processed_logprobs, "
+                            f"got --engine-arg logprobs_mode={given}")
+        spec = dataclasses.replace(spec, engine_args={**spec.engine_args,
+                                                      "logprobs_mode": "processed_logprobs"})
+    rows = read_pairs(pairs)
     votes_dir = Path(out)
     if votes_dir.exists() and not votes_dir.is_dir():
         raise EvoqError(f"--out {votes_dir} is a file; VOTES_DIR must be a folder")
@@ -178,9 +343,14 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         engine=spec.engine, prompt_id=prompt.prompt_id, prompt_sha256=prompt.sha256,
         prompt_template=prompt.template, temperature=spec.sampling.temperature,
         top_p=spec.sampling.top_p, max_tokens=spec.sampling.max_tokens, seed=seed,
-        votes_per_pair=votes_per_pair, order=order, reasoning=spec.reasoning,
+        votes_per_pair=votes_per_pair, order=order, **settings.identity(),
+        reasoning=spec.reasoning,
         num_shards=num_shards, pairs_file=str(Path(pairs).resolve()),
         pairs_sha256=file_sha256(pairs))
+    if spec.engine == "piqe":  # the stochastic judge is another judge: named as such
+        from evoq_data.generation.engines.piqe import piqe_model_name
+
+        manifest["model"] = piqe_model_name(spec.engine_args.get("random_crop"))
     with ExitStack() as stack:  # closes the engine and releases the shard lock on any exit
         eng = None
         if spec.engine == "openai" and not spec.model:
@@ -200,7 +370,8 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         todo = pairs_to_do()  # a first look, so a finished shard never loads the engine
         summary = {"votes_dir": str(votes_dir), "pairs_in_shard": len(mine),
                    "pairs_already_done": len(mine) - len(todo), "pairs_voted": 0, "votes": 0,
-                   "invalid_votes": 0, "shards_written": 0}
+                   "votes_planned": 0, "invalid_votes": 0, "stop_reasons": {},
+                   "shards_written": 0}
         if not todo:
             return summary
         if eng is None:
@@ -226,6 +397,10 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
             invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py())
             summary["pairs_voted"] += len(chunk)
             summary["votes"] += table.num_rows
+            summary["votes_planned"] += len(chunk) * votes_per_pair
+            firsts = pa.compute.equal(table.column("vote_index"), 0)
+            for reason in table.column("stop_reason").filter(firsts).to_pylist():
+                summary["stop_reasons"][reason] = summary["stop_reasons"].get(reason, 0) + 1
             summary["invalid_votes"] += invalid
             summary["shards_written"] += 1
             bar.update(len(chunk))

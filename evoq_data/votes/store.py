@@ -33,7 +33,8 @@ SHARD_GLOB = "votes-*.parquet"
 # Fields that must match to add votes to an existing VOTES_DIR.
 IDENTITY_FIELDS = (
     "model", "model_revision", "engine", "prompt_id", "prompt_sha256", "temperature", "top_p",
-    "max_tokens", "seed", "votes_per_pair", "order", "num_shards", "pairs_sha256",
+    "max_tokens", "seed", "votes_per_pair", "order", "mode", "stop", "wave", "confidence",
+    "num_shards", "pairs_sha256",
 )
 
 

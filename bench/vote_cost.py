@@ -1,0 +1,257 @@
+"""What ``evoq-data vote --stop`` saves: judge calls, wall time and label agreement of full K
+against ``decided`` and ``confident``, and the GPU hours of one paper round under each.
+
+    python bench/vote_cost.py                 # 9 photos (675 pairs), K = 32, wave 8
+    python bench/vote_cost.py --photos 3 --tiny-pairs 2
+
+Three parts, in one run:
+
+1. **Stochastic judge.** The demo's synthetic pairs (scikit-image photos x 5 distortions x 5
+   levels) voted by PIQE with ``random_crop=0.7`` through ``vote_chunk`` itself (the function
+   every runner calls), K = 32, ``--order balanced``: ``fixed``, ``decided`` and ``confident``
+   at C = 0.99 and 0.999. One warm engine (PIQE's per-image block scores computed before
+   timing), so the wall time is that of the judge calls and the stopping loop. Agreement: the
+   hard label (Eq. 1) of each pair against the full-K run's.
+2. **Engine path (tiny VLM, transformers).** The same settings on a few pairs with the random
+   tiny Qwen2.5-VL: votes, generated tokens and wall time, and the cost of per-sample seeding
+   (every sample its own generator, so a stopped run's votes are the first n of the full run)
+   against HF's plain multinomial sampling on the same requests. The tiny model's answers are
+   gibberish, hence invalid, and invalid votes count for neither side: no pair can stop early,
+   which the table shows rather than hides.
+3. **Logprob convergence (tiny VLM).** For a few pairs: P("0") from ``--mode logprob`` and the
+   mean |fraction - P("0")| of "0" among K sampled first answer tokens (restricted to
+   "0"/"1", as vLLM's ``allowed_token_ids`` does), for K = 8, 32, 128, 512, against the
+   binomial expectation sqrt(2 P (1 - P) / (pi K)).
+
+The projection: one paper round is 20,000 pairs x 32 reasoning votes. GPU hours =
+pairs x 32 x (share of votes used) x decode tokens per vote / decode tokens per second /
+3600, with the two rates given as options (defaults: 200 tokens per vote, the issue's
+128 M decode tokens per round; 2,500 decode tokens/s per GPU for Qwen2.5-VL-7B in bf16 with
+vLLM, an assumption, not measured here). The share of votes used is measured on the
+stochastic judge, whose agreement profile stands in for the VLM's; a real model's share
+follows its own agreement distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SETTINGS = (("fixed (paper)", "fixed", None), ("decided", "decided", None),
+            ("confident C=0.99", "confident", 0.99), ("confident C=0.999", "confident", 0.999))
+
+
+def hard_labels(table) -> dict[str, float]:
+    """Eq. 1's label of image A per pair from vote rows."""
+    counts: dict[str, list[int]] = {}
+    for r in table.select(["pair_id", "winner_id", "image_a_id", "image_b_id"]).to_pylist():
+        c = counts.setdefault(r["pair_id"], [0, 0])
+        c[0] += r["winner_id"] == r["image_a_id"]
+        c[1] += r["winner_id"] == r["image_b_id"]
+    return {p: 1.0 if a > b else 0.0 if a < b else 0.5 for p, (a, b) in counts.items()}
+
+
+def run_settings(eng, pairs: list[dict], prompt, sampling, k: int, wave: int, seed: int,
+                 chunk: int) -> list[dict]:
+    """Every stop setting through vote_chunk on a warm engine: votes, seconds, labels."""
+    from collections import Counter
+
+    import pyarrow as pa
+
+    from evoq_data.votes.run import VoteSettings, vote_chunk
+
+    results = []
+    for name, stop, confidence in SETTINGS:
+        settings = VoteSettings(prompt=prompt, sampling=sampling, votes_per_pair=k, seed=seed,
+                                order="balanced", stop=stop, wave=wave,
+                                confidence=confidence)
+        start = time.perf_counter()
+        table = pa.concat_tables([vote_chunk(eng, pairs[i:i + chunk], settings)
+                                  for i in range(0, len(pairs), chunk)])
+        seconds = time.perf_counter() - start
+        firsts = table.filter(pa.compute.equal(table.column("vote_index"), 0))
+        results.append({"name": name, "votes": table.num_rows, "seconds": seconds,
+                        "labels": hard_labels(table), "table": table,
+                        "reasons": Counter(firsts.column("stop_reason").to_pylist())})
+    full = results[0]["labels"]
+    for res in results:
+        res["agreement"] = sum(res["labels"][p] == full[p] for p in full) / len(full)
+    return results
+
+
+def cost_table(results, n_pairs: int, k: int, round_pairs: int, tokens_per_vote: float,
+               tokens_per_s: float, unit: str = "judge calls") -> str:
+    full = results[0]
+    lines = [f"| setting | {unit} | share of full K | wall s | hard labels = full K | "
+             f"stop reasons | GPU h per paper round |", "|---|---:|---:|---:|---:|---|---:|"]
+    for res in results:
+        share = res["votes"] / full["votes"]
+        gpu_h = round_pairs * k * share * tokens_per_vote / tokens_per_s / 3600
+        reasons = ", ".join(f"{r} {c}" for r, c in sorted(res["reasons"].items()))
+        lines.append(f"| {res['name']} | {res['votes']:,} ({res['votes'] / n_pairs:.1f}/pair) "
+                     f"| {share:.1%} | {res['seconds']:.2f} | {res['agreement']:.2%} | "
+                     f"{reasons} | {gpu_h:.2f} |")
+    return "\n".join(lines)
+
+
+def piqe_part(root: Path, args) -> tuple[str, list[dict], int]:
+    from evoq_data.demo import PHOTOS, write_photos
+    from evoq_data.generation.engines import Sampling, get_engine
+    from evoq_data.generation.prompts import compare_prompt
+    from evoq_data.images.distort import run_distort
+    from evoq_data.pairs.synthetic import run_synthetic_pairs
+    from evoq_data.votes.store import read_pairs
+
+    write_photos(root / "photos", PHOTOS[: args.photos], 256)
+    run_distort(root / "photos", root / "distorted", seed=args.seed, quiet=True)
+    run_synthetic_pairs(root / "distorted", root / "pairs.parquet", seed=args.seed)
+    pairs = read_pairs(root / "pairs.parquet")
+    eng = get_engine("piqe", None, random_crop=args.random_crop)
+    for pair in pairs:  # warm: block scores of every image, outside the timing
+        for key in ("image_a_path", "image_b_path"):
+            eng.crop_piqe(pair[key], __import__("numpy").random.default_rng(0))
+    results = run_settings(eng, pairs, compare_prompt(True), Sampling(), args.k, args.wave,
+                           args.seed, 64)
+    return cost_table(results, len(pairs), args.k, args.round_pairs, args.tokens_per_vote,
+                      args.tokens_per_s), results, len(pairs)
+
+
+def tiny_part(root: Path, args) -> str:
+    import torch
+
+    from evoq_data.generation.engines import GenRequest, Sampling, get_engine
+    from evoq_data.generation.prompts import compare_prompt
+    from evoq_data.testing.tiny_vlm import build_tiny_vlm
+    from evoq_data.votes.run import plan_votes
+    from evoq_data.votes.store import read_pairs
+
+    model = str(build_tiny_vlm(root / "model"))
+    pairs = read_pairs(root / "pairs.parquet")[: args.tiny_pairs]
+    eng = get_engine("transformers", model)
+    tok = eng.processor.tokenizer
+    sampling = Sampling(max_tokens=args.tiny_max_tokens)
+    prompt = compare_prompt(False)
+    eng.generate([GenRequest((pairs[0]["image_a_path"], pairs[0]["image_b_path"]), prompt, 2,
+                             0)], sampling)  # warm-up
+    results = run_settings(eng, pairs, prompt, sampling, args.k, args.wave, args.seed, 64)
+    for res in results:
+        res["tokens"] = sum(len(tok.encode(t, add_special_tokens=False))
+                            for t in res["table"].column("raw_text").to_pylist())
+    lines = ["| setting | votes | generated tokens (re-encoded) | wall s | stop reasons |",
+             "|---|---:|---:|---:|---|"]
+    for res in results:
+        reasons = ", ".join(f"{r} {c}" for r, c in sorted(res["reasons"].items()))
+        lines.append(f"| {res['name']} | {res['votes']} | {res['tokens']} | "
+                     f"{res['seconds']:.2f} | {reasons} |")
+
+    # per-sample seeding against HF's plain sampling, same requests (K votes per pair)
+    requests = []
+    for pair in pairs:
+        plan = plan_votes(pair["pair_id"], args.k, args.seed, "balanced")
+        for swapped, base in ((False, plan.seed_unswapped), (True, plan.seed_swapped)):
+            shown = ((pair["image_b_path"], pair["image_a_path"]) if swapped
+                     else (pair["image_a_path"], pair["image_b_path"]))
+            requests.append(GenRequest(shown, prompt, args.k // 2, base))
+    start = time.perf_counter()
+    eng.generate(requests, sampling)
+    per_sample = time.perf_counter() - start
+    start = time.perf_counter()
+    for req in requests:
+        torch.manual_seed(req.seed)
+        with torch.inference_mode():
+            eng.net.generate(**eng._inputs(req), max_new_tokens=sampling.max_tokens,
+                             num_return_sequences=req.n, do_sample=True, top_k=0,
+                             pad_token_id=tok.pad_token_id)
+    plain = time.perf_counter() - start
+    lines += ["", f"Sampling {len(pairs)} pairs x K = {args.k}, {sampling.max_tokens} new "
+              f"tokens: per-sample seeding {per_sample:.2f} s, HF's plain multinomial "
+              f"{plain:.2f} s ({per_sample / plain:.2f}x)."]
+    lines += ["", convergence(eng, pairs, prompt)]
+    eng.close()
+    return "\n".join(lines)
+
+
+def convergence(eng, pairs, prompt, ks=(8, 32, 128, 512)) -> str:
+    """Mean |fraction of "0" - P("0")| over disjoint groups of K of 512 sampled first tokens
+    per pair (64 groups of 8, ..., 1 of 512), with the binomial expectation alongside."""
+    import math
+
+    import torch
+    from transformers import LogitsProcessorList
+
+    from evoq_data.generation.engines import GenRequest
+    from evoq_data.generation.engines.hf import PerSampleSampler
+
+    ids = list(eng.answer_token_ids())
+
+    def only_answers(input_ids, scores):
+        masked = torch.full_like(scores, float("-inf"))
+        masked[:, ids] = scores[:, ids]
+        return masked
+
+    lines = ["| pair | P(0) (logprob) | " + " | ".join(f"K={k}" for k in ks) + " |",
+             "|---|---:|" + "---:|" * len(ks)]
+    expected = None
+    for i, pair in enumerate(pairs):
+        req = GenRequest((pair["image_a_path"], pair["image_b_path"]), prompt, max(ks),
+                         11 + 1000 * i)
+        [(p0, _)] = eng.answer_probs([req])
+        inputs = eng._inputs(req)
+        sampler = PerSampleSampler(torch, req.seed, req.n, 1.0, 1.0, eng.device)
+        with torch.inference_mode():
+            out = eng.net.generate(**inputs, max_new_tokens=1, do_sample=True, top_k=0,
+                                   num_return_sequences=req.n, pad_token_id=0,
+                                   logits_processor=LogitsProcessorList([only_answers,
+                                                                          sampler]))
+        zero = [t == ids[0] for t in out[:, inputs["input_ids"].shape[1]].tolist()]
+        errs = []
+        for k in ks:
+            groups = [zero[j:j + k] for j in range(0, max(ks), k)]
+            errs.append(sum(abs(sum(g) / k - p0) for g in groups) / len(groups))
+        lines.append(f"| {i} | {p0:.4f} | " + " | ".join(f"{e:.4f}" for e in errs) + " |")
+        expected = [math.sqrt(2 / math.pi * p0 * (1 - p0) / k) for k in ks]
+    lines.append("| binomial expectation | | " + " | ".join(f"{e:.4f}" for e in expected)
+                 + " |")
+    return ("Mean abs(fraction of sampled \"0\" - P(\"0\")) over disjoint groups of K of "
+            f"{max(ks)} samples:\n\n" + "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=9, help="demo photos (x 75 pairs)")
+    parser.add_argument("-k", type=int, default=32)
+    parser.add_argument("--wave", type=int, default=8)
+    parser.add_argument("--random-crop", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round-pairs", type=int, default=20_000)
+    parser.add_argument("--tokens-per-vote", type=float, default=200.0)
+    parser.add_argument("--tokens-per-s", type=float, default=2500.0)
+    parser.add_argument("--tiny-pairs", type=int, default=3)
+    parser.add_argument("--tiny-max-tokens", type=int, default=8)
+    parser.add_argument("--no-tiny", action="store_true", help="skip parts 2 and 3")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="evoq-vote-cost-") as tmp:
+        root = Path(tmp)
+        table, _, n_pairs = piqe_part(root, args)
+        print(f"### Stochastic judge: PIQE random_crop={args.random_crop:g}, {n_pairs} pairs, "
+              f"K = {args.k}, wave {args.wave}\n")
+        print(table)
+        print(f"\nGPU h per paper round: {args.round_pairs:,} pairs x {args.k} votes x share "
+              f"x {args.tokens_per_vote:g} decode tokens per vote / {args.tokens_per_s:g} "
+              "tokens/s (assumed, Qwen2.5-VL-7B bf16, vLLM, one GPU) / 3600.")
+        if not args.no_tiny:
+            print(f"\n### Engine path: tiny Qwen2.5-VL, transformers, --no-reasoning, "
+                  f"{args.tiny_pairs} pairs\n")
+            print(tiny_part(root, args))
+
+
+if __name__ == "__main__":
+    main()
