@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +38,9 @@ from evoq_data.votes.store import (
     shard_lock,
     write_shard,
 )
+
+if TYPE_CHECKING:
+    from evoq_data.votes.ray_runner import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +145,50 @@ def vote_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa.Tab
     return _chunk_rows(chunk, plans, answers, eng, prompt, sampling, datetime.now(UTC))
 
 
+RUNNERS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    """What a runner reports for each chunk it wrote as a shard file."""
+
+    pairs: int
+    votes: int
+    invalid: int
+
+
+def _vote_here(eng: Engine, chunks: list[list[dict]], settings: VoteSettings, votes_dir: Path,
+               shard_index: int, num_shards: int):
+    """The local runner: vote and write the chunks one by one, in this process."""
+    for chunk in chunks:
+        table = vote_chunk(eng, chunk, settings)
+        write_shard(table, votes_dir, shard_index, num_shards)
+        invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py() or 0)
+        yield ChunkDone(len(chunk), table.num_rows, invalid)
+
+
 def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
              votes_per_pair: int = 32, seed: int = 0, order: str = "random",
              num_shards: int = 1, shard_index: int = 0, chunk_pairs: int = 64,
-             quiet: bool = False) -> dict:
-    """The ``evoq-data vote`` stage. Returns a summary (paths and counts)."""
+             quiet: bool = False, runner: str = "local",
+             ray_options: RayOptions | None = None) -> dict:
+    """The ``evoq-data vote`` stage. Returns a summary (paths and counts).
+
+    ``runner``: ``local`` votes in this process; ``ray`` votes on a pool of Ray actors
+    (:mod:`evoq_data.votes.ray_runner`, settings in ``ray_options``). Both write the same
+    votes into the same store; everything but the voting loop is shared."""
     from tqdm.auto import tqdm
 
+    if runner not in RUNNERS:
+        raise EvoqError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    if runner == "ray":  # checked before anything is written: no Ray, no trace
+        from evoq_data.votes.ray_runner import RayOptions, require_ray
+
+        require_ray()
+        ray_options = ray_options or RayOptions()
+        ray_options.check()
+    elif ray_options is not None:
+        raise EvoqError("Ray settings are for --runner ray, not --runner local")
     if votes_per_pair < 1:
         raise EvoqError(f"--votes-per-pair must be at least 1, got {votes_per_pair}")
     if order not in ORDERS:
@@ -175,7 +216,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         top_p=spec.sampling.top_p, max_tokens=spec.sampling.max_tokens, seed=seed,
         votes_per_pair=votes_per_pair, order=order, reasoning=spec.reasoning,
         num_shards=num_shards, pairs_file=str(Path(pairs).resolve()),
-        pairs_sha256=file_sha256(pairs))
+        pairs_sha256=file_sha256(pairs), runner=runner)
     with ExitStack() as stack:  # closes the engine and releases the shard lock on any exit
         eng = None
         if spec.engine == "openai" and not spec.model:
@@ -198,7 +239,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
                    "invalid_votes": 0, "shards_written": 0}
         if not todo:
             return summary
-        if eng is None:
+        if eng is None and runner == "local":
             try:
                 eng = open_engine(spec, manifest["model_revision"])
             except BaseException:
@@ -210,21 +251,39 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         remove_stale_temp_files(votes_dir, shard_index, num_shards)
         todo = pairs_to_do()  # again, under the lock
         summary["pairs_already_done"] = len(mine) - len(todo)
+        chunks = [todo[start : start + chunk_pairs] for start in range(0, len(todo), chunk_pairs)]
+        if runner == "ray":
+            from evoq_data.votes.ray_runner import vote_on_ray
+
+            on_ray = vote_on_ray(chunks, spec, settings, revision=manifest["model_revision"],
+                                 votes_dir=votes_dir, shard_index=shard_index,
+                                 num_shards=num_shards, options=ray_options, quiet=quiet)
+            # on exit, in this order: Ray stops (its actors end), the temp files of actors
+            # killed mid-chunk are removed, the shard lock is released
+            stack.callback(remove_stale_temp_files, votes_dir, shard_index, num_shards)
+            stack.callback(on_ray.close)
+            done_chunks = (ChunkDone(d["pairs"], d["votes"], d["invalid"]) for d in on_ray)
+        else:
+            done_chunks = _vote_here(eng, chunks, settings, votes_dir, shard_index, num_shards)
         bar = stack.enter_context(tqdm(total=len(mine), initial=len(mine) - len(todo),
                                        desc="pairs", unit="pair", disable=quiet,
                                        dynamic_ncols=True))
         started = time.perf_counter()
-        for start in range(0, len(todo), chunk_pairs):
-            chunk = todo[start : start + chunk_pairs]
-            table = vote_chunk(eng, chunk, settings)
-            write_shard(table, votes_dir, shard_index, num_shards)
-            invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py())
-            summary["pairs_voted"] += len(chunk)
-            summary["votes"] += table.num_rows
-            summary["invalid_votes"] += invalid
-            summary["shards_written"] += 1
-            bar.update(len(chunk))
-            bar.set_postfix(votes_s=f"{summary['votes'] / (time.perf_counter() - started):.1f}",
-                            invalid=summary["invalid_votes"])
+        try:
+            for done in done_chunks:
+                summary["pairs_voted"] += done.pairs
+                summary["votes"] += done.votes
+                summary["invalid_votes"] += done.invalid
+                summary["shards_written"] += 1
+                bar.update(done.pairs)
+                bar.set_postfix(
+                    votes_s=f"{summary['votes'] / (time.perf_counter() - started):.1f}",
+                    invalid=summary["invalid_votes"])
+        except BaseException:
+            if runner == "ray":
+                on_ray.close()  # Ray stops first: no actor writes after this
+                if claimed:  # Ray or its actors failed to start: no trace (kept if any
+                    release_manifest(votes_dir, remove_folder=new_folder)  # shard exists)
+            raise
         summary["seconds"] = round(time.perf_counter() - started, 3)
         return summary
