@@ -243,6 +243,21 @@ def test_a_pool_larger_than_the_cluster_is_refused_and_leaves_no_trace(cluster, 
     assert not out.exists()
 
 
+def test_an_engine_that_cannot_start_in_its_actor_fails_in_one_line_and_leaves_no_trace(
+        cluster, tiny_vlm, pairs_file, tmp_path):
+    import shutil
+
+    broken = tmp_path / "no-weights"  # a checkpoint folder that passes the driver's checks
+    shutil.copytree(tiny_vlm, broken, ignore=shutil.ignore_patterns("*.safetensors"))
+    out = tmp_path / "votes"
+    with pytest.raises(EvoqError, match="the Ray vote failed") as info:
+        run_vote(pairs_file, spec("transformers", str(broken), max_tokens=4), out,
+                 votes_per_pair=2, runner="ray", ray_options=RayOptions(workers=1),
+                 quiet=True)
+    assert "\n" not in str(info.value)
+    assert not out.exists()
+
+
 def test_pool_plan():
     eight = {"CPU": 64, "GPU": 8}
     vllm_tp2 = {"tensor_parallel_size": 2}
