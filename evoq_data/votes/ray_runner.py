@@ -20,7 +20,8 @@ driver. Faults:
   again (Ray Data's actor fault tolerance). Ray Data retries without end; a chunk that
   kills its worker every time (out of memory, a broken image that crashes the backend)
   would loop, so each actor counts the attempts at a chunk in a file beside the shards and
-  fails the run, naming the chunk's first pair, at attempt :data:`MAX_ATTEMPTS`;
+  fails the run, naming the chunk's pairs, once the chunk has killed :data:`MAX_ATTEMPTS`
+  workers;
 * an actor killed after the rename but before its answer reached the driver: the retry
   writes the same votes under the same file name (the name is a hash of the chunk's pair
   ids), so nothing is doubled;
@@ -36,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ from evoq_data.core.errors import EvoqError, require
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 4  # a chunk whose worker dies this many times fails the run (see below)
+MAX_ATTEMPTS = 4  # a chunk that killed its worker this many times fails the run
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # a started local cluster: chunks of pairs are small
 FAULT_ENV = "EVOQ_RAY_TEST_FAULT"  # tests only: kill an actor once (see VoteWorker._fault)
 GPU_ENGINES = ("transformers", "vllm")  # engines that use a GPU where there is one
@@ -186,22 +188,34 @@ def ray_session(options: RayOptions, quiet: bool = False):
         ray.shutdown()
 
 
-def _evoq_error_in(exc: BaseException) -> EvoqError | None:
-    """The EvoqError an actor raised, found in the exceptions Ray wraps it in."""
+def _evoq_error_in(exc: BaseException) -> str | None:
+    """The message of the EvoqError an actor raised, found in the exceptions Ray wraps it in
+    (as a cause where Ray keeps it, else in the remote traceback Ray carries as text: Ray
+    Data wraps user errors in a UserCodeException whose own cause does not cross processes).
+    """
     seen: set[int] = set()
-    stack = [exc]
+    stack: list = [exc]
+    texts = []
     while stack:
         e = stack.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
         cause = getattr(e, "cause", None)
-        if isinstance(e, EvoqError) and not hasattr(e, "cause"):
-            return e
         if isinstance(cause, EvoqError):
-            return cause
+            return str(cause)
+        if isinstance(e, EvoqError) and cause is None:
+            return str(e)
+        texts.append(str(e))
         stack += [cause, e.__cause__, e.__context__]
+    for text in texts:
+        found = re.findall(r"EvoqError: (.+)", _ANSI.sub("", text))
+        if found:
+            return found[-1].strip()
     return None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class VoteWorker:
@@ -326,8 +340,8 @@ def _vote_on_cluster(ray, chunks, spec, settings, *, revision, votes_dir, shard_
     except Exception as exc:
         user = _evoq_error_in(exc)
         if user is not None:
-            raise EvoqError(str(user)) from exc
-        first = str(exc).strip().splitlines()
+            raise EvoqError(user) from exc
+        lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
         raise EvoqError(f"the Ray vote failed ({type(exc).__name__}: "
-                        f"{first[0] if first else 'no message'}); the chunks written are "
+                        f"{lines[-1] if lines else 'no message'}); the chunks written are "
                         "kept: rerun the same command to resume") from exc
