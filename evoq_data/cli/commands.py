@@ -88,6 +88,11 @@ def vote_cmd(
     num_shards: Annotated[int, typer.Option("--num-shards", help="Workers splitting the pairs.")] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", help="This worker's index in [0, num-shards).")] = 0,
     chunk_pairs: Annotated[int, typer.Option("--chunk-pairs", help="Pairs per engine batch and per shard file (the most a crash can lose).")] = 64,
+    runner: Annotated[str, typer.Option("--runner", help="local: vote in this process; ray: a pool of Ray actors, one engine each (pip install 'evoq[ray]'). Same votes, same store.")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="--runner ray: 'auto' or HOST:PORT joins a running cluster; 'local' starts a new one (default: RAY_ADDRESS if set, else a new local cluster).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="--runner ray: actors, one engine each (default: as many as the cluster's GPUs, else CPUs, hold).")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker", help="--runner ray: GPUs per actor (default: tensor_parallel_size x pipeline_parallel_size for vllm, 1 for transformers, on a cluster with GPUs; else 0).")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", help="--runner ray: CPUs per actor (default 1).")] = None,
     model_revision: ModelRevision = None,
     base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
@@ -105,8 +110,12 @@ def vote_cmd(
 
     Example: evoq-data vote ... --order balanced --stop decided --wave 8
     """
+    from evoq_data.votes.ray_runner import runner_options
     from evoq_data.votes.run import run_vote
 
+    ray_options = runner_options(runner, address=ray_address, workers=workers,
+                                 gpus_per_worker=gpus_per_worker,
+                                 cpus_per_worker=cpus_per_worker)
     spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
                            temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                            reasoning=reasoning, base_url=base_url, concurrency=concurrency,
@@ -114,7 +123,8 @@ def vote_cmd(
     summary = run_vote(pairs, spec, out, votes_per_pair=votes_per_pair, seed=seed, order=order,
                        num_shards=num_shards, shard_index=shard_index,
                        chunk_pairs=chunk_pairs, stop=stop, wave=wave,
-                       confidence=confidence, mode=mode, quiet=quiet)
+                       confidence=confidence, mode=mode, quiet=quiet, runner=runner,
+                       ray_options=ray_options)
     _emit(summary)
 
 

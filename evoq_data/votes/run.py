@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,9 @@ from evoq_data.votes.store import (
     shard_lock,
     write_shard,
 )
+
+if TYPE_CHECKING:
+    from evoq_data.votes.ray_runner import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -300,16 +304,62 @@ def _logprob_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa
     return _table(rows)
 
 
+RUNNERS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    """What a runner reports for each chunk it wrote as a shard file."""
+
+    pairs: int
+    votes: int
+    invalid: int
+    stop_reasons: dict  # stop_reason -> pairs
+
+
+def chunk_report(table: pa.Table, pairs: int) -> ChunkDone:
+    """The counts of one written chunk (both runners report through this)."""
+    invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py() or 0)
+    firsts = pa.compute.equal(table.column("vote_index"), 0)
+    reasons: dict[str, int] = {}
+    for reason in table.column("stop_reason").filter(firsts).to_pylist():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return ChunkDone(pairs, table.num_rows, invalid, reasons)
+
+
+def _vote_here(eng: Engine, chunks: list[list[dict]], settings: VoteSettings, votes_dir: Path,
+               shard_index: int, num_shards: int):
+    """The local runner: vote and write the chunks one by one, in this process."""
+    for chunk in chunks:
+        table = vote_chunk(eng, chunk, settings)
+        write_shard(table, votes_dir, shard_index, num_shards)
+        yield chunk_report(table, len(chunk))
+
+
 def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
              votes_per_pair: int | None = None, seed: int = 0, order: str = "random",
              num_shards: int = 1, shard_index: int = 0, chunk_pairs: int = 64,
              stop: str = "fixed", wave: int = 8, confidence: float | None = None,
-             mode: str = "sample", quiet: bool = False) -> dict:
+             mode: str = "sample", quiet: bool = False, runner: str = "local",
+             ray_options: RayOptions | None = None) -> dict:
     """The ``evoq-data vote`` stage. Returns a summary (paths and counts).
 
-    ``votes_per_pair``: K (default 32); in logprob mode 2 rows per pair, whatever K."""
+    ``votes_per_pair``: K (default 32); in logprob mode 2 rows per pair, whatever K.
+    ``runner``: ``local`` votes in this process; ``ray`` votes on a pool of Ray actors
+    (:mod:`evoq_data.votes.ray_runner`, settings in ``ray_options``). Both write the same
+    votes into the same store; everything but the voting loop is shared."""
     from tqdm.auto import tqdm
 
+    if runner not in RUNNERS:
+        raise EvoqError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    if runner == "ray":  # checked before anything is written: no Ray, no trace
+        from evoq_data.votes.ray_runner import RayOptions, require_ray
+
+        require_ray()
+        ray_options = ray_options or RayOptions()
+        ray_options.check()
+    elif ray_options is not None:
+        raise EvoqError("Ray settings are for --runner ray, not --runner local")
     if votes_per_pair is None:
         votes_per_pair = 2 if mode == "logprob" else 32
     if num_shards < 1 or not 0 <= shard_index < num_shards:
@@ -346,7 +396,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         votes_per_pair=votes_per_pair, order=order, **settings.identity(),
         reasoning=spec.reasoning,
         num_shards=num_shards, pairs_file=str(Path(pairs).resolve()),
-        pairs_sha256=file_sha256(pairs))
+        pairs_sha256=file_sha256(pairs), runner=runner)
     if spec.engine == "piqe":  # the stochastic judge is another judge: named as such
         from evoq_data.generation.engines.piqe import piqe_model_name
 
@@ -374,7 +424,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
                    "shards_written": 0}
         if not todo:
             return summary
-        if eng is None:
+        if eng is None and runner == "local":
             try:
                 eng = open_engine(spec, manifest["model_revision"])
             except BaseException:
@@ -386,25 +436,43 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         remove_stale_temp_files(votes_dir, shard_index, num_shards)
         todo = pairs_to_do()  # again, under the lock
         summary["pairs_already_done"] = len(mine) - len(todo)
+        chunks = [todo[start : start + chunk_pairs] for start in range(0, len(todo), chunk_pairs)]
+        if runner == "ray":
+            from evoq_data.votes.ray_runner import vote_on_ray
+
+            on_ray = vote_on_ray(chunks, spec, settings, revision=manifest["model_revision"],
+                                 votes_dir=votes_dir, shard_index=shard_index,
+                                 num_shards=num_shards, options=ray_options, quiet=quiet)
+            # on exit, in this order: Ray stops (its actors end), the temp files of actors
+            # killed mid-chunk are removed, the shard lock is released
+            stack.callback(remove_stale_temp_files, votes_dir, shard_index, num_shards)
+            stack.callback(on_ray.close)
+            done_chunks = (ChunkDone(d["pairs"], d["votes"], d["invalid"], d["stop_reasons"])
+                           for d in on_ray)
+        else:
+            done_chunks = _vote_here(eng, chunks, settings, votes_dir, shard_index, num_shards)
         bar = stack.enter_context(tqdm(total=len(mine), initial=len(mine) - len(todo),
                                        desc="pairs", unit="pair", disable=quiet,
                                        dynamic_ncols=True))
         started = time.perf_counter()
-        for start in range(0, len(todo), chunk_pairs):
-            chunk = todo[start : start + chunk_pairs]
-            table = vote_chunk(eng, chunk, settings)
-            write_shard(table, votes_dir, shard_index, num_shards)
-            invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py())
-            summary["pairs_voted"] += len(chunk)
-            summary["votes"] += table.num_rows
-            summary["votes_planned"] += len(chunk) * votes_per_pair
-            firsts = pa.compute.equal(table.column("vote_index"), 0)
-            for reason in table.column("stop_reason").filter(firsts).to_pylist():
-                summary["stop_reasons"][reason] = summary["stop_reasons"].get(reason, 0) + 1
-            summary["invalid_votes"] += invalid
-            summary["shards_written"] += 1
-            bar.update(len(chunk))
-            bar.set_postfix(votes_s=f"{summary['votes'] / (time.perf_counter() - started):.1f}",
-                            invalid=summary["invalid_votes"])
+        try:
+            for done in done_chunks:
+                summary["pairs_voted"] += done.pairs
+                summary["votes"] += done.votes
+                summary["votes_planned"] += done.pairs * votes_per_pair
+                for reason, n in done.stop_reasons.items():
+                    summary["stop_reasons"][reason] = summary["stop_reasons"].get(reason, 0) + n
+                summary["invalid_votes"] += done.invalid
+                summary["shards_written"] += 1
+                bar.update(done.pairs)
+                bar.set_postfix(
+                    votes_s=f"{summary['votes'] / (time.perf_counter() - started):.1f}",
+                    invalid=summary["invalid_votes"])
+        except BaseException:
+            if runner == "ray":
+                on_ray.close()  # Ray stops first: no actor writes after this
+                if claimed:  # Ray or its actors failed to start: no trace (kept if any
+                    release_manifest(votes_dir, remove_folder=new_folder)  # shard exists)
+            raise
         summary["seconds"] = round(time.perf_counter() - started, 3)
         return summary
