@@ -98,6 +98,7 @@ CURVE_COLUMNS = (
     ("parse_rate", None),  # 1 - parse_failure_rate
     ("score_mean", "score_mean"),
     ("group_score_std", "score_group_std"),
+    ("group_score_constant", "score_group_constant_frac"),
     ("zero_std_frac", "frac_reward_zero_std"),
     ("kl", "kl"),
     ("entropy", "entropy"),
@@ -130,3 +131,104 @@ def format_curve(rows: list[dict]) -> str:
         cells = [f"{r[n]:.3f}" if not math.isnan(r[n]) else "-" for n in names]
         lines.append(f"| {r['first_step']}-{r['last_step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# --- running the project's command lines, as a user would -------------------------------
+
+#: The regime the seed study chose (docs/train.md, "Does training teach?"): on top of the
+#: cpu-smoke recipe, with the length penalty off so that only fidelity and format count.
+LEARN_SETTINGS = {
+    "num_generations": 8, "samples_per_device": 8, "per_device_train_batch_size": 32,
+    "max_completion_length": 16, "length_penalty_weight": 0, "beta": 0.1,
+    "learning_rate": 3e-3, "max_steps": 300,
+}
+
+
+def _env(threads: int | None = 1) -> dict:
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if threads:
+        # One torch thread: on a shared 2-core machine two spinning threads per process
+        # made generation 10-20x slower.
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _bin(name: str) -> str:
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def _run(cmd: list[str], log: Path | None, threads: int | None) -> str:
+    import subprocess
+
+    proc = subprocess.run(cmd, env=_env(threads), capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}):\n{text[-3000:]}")
+    return text
+
+
+def train(model: str | Path, prefs: str | Path, out: str | Path, settings: dict | None = None,
+          *, threads: int | None = 1) -> dict:
+    """``evoq-train grpo --config cpu-smoke`` with ``settings`` (defaults LEARN_SETTINGS);
+    returns {"steps": per-step metrics, "seconds": wall time, "log": log path}."""
+    import time
+
+    settings = {**LEARN_SETTINGS, **(settings or {})}
+    cmd = [_bin("evoq-train"), "grpo", "--config", "cpu-smoke", "--model", str(model),
+           "--dataset", str(prefs), "--output-dir", str(out), "--quiet"]
+    for k, v in settings.items():
+        cmd += [f"--{k}", str(v)]
+    t0 = time.time()
+    log = Path(f"{out}.log")
+    text = _run(cmd, log, threads)
+    return {"steps": parse_train_log(text), "seconds": round(time.time() - t0, 1),
+            "log": str(log)}
+
+
+def score_and_eval(model: str | Path, images: str | Path, labels: str | Path, out: str | Path,
+                   *, samples: int = 8, seed: int = 0, threads: int | None = 1) -> dict:
+    """``evoq-data score`` (transformers engine, K samples) then ``evoq-data eval``; returns
+    {"srcc", "plcc", "n", "parse_rate", "score_std", "seconds"} on the held-out images."""
+    import json
+    import time
+
+    import pandas as pd
+
+    out = Path(out)
+    t0 = time.time()
+    _run([_bin("evoq-data"), "score", "--images", str(images), "--model", str(model),
+          "--engine", "transformers", "--samples", str(samples), "--max-tokens", "16",
+          "--seed", str(seed), "--out", str(out / "scores.parquet"), "--quiet"],
+         out / "score.log", threads)
+    _run([_bin("evoq-data"), "eval", "--scores", str(out / "scores.parquet"),
+          "--labels", f"heldout={labels}", "--out", str(out / "eval")], out / "eval.log", threads)
+    wavg = json.loads((out / "eval" / "metrics.json").read_text())["wavg"]
+    rows = pd.read_parquet(out / "scores.parquet")
+    summary = pd.read_parquet(out / "scores.summary.parquet")
+    return {"srcc": float(wavg["srcc"]), "plcc": float(wavg["plcc"]), "n": int(wavg["n"]),
+            "parse_rate": float(rows["score"].notna().mean()),
+            # spread of the per-image mean scores: ~0 when the answers collapsed to one value
+            "score_std": float(summary["score_mean"].std()),
+            "seconds": round(time.time() - t0, 1)}
+
+
+def build_warm_model(out: str | Path, *, seed: int = 0, warmup_steps: int = 200,
+                     warmup_lr: float = 3e-3, threads: int | None = 1) -> float:
+    """``python -m evoq_data.testing.tiny_vlm OUT --warmup-steps N``; returns seconds."""
+    import sys
+    import time
+
+    t0 = time.time()
+    _run([sys.executable, "-m", "evoq_data.testing.tiny_vlm", str(out), "--seed", str(seed),
+          "--warmup-steps", str(warmup_steps), "--warmup-lr", str(warmup_lr)],
+         Path(f"{out}.log"), threads)
+    return round(time.time() - t0, 1)

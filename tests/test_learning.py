@@ -1,0 +1,55 @@
+"""Training teaches: the format warm-up, the constant-answer optimum, and a learning run.
+
+The learning test trains the warmed-up tiny model with `evoq-train grpo` on "quality =
+brightness" pseudo-preferences and checks held-out SRCC through `evoq-data score` + `eval`,
+with the p*-flipped control: a sign error in the reward, a wrong partner or a broken advantage
+fails it. Settings and margins come from the seed study in docs/train.md ("Does training
+teach?").
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from evoq_train.rewards import group_score_spread, thurstone_fidelity
+
+
+def test_constant_answer_beats_uniform_guessing():
+    """The arithmetic in docs/train.md: with a hard label, answers that all agree earn
+    sqrt(0.5) = 0.707 each, more than uniform guessing (~0.68), so without a KL term the reward
+    first pulls a model that cannot yet discriminate towards one constant answer."""
+    constant = thurstone_fidelity([3.0] * 8, [3.0] * 8, p_star=1.0)
+    # sqrt(0.5 + eps) + sqrt(0 + eps): eps = 1e-6 adds 0.001
+    assert constant == pytest.approx([math.sqrt(0.5) + 1e-3] * 8, abs=1e-5)
+    # Uniform answers in {1..5} for both images (var 2 each): E_q sqrt(Phi((q - 3) / 2)).
+    values = [1.0, 2.0, 3.0, 4.0, 5.0] * 2
+    uniform = sum(thurstone_fidelity(values, values, p_star=1.0)) / len(values)
+    assert uniform == pytest.approx(0.685, abs=0.005)
+    assert uniform < math.sqrt(0.5)
+    # And the other image of the pair, p* = 0: the same by symmetry.
+    assert sum(thurstone_fidelity(values, values, p_star=0.0)) / len(values) == pytest.approx(
+        uniform, abs=1e-9)
+
+
+def test_group_score_spread():
+    scores = [3.0, 3.0, 3.0, 1.0, 5.0, None, 2.0, None]
+    groups = [[0, 1, 2], [3, 4, 5], [6, 7]]  # constant; spread 2 (+ a None); one valid only
+    std, constant = group_score_spread(scores, groups)
+    assert std == pytest.approx((0.0 + 2.0) / 2)
+    assert constant == pytest.approx(0.5)
+    assert group_score_spread([None, 4.0], [[0, 1]]) is None
+
+
+def test_fidelity_reward_logs_the_spread():
+    from evoq_train.rewards import fidelity_reward
+
+    box = "<think>t</think> \\boxed{{{}}}".format
+    texts = [box(s) for s in (3, 3, 1, 5)]
+    metrics = {}
+    fidelity_reward()(prompts=[None] * 4, completions=texts, pair_id=["P"] * 4,
+                      image_id=["x", "x", "y", "y"], partner_id=["y", "y", "x", "x"],
+                      p_star_self=[1.0, 1.0, 0.0, 0.0], log_metric=metrics.__setitem__)
+    assert metrics["score_group_std"] == pytest.approx(1.0)
+    assert metrics["score_group_constant_frac"] == pytest.approx(0.5)
