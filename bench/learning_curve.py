@@ -14,7 +14,7 @@ quality information), write the "quality = brightness" task (evoq_data.testing.l
 
     python bench/learning_curve.py                       # seed 0, main run + both controls
     python bench/learning_curve.py --seeds 0 1 2 3 4 --out runs/learning
-    python bench/learning_curve.py --seeds 0 1 2 --no-controls --set max_steps=150 \\
+    python bench/learning_curve.py --seeds 0 1 2 --controls --set max_steps=150 \\
         --set lr_scheduler_type=constant --warmup-steps 100
 
 A seed "learned" when held-out SRCC after training is at least --margin above the
@@ -76,8 +76,11 @@ def one_seed(seed: int, root: Path, args, settings: dict) -> dict:
     print(f"[seed {seed}] warmed-up model: held-out SRCC {res['before']['srcc']:.3f}, "
           f"parse rate {res['before']['parse_rate']:.3f}", flush=True)
     runs = [("main", task["prefs"], {})]
-    if args.controls:
-        runs += [("flipped", task["prefs_flipped"], {}), ("beta0", task["prefs"], {"beta": 0})]
+    if seed in args.seeds[:args.control_seeds]:
+        if "flipped" in args.controls:
+            runs.append(("flipped", task["prefs_flipped"], {}))
+        if "beta0" in args.controls:
+            runs.append(("beta0", task["prefs"], {"beta": 0}))
     for name, prefs, extra in runs:
         run_settings = {**settings, "seed": seed, **extra}
         t = train(warm, prefs, root / f"run-{name}", run_settings, threads=args.threads)
@@ -99,16 +102,15 @@ def one_seed(seed: int, root: Path, args, settings: dict) -> dict:
     main = res["main"]
     res["learned"] = bool(main["after"]["srcc"] >= res["before"]["srcc"] + args.margin
                           and main["fidelity_last"] > main["fidelity_first"])
-    if args.controls:
+    if "flipped" in res:
         res["flipped_below_zero"] = bool(res["flipped"]["after"]["srcc"] < 0)
     return res
 
 
-def table(results: list[dict], controls: bool) -> str:
+def table(results: list[dict]) -> str:
     head = ["seed", "SRCC warm", "SRCC after", "PLCC after", "fidelity first -> last block",
-            "train s", "learned"]
-    if controls:
-        head += ["flipped SRCC", "beta-0 SRCC", "beta-0 constant groups (last block)"]
+            "train s", "learned", "flipped SRCC", "beta-0 SRCC",
+            "beta-0 constant groups (last block)"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in results:
         m = r["main"]
@@ -116,9 +118,9 @@ def table(results: list[dict], controls: bool) -> str:
                  _fmt(m["after"]["plcc"]),
                  f"{_fmt(m['fidelity_first'])} -> {_fmt(m['fidelity_last'])}",
                  f"{m['train_seconds']:.0f}", "yes" if r["learned"] else "**no**"]
-        if controls:
-            cells += [_fmt(r["flipped"]["after"]["srcc"]), _fmt(r["beta0"]["after"]["srcc"]),
-                      _fmt(r["beta0"]["constant_frac_last"])]
+        cells += [_fmt(r["flipped"]["after"]["srcc"]) if "flipped" in r else "",
+                  _fmt(r["beta0"]["after"]["srcc"]) if "beta0" in r else "",
+                  _fmt(r["beta0"]["constant_frac_last"]) if "beta0" in r else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -140,9 +142,14 @@ def main(argv=None) -> None:
     p.add_argument("--margin", type=float, default=0.3,
                    help="SRCC gain over the warmed-up model that counts as learning")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-controls", dest="controls", action="store_false",
-                   help="skip the flipped-p* and beta-0 runs")
+    p.add_argument("--controls", nargs="*", default=["flipped", "beta0"],
+                   choices=["flipped", "beta0"],
+                   help="control runs (default both; give none to skip them)")
+    p.add_argument("--control-seeds", type=int, default=None,
+                   help="run the controls for the first N seeds only (default: all)")
     args = p.parse_args(argv)
+    if args.control_seeds is None:
+        args.control_seeds = len(args.seeds)
     settings = dict(LEARN_SETTINGS)
     for item in args.set:
         k, _, v = item.partition("=")
@@ -157,15 +164,15 @@ def main(argv=None) -> None:
         (out / "results.json").write_text(json.dumps(
             {"settings": settings, "warmup_steps": args.warmup_steps, "margin": args.margin,
              "results": results}, indent=2, default=str))
-    md = table(results, args.controls)
+    md = table(results)
     n_ok = sum(r["learned"] for r in results)
     gains = [r["main"]["after"]["srcc"] - r["before"]["srcc"] for r in results]
     summary = (f"learned in {n_ok}/{len(results)} seeds (SRCC gain >= {args.margin} and last "
                f"block's fidelity above the first's); SRCC gain mean {statistics.mean(gains):.3f}"
                f", min {min(gains):.3f}; total {time.time() - t0:.0f} s")
-    if args.controls:
-        n_flip = sum(r["flipped_below_zero"] for r in results)
-        summary += f"; flipped control below 0 in {n_flip}/{len(results)}"
+    flips = [r["flipped_below_zero"] for r in results if "flipped_below_zero" in r]
+    if flips:
+        summary += f"; flipped control below 0 in {sum(flips)}/{len(flips)}"
     (out / "results.md").write_text(f"settings: {settings}, warm-up {args.warmup_steps} steps\n\n"
                                     f"{md}\n\n{summary}\n")
     print(f"\n{md}\n\n{summary}")

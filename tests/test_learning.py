@@ -53,3 +53,43 @@ def test_fidelity_reward_logs_the_spread():
                       p_star_self=[1.0, 1.0, 0.0, 0.0], log_metric=metrics.__setitem__)
     assert metrics["score_group_std"] == pytest.approx(1.0)
     assert metrics["score_group_constant_frac"] == pytest.approx(0.5)
+
+
+def test_warmup_teaches_the_format_not_quality(tmp_path):
+    """A short warm-up (60 steps, ~15 s) already makes most answers parse, on the score and
+    the compare prompt; the answers carry no quality information (tested on the full warm-up
+    in the learning test: held-out SRCC near 0)."""
+    from evoq_data.testing.learning import build_warm_model, make_brightness_task
+
+    task = make_brightness_task(tmp_path / "task", n_train=4, n_heldout=6, n_pairs=2)
+    warm = tmp_path / "warm"
+    build_warm_model(warm, warmup_steps=60)
+    summary = __import__("json").loads((warm / "evoq_warmup.json").read_text())
+    assert summary["steps"] == 60 and summary["compare_every"] == 4
+    import torch
+
+    from evoq_data.engines.hf import TransformersEngine
+    from evoq_data.parse import OK, parse_compare, parse_score
+    from evoq_data.prompts import chat_messages, compare_prompt, score_prompt
+
+    engine = TransformersEngine(str(warm), device="cpu")
+    from PIL import Image
+
+    imgs = [Image.open(p).convert("RGB") for p in sorted(
+        (tmp_path / "task" / "images" / "heldout").glob("*.png"))]
+    tok = engine.processor.tokenizer
+    for prompt, parse, shown in ((score_prompt(True), parse_score, imgs[:1]),
+                                 (compare_prompt(True), parse_compare, imgs[:2])):
+        text = engine.processor.apply_chat_template(chat_messages(prompt, shown), tokenize=False,
+                                                    add_generation_prompt=True)
+        enc = engine.processor(text=[text], images=shown, return_tensors="pt")
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            out = engine.net.generate(**enc, max_new_tokens=16, do_sample=True, top_k=0,
+                                      num_return_sequences=16, pad_token_id=tok.pad_token_id)
+        answers = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        parsed = [parse(a, True) for a in answers]
+        ok = [p.value for p in parsed if p.status == OK]
+        assert len(ok) >= 12, (prompt.prompt_id, answers)
+        assert len(set(ok)) >= 2, (prompt.prompt_id, answers)  # random answers, not one value
+    assert task["prefs"]
