@@ -93,3 +93,68 @@ def test_warmup_teaches_the_format_not_quality(tmp_path):
         assert len(ok) >= 12, (prompt.prompt_id, answers)
         assert len(set(ok)) >= 2, (prompt.prompt_id, answers)  # random answers, not one value
     assert task["prefs"]
+
+
+# The regime of the seed study (docs/train.md, "Does training teach?"): the settings on top
+# of the cpu-smoke recipe, the warm-up length, and the pass margins the study makes safe.
+REGIME = {"max_steps": 120, "lr_scheduler_type": "constant", "learning_rate": 3e-3,
+          "beta": 0.1}
+WARMUP_STEPS = 200
+SRCC_MARGIN = 0.3  # held-out SRCC after training >= the warmed-up model's + this
+
+
+@pytest.mark.slow
+def test_grpo_learns_brightness_and_follows_flipped_labels(tmp_path):
+    """From a fresh tiny model: format warm-up, then `evoq-train grpo` on "quality =
+    brightness" pseudo-preferences, scored on held-out images with `evoq-data score` and
+    `evoq-data eval`; the same run with p* flipped must learn the opposite order.
+
+    Slow: two GRPO runs of 120 steps (64 answers a step, ~2.6 s a step on one busy core) plus
+    the warm-up and three scorings, ~13 minutes on 2 shared cores. No shorter regime learned
+    reliably in the study; a sign error, a wrong partner or a broken advantage fails it.
+    """
+    from evoq_data.testing.learning import (
+        build_warm_model,
+        curve,
+        make_brightness_task,
+        score_and_eval,
+        train,
+    )
+
+    task = make_brightness_task(tmp_path / "task", seed=0)
+    warm = tmp_path / "warm"
+    build_warm_model(warm, seed=0, warmup_steps=WARMUP_STEPS)
+    before = score_and_eval(warm, task["heldout_images"], task["heldout_labels"],
+                            tmp_path / "eval-warm")
+    assert before["parse_rate"] > 0.9
+    assert abs(before["srcc"]) < 0.3  # the warm-up carries no quality information
+
+    run = train(warm, task["prefs"], tmp_path / "run", {**REGIME, "seed": 0})
+    blocks = curve(run["steps"], blocks=4)
+    assert len(run["steps"]) == REGIME["max_steps"]
+    assert blocks[-1]["fidelity"] > blocks[0]["fidelity"]
+    after = score_and_eval(tmp_path / "run", task["heldout_images"], task["heldout_labels"],
+                           tmp_path / "eval-run")
+    assert after["srcc"] >= before["srcc"] + SRCC_MARGIN, (before, after, blocks)
+
+    flipped = train(warm, task["prefs_flipped"], tmp_path / "flipped", {**REGIME, "seed": 0})
+    assert len(flipped["steps"]) == REGIME["max_steps"]
+    after_flipped = score_and_eval(tmp_path / "flipped", task["heldout_images"],
+                                   task["heldout_labels"], tmp_path / "eval-flipped")
+    assert after_flipped["srcc"] < 0, (before, after_flipped)
+
+
+def test_shipped_recipes_keep_a_kl_term():
+    """beta 0 invites the constant-answer collapse (docs/train.md); every shipped training
+    recipe keeps the paper's KL coefficient."""
+    from pathlib import Path
+
+    import yaml
+
+    import evoq_train
+
+    recipes = sorted((Path(evoq_train.__file__).parent / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        beta = yaml.safe_load(path.read_text()).get("beta")
+        assert beta is not None and float(beta) == 0.05, (path.name, beta)
