@@ -109,9 +109,11 @@ def test_grpo_learns_brightness_and_follows_flipped_labels(tmp_path):
     brightness" pseudo-preferences, scored on held-out images with `evoq-data score` and
     `evoq-data eval`; the same run with p* flipped must learn the opposite order.
 
-    Slow: two GRPO runs of 120 steps (64 answers a step, ~2.6 s a step on one busy core) plus
-    the warm-up and three scorings, ~13 minutes on 2 shared cores. No shorter regime learned
-    reliably in the study; a sign error, a wrong partner or a broken advantage fails it.
+    Slow: learning starts only after ~90-110 GRPO steps of 64 answers, so this is two runs of
+    120 steps (2.6 s a step on one core beside one other job, 8.6 s when the 2 cores were
+    shared with ~8 busy processes) plus the warm-up and three scorings: ~13 minutes on a
+    lightly loaded 2-core machine, up to ~45 under heavy load. A sign error in the reward, a
+    wrong partner or a broken advantage fails it; see docs/train.md for the seed study.
     """
     from evoq_data.testing.learning import (
         build_warm_model,
