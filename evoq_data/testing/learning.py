@@ -135,8 +135,9 @@ def format_curve(rows: list[dict]) -> str:
 
 # --- running the project's command lines, as a user would -------------------------------
 
-#: The regime the seed study chose (docs/train.md, "Does training teach?"): on top of the
-#: cpu-smoke recipe, with the length penalty off so that only fidelity and format count.
+#: The regime that learned in every run so far (docs/train.md, "Does training teach?"), on
+#: top of the cpu-smoke recipe, with the length penalty off so only fidelity and format count;
+#: the learning rate decays linearly to 0 (EvoqGRPOConfig's default schedule).
 LEARN_SETTINGS = {
     "num_generations": 8, "samples_per_device": 8, "per_device_train_batch_size": 32,
     "max_completion_length": 16, "length_penalty_weight": 0, "beta": 0.1,
