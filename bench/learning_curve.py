@@ -85,8 +85,13 @@ def one_seed(seed: int, root: Path, args, settings: dict) -> dict:
         run_settings = {**settings, "seed": seed, **extra}
         t = train(warm, prefs, root / f"run-{name}", run_settings, threads=args.threads)
         rows = curve(t["steps"], blocks=args.blocks)
-        after = score_and_eval(root / f"run-{name}", task["heldout_images"],
-                               task["heldout_labels"], root / f"eval-{name}", **ev)
+        try:
+            after = score_and_eval(root / f"run-{name}", task["heldout_images"],
+                                   task["heldout_labels"], root / f"eval-{name}", **ev)
+        except RuntimeError as exc:  # e.g. fewer than 3 images with a valid score: no SRCC
+            nan = float("nan")
+            after = {"srcc": nan, "plcc": nan, "n": 0, "parse_rate": nan, "score_std": nan,
+                     "error": str(exc).splitlines()[-1]}
         first, last = rows[0], rows[-1]
         res[name] = {"train_seconds": t["seconds"], "after": after, "curve": rows,
                      "fidelity_first": first["fidelity"], "fidelity_last": last["fidelity"],
@@ -100,10 +105,11 @@ def one_seed(seed: int, root: Path, args, settings: dict) -> dict:
               f"spread of per-image mean scores {res['before']['score_std']:.3f} -> "
               f"{after['score_std']:.3f}", flush=True)
     main = res["main"]
-    res["learned"] = bool(main["after"]["srcc"] >= res["before"]["srcc"] + args.margin
+    res["learned"] = bool(not math.isnan(main["after"]["srcc"])
+                          and main["after"]["srcc"] >= res["before"]["srcc"] + args.margin
                           and main["fidelity_last"] > main["fidelity_first"])
     if "flipped" in res:
-        res["flipped_below_zero"] = bool(res["flipped"]["after"]["srcc"] < 0)
+        res["flipped_below_zero"] = bool(res["flipped"]["after"]["srcc"] < 0)  # NaN: False
     return res
 
 
@@ -166,7 +172,8 @@ def main(argv=None) -> None:
              "results": results}, indent=2, default=str))
     md = table(results)
     n_ok = sum(r["learned"] for r in results)
-    gains = [r["main"]["after"]["srcc"] - r["before"]["srcc"] for r in results]
+    gains = [r["main"]["after"]["srcc"] - r["before"]["srcc"] for r in results
+             if not math.isnan(r["main"]["after"]["srcc"])] or [float("nan")]
     summary = (f"learned in {n_ok}/{len(results)} seeds (SRCC gain >= {args.margin} and last "
                f"block's fidelity above the first's); SRCC gain mean {statistics.mean(gains):.3f}"
                f", min {min(gains):.3f}; total {time.time() - t0:.0f} s")
