@@ -75,6 +75,28 @@ def thurstone_fidelity(scores_self: Sequence[float | None], scores_partner: Sequ
     return out
 
 
+def group_score_spread(scores: Sequence[float | None], groups) -> tuple[float, float] | None:
+    """(mean per-group std of the valid scores, fraction of groups whose valid scores are all
+    equal), over the groups (lists of row indices) with at least two valid scores; None when
+    there is no such group.
+
+    The collapse monitor: when an image's answers are all equal every one of them earns the
+    same fidelity reward, its advantages are 0 and the group teaches nothing. The std is the
+    population std of the group's valid scores (0 for a constant group).
+    """
+    stds, constant = [], 0
+    for idx in groups:
+        vals = [float(scores[i]) for i in idx if _valid(scores[i])]
+        if len(vals) < 2:
+            continue
+        mean = math.fsum(vals) / len(vals)
+        stds.append(math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / len(vals)))
+        constant += max(vals) == min(vals)
+    if not stds:
+        return None
+    return math.fsum(stds) / len(stds), constant / len(stds)
+
+
 def _text(completion) -> str:
     """A completion's text: TRL passes ``[{"role": "assistant", "content": str}]`` or a str."""
     if isinstance(completion, str):
@@ -152,6 +174,10 @@ def fidelity_reward(*, gamma: float = 1e-6, eps: float = 1e-6, reasoning: bool =
             log_metric("parse_failure_rate", 1.0 - len(valid) / len(scores))
             if valid:
                 log_metric("score_mean", math.fsum(valid) / len(valid))
+            spread = group_score_spread(scores, groups.values())
+            if spread is not None:
+                log_metric("score_group_std", spread[0])
+                log_metric("score_group_constant_frac", spread[1])
         if log_extra is not None:
             log_extra("score", scores)
             log_extra("parse_status", [p.status for p in parsed])

@@ -1,11 +1,17 @@
 """Write a tiny random-weight Qwen2.5-VL checkpoint, with no network.
 
     python -m evoq_data.testing.tiny_vlm OUT_DIR
+    python -m evoq_data.testing.tiny_vlm OUT_DIR --warmup-steps 200   # + format warm-up
 
 The checkpoint has the standard ``save_pretrained`` layout (config, safetensors weights, a
 byte-level BPE tokenizer trained on the spot with Qwen's special tokens, the Qwen2-VL chat
 template and a small-image ``Qwen2VLImageProcessor`` config), so every engine loads it like
 any Qwen2.5-VL checkpoint. About 0.4 M parameters: for tests and the demo only.
+
+A random model never writes ``\\boxed{<number>}``; ``--warmup-steps N`` then trains it on the
+answer format only (uniform random answers to the score and compare prompts, no quality
+information; :mod:`evoq_data.testing.warmup`), so that GRPO's fidelity reward has something to
+work with.
 """
 
 from __future__ import annotations
@@ -122,8 +128,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="format-only warm-up steps after building (0: none; 200 takes "
+                             "~25 s on 2 CPU cores); see evoq_data.testing.warmup")
+    parser.add_argument("--warmup-lr", type=float, default=3e-3)
     args = parser.parse_args(argv)
-    print(build_tiny_vlm(args.out_dir, seed=args.seed))
+    if args.warmup_steps <= 0:
+        print(build_tiny_vlm(args.out_dir, seed=args.seed))
+        return
+    import shutil
+    import tempfile
+
+    from .warmup import warmup
+
+    out = Path(args.out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = Path(tempfile.mkdtemp(prefix=".tiny-raw-", dir=out.parent))
+    try:
+        build_tiny_vlm(raw, seed=args.seed)
+        warmup(raw, out, steps=args.warmup_steps, lr=args.warmup_lr, seed=args.seed)
+    finally:
+        shutil.rmtree(raw, ignore_errors=True)
+    print(out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""Format-only warm-up of a tiny test model: teach it the answer format, nothing about quality.
+
+    python -m evoq_data.testing.warmup MODEL_IN MODEL_OUT [--steps 200] [--lr 3e-3] [--seed 0]
+    python -m evoq_data.testing.tiny_vlm OUT_DIR --warmup-steps 200     # build + warm up
+
+A random tiny Qwen2.5-VL never writes ``\\boxed{<number>}``, so the fidelity reward is 0 for
+every answer and GRPO has nothing to learn from. This supervised warm-up trains it for a few
+hundred steps on both of the paper's prompts, built as the engines and TRL build them (one
+user turn: the image(s), then the prompt text with the reasoning suffix):
+
+* the score prompt, target ``<think>ok</think> \\boxed{D}``, D uniform in {1, ..., 5};
+* the compare prompt (two images), target ``<think>ok</think> \\boxed{B}``, B uniform in {0, 1}.
+
+The images are random seeded textures and the answers are drawn independently of them: the
+warmed-up model knows the format and answers uniformly at random, so its scores carry no
+quality information (held-out SRCC near 0). Everything is seeded; the default 200 steps took
+44 s on 2 CPU cores beside one other job (96 s with one thread on a heavily shared machine),
+and ~95 % of the score answers then parse (GRPO's format reward does the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+SCORE_VALUES = ("1", "2", "3", "4", "5")
+COMPARE_VALUES = ("0", "1")
+
+
+def answer(value: str) -> str:
+    """The warm-up's target text for one answer (reasoning format, value in a box)."""
+    return f"<think>ok</think> \\boxed{{{value}}}"
+
+
+def random_image(rng, size: int = 64, brightness: float | None = None):
+    """A seeded random texture: a smooth colour field darkened by ``brightness`` (uniform in
+    [0.1, 1] when None), with a little grain."""
+    import numpy as np
+    from PIL import Image
+
+    low = rng.uniform(0, 1, (8, 8, 3))
+    up = np.asarray(Image.fromarray((low * 255).astype(np.uint8)).resize((size, size),
+                                                                        Image.BICUBIC),
+                    dtype=np.float32) / 255
+    if brightness is None:
+        brightness = rng.uniform(0.1, 1.0)
+    img = (0.25 + 0.6 * up + rng.normal(0, 0.04, up.shape)) * brightness
+    return Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
+
+
+def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr: float = 3e-3,
+           batch_size: int = 16, compare_every: int = 4, seed: int = 0, image_size: int = 64,
+           log_every: int = 50, quiet: bool = False) -> dict:
+    """Warm ``model_in`` up on the answer format; save it to ``model_out``; return a summary.
+
+    Every ``compare_every``-th step is a batch of compare prompts (two images, answer 0 or 1),
+    the others are score prompts (one image, answer 1..5); 0 means score prompts only.
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from ..modeling import load_processor
+    from ..prompts import chat_messages, compare_prompt, score_prompt
+
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError("warm-up needs steps >= 1, batch_size >= 1 and lr > 0")
+    torch.manual_seed(seed)
+    pick = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    proc = load_processor(str(model_in))
+    tok = proc.tokenizer
+    model = AutoModelForImageTextToText.from_pretrained(str(model_in), dtype=torch.float32)
+    model.train()
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    kinds = {
+        "score": (score_prompt(True), SCORE_VALUES),
+        "compare": (compare_prompt(True), COMPARE_VALUES),
+    }
+
+    def batch(kind: str):
+        prompt, values = kinds[kind]
+        images, texts, targets = [], [], []
+        for _ in range(batch_size):
+            imgs = [random_image(rng, image_size) for _ in range(prompt.num_images)]
+            images.extend(imgs)
+            texts.append(proc.apply_chat_template(chat_messages(prompt, imgs),
+                                                  add_generation_prompt=True, tokenize=False))
+            targets.append(tok(answer(pick.choice(values)), add_special_tokens=False)["input_ids"]
+                           + [eos])
+        enc = proc(text=texts, images=images, return_tensors="pt", padding=True)
+        # Same-size images: every prompt of a kind has the same length, so no padding inside.
+        width = max(len(t) for t in targets)
+        tgt = torch.full((batch_size, width), pad, dtype=torch.long)
+        tgt_mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for i, t in enumerate(targets):
+            tgt[i, :len(t)] = torch.tensor(t)
+            tgt_mask[i, :len(t)] = 1
+        ids = torch.cat([enc["input_ids"], tgt], dim=1)
+        mask = torch.cat([enc["attention_mask"], tgt_mask], dim=1)
+        labels = ids.clone()
+        labels[:, :enc["input_ids"].shape[1]] = -100
+        labels[mask == 0] = -100
+        return dict(input_ids=ids, attention_mask=mask, labels=labels,
+                    pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"])
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    t0 = time.time()
+    losses = []
+    for step in range(1, steps + 1):
+        kind = "compare" if compare_every and step % compare_every == 0 else "score"
+        loss = model(**batch(kind)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if not quiet and (step == 1 or step % log_every == 0 or step == steps):
+            print(f"warm-up step {step}/{steps} ({kind}) loss {losses[-1]:.4f} "
+                  f"({time.time() - t0:.0f}s)", flush=True)
+    out = Path(model_out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    # Keep the checkpoint's sampling settings (do_sample, temperature 1, top_p 1).
+    gen = Path(model_in, "generation_config.json")
+    if gen.is_file():
+        (out / "generation_config.json").write_text(gen.read_text())
+    summary = {"model_in": str(model_in), "model_out": str(out), "steps": steps, "lr": lr,
+               "batch_size": batch_size, "compare_every": compare_every, "seed": seed,
+               "final_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t0, 1)}
+    (out / "evoq_warmup.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_in")
+    parser.add_argument("model_out")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--compare-every", type=int, default=4,
+                        help="every N-th step trains the compare prompt (0: score prompt only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    summary = warmup(args.model_in, args.model_out, steps=args.steps, lr=args.lr,
+                     batch_size=args.batch_size, compare_every=args.compare_every,
+                     seed=args.seed, quiet=args.quiet)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
