@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evoq_data.testing.learning import (  # noqa: E402
+from evoq_data.testing.learning import (
     LEARN_SETTINGS,
     build_warm_model,
     curve,

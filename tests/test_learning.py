@@ -80,9 +80,9 @@ def test_warmup_teaches_the_format_not_quality(tmp_path):
     summary = json.loads((warm / "evoq_warmup.json").read_text())
     assert summary["steps"] == 100 and summary["compare_every"] == 2
 
-    from evoq_data.engines.hf import TransformersEngine
-    from evoq_data.parse import OK, parse_compare, parse_score
-    from evoq_data.prompts import chat_messages, compare_prompt, score_prompt
+    from evoq_data.generation.engines.hf import TransformersEngine
+    from evoq_data.generation.parse import OK, parse_compare, parse_score
+    from evoq_data.generation.prompts import chat_messages, compare_prompt, score_prompt
 
     engine = TransformersEngine(str(warm), device="cpu")
     from PIL import Image

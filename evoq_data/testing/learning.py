@@ -24,7 +24,7 @@ import math
 import random
 from pathlib import Path
 
-from .warmup import random_image
+from evoq_data.testing.warmup import random_image
 
 
 def make_brightness_task(root: str | Path, *, n_train: int = 256, n_heldout: int = 64,

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     import shutil
     import tempfile
 
-    from .warmup import warmup
+    from evoq_data.testing.warmup import warmup
 
     out = Path(args.out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

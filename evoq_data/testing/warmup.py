@@ -63,8 +63,8 @@ def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from ..modeling import load_processor
-    from ..prompts import chat_messages, compare_prompt, score_prompt
+    from evoq_data.generation.modeling import load_processor
+    from evoq_data.generation.prompts import chat_messages, compare_prompt, score_prompt
 
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError("warm-up needs steps >= 1, batch_size >= 1 and lr > 0")
