@@ -308,6 +308,104 @@ def test_bad_input_is_one_line_before_any_work(case, tmp_path, answering_vlm, in
     assert not run.exists()
 
 
+def _partial_run(tmp_path: Path, **settings):
+    """A run's context, to run some of its steps (the ones before training) directly."""
+    from evoq_train.evolve.config import EvolveSettings
+    from evoq_train.evolve.state import RunState
+    from evoq_train.evolve.steps import Context, plan
+
+    s = EvolveSettings(rounds=2, run_dir=str(tmp_path / "run"), train_config="cpu-smoke",
+                       **settings)
+    s.validate()
+    run = tmp_path / "run"
+    run.mkdir()
+    ctx = Context(s, run.resolve(), RunState.open(run.resolve(), s.identity(), 2))
+    return ctx, {step.name: step for step in plan(ctx)}
+
+
+def test_synthetic_pairs_join_the_random_pairs_from_round_2(tmp_path, inputs, tiny_vlm):
+    from evoq_train.evolve.run import execute
+
+    ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
+                              pairs_per_round=6, synthetic_pairs=20)
+    names = list(steps)
+    assert "round-1/distort" not in names
+    assert names[names.index("round-2/pairs"):names.index("round-2/vote") + 1] == [
+        "round-2/pairs", "round-2/distort", "round-2/synthetic-pairs", "round-2/mix-pairs",
+        "round-2/vote"]
+    vote = steps["round-2/vote"].command()
+    assert vote[vote.index("--pairs") + 1] == "round-2/pairs.parquet"
+    for name in ("round-2/pairs", "round-2/distort", "round-2/synthetic-pairs",
+                 "round-2/mix-pairs"):
+        execute(ctx, steps[name], quiet=True)
+    run = ctx.run
+    random_ = pq.read_table(run / "round-2/random-pairs.parquet").to_pylist()
+    synthetic = pq.read_table(run / "round-2/synthetic/pairs.parquet").to_pylist()
+    mixed = pq.read_table(run / "round-2/pairs.parquet").to_pylist()
+    assert (len(random_), len(synthetic)) == (6, 20)
+    assert mixed == random_ + synthetic
+    assert all(r["known_better_id"] for r in synthetic)
+    # The references are a subset of the round's pool images (their bytes, by id).
+    pool_ids = {r[f"image_{s}_id"] for r in random_ for s in "ab"}
+    refs = {r["reference_id"] for r in synthetic}
+    assert refs and refs <= pool_ids
+    manifest = json.loads((run / "round-2/pairs.manifest.json").read_text())
+    assert manifest["num_pairs"] == 26
+    assert manifest["mixed"]["random"]["pairs"] == 6
+    assert manifest["mixed"]["synthetic"]["pairs"] == 20
+    assert manifest["mixed"]["duplicates_dropped"] == 0
+    assert manifest["source"] == os.path.relpath(inputs["pool"], run)
+
+
+def test_openai_bootstrap_judge_votes_round_1(tmp_path, inputs, tiny_vlm):
+    """Round 1 voted by a model behind an OpenAI-compatible endpoint (a loopback fake that
+    always answers \\boxed{1}); recorded as the bootstrap judge in the dataset's lineage."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            payload = json.dumps({"choices": [
+                {"index": i, "message": {"role": "assistant", "content": "\\boxed{1}"}}
+                for i in range(body["n"])]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        from evoq_train.evolve.lineage import build_lineage
+        from evoq_train.evolve.run import execute
+
+        ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
+                                  pairs_per_round=4, votes_per_pair=2,
+                                  bootstrap_engine="openai", bootstrap_model="big-judge",
+                                  bootstrap_args=[f"base_url={url}"])
+        vote = steps["round-1/vote"].command()
+        i = vote.index("--engine")
+        assert vote[i:i + 6] == ["--engine", "openai", "--model", "big-judge", "--base-url", url]
+        for name in ("round-1/pairs", "round-1/vote", "round-1/aggregate"):
+            execute(ctx, steps[name], quiet=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    manifest = json.loads((ctx.run / "round-1/prefs/manifest.json").read_text())
+    assert manifest["evolve"]["voted_by"] == {
+        "role": "bootstrap judge", "engine": "openai", "model": "big-judge",
+        "model_revision": "unknown"}
+    stats = json.loads((ctx.run / "round-1/prefs/stats.json").read_text())
+    assert (stats["votes"]["total"], stats["votes"]["invalid"]) == (8, 0)
+    assert build_lineage(ctx)["rounds"][0]["dataset"] is None  # not published yet
+
+
 def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -322,7 +420,7 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600
 def _start(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "evoq_train.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -153,7 +153,7 @@ class EvolveSettings:
             doc.pop(key)
         doc["pool"] = _identity_path(self.pool)
         doc["model"] = _identity_path(self.model)
-        if self.bootstrap_model:
+        if self.bootstrap_model and self.bootstrap_engine in SELF_ENGINES:
             doc["bootstrap_model"] = _identity_path(self.bootstrap_model)
         if self.local_dir:
             doc["local_dir"] = str(Path(self.local_dir).expanduser().resolve())
