@@ -406,6 +406,62 @@ def test_openai_bootstrap_judge_votes_round_1(tmp_path, inputs, tiny_vlm):
     assert build_lineage(ctx)["rounds"][0]["dataset"] is None  # not published yet
 
 
+def test_round_published_to_the_hub_as_version_round_1(tmp_path, inputs, tiny_vlm, hub,
+                                                       monkeypatch):
+    """--repo-id: the push step uploads tag round-1 (loopback Hub) and training reads it
+    back by repo id and revision."""
+    from evoq_train.evolve.lineage import build_lineage
+    from evoq_train.evolve.run import execute
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the children read the environment
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
+                              pairs_per_round=4, votes_per_pair=2, bootstrap_engine="piqe",
+                              repo_id="lab/evo")
+    for name in ("round-1/pairs", "round-1/vote", "round-1/aggregate", "round-1/push"):
+        execute(ctx, steps[name], quiet=True)
+    repo = hub.repo("lab/evo")
+    meta = json.loads(repo.commits[repo.tags["round-1"]].tree["evoq.json"].data.decode())
+    dataset = build_lineage(ctx)["rounds"][0]["dataset"]
+    assert (dataset["repo_id"], dataset["version"], dataset["content_hash"]) == (
+        "lab/evo", "round-1", meta["content_hash"])
+    assert dataset["commit"] == repo.tags["round-1"]
+    assert meta["aggregate"]["evolve"]["voted_by"]["role"] == "bootstrap judge"
+    assert ctx.state.step("round-1/push")["outputs"] == []
+    grpo = steps["round-1/grpo"].command()
+    assert grpo[grpo.index("--dataset"):grpo.index("--dataset") + 4] == [
+        "--dataset", "lab/evo", "--revision", "round-1"]
+
+
+def test_one_evolve_per_run_folder(tmp_path, answering_vlm, inputs):
+    from evoq_train.evolve.run import run_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_lock(run):
+        assert_user_error(cli(*evolve_args(run, answering_vlm, inputs)),
+                          f"another evoq-train evolve is running in {run.resolve()}")
+    assert not (run / "state.json").exists()
+
+
+def test_yaml_config_sets_fields_and_the_command_line_wins(tmp_path, inputs, tiny_vlm):
+    from evoq_train.evolve.config import EvolveSettings
+
+    config = tmp_path / "evolve.yaml"
+    config.write_text(f"pool: {inputs['pool']}\nmodel: {tiny_vlm}\nvotes-per-pair: 4\n"
+                      "engine_arg: [dtype=float32]\n"
+                      f"eval: {{small: {inputs['labels']}}}\nrounds: 3\n")
+    s = EvolveSettings.build(config, {"rounds": 1, "run_dir": str(tmp_path / "run"),
+                                      "engine_args": None})
+    assert (s.pool, s.model, s.votes_per_pair, s.rounds) == (
+        str(inputs["pool"]), str(tiny_vlm), 4, 1)
+    assert s.engine_args == ["dtype=float32"] and s.evals == [f"small={inputs['labels']}"]
+    assert s.pairs_per_round == 20000 and s.train_config == "qwen2.5-vl-7b-8xa100"
+    config.write_text("pool: x\npairs: 3\n")
+    assert_user_error(cli("evolve", "--config", str(config), "--run-dir", str(tmp_path / "r")),
+                      "unknown setting 'pairs'")
+
+
 def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
