@@ -314,8 +314,8 @@ def _partial_run(tmp_path: Path, **settings):
     from evoq_train.evolve.state import RunState
     from evoq_train.evolve.steps import Context, plan
 
-    s = EvolveSettings(rounds=2, run_dir=str(tmp_path / "run"), train_config="cpu-smoke",
-                       **settings)
+    s = EvolveSettings(**{"rounds": 2, "run_dir": str(tmp_path / "run"),
+                          "train_config": "cpu-smoke", **settings})
     s.validate()
     run = tmp_path / "run"
     run.mkdir()
@@ -460,6 +460,33 @@ def test_yaml_config_sets_fields_and_the_command_line_wins(tmp_path, inputs, tin
     config.write_text("pool: x\npairs: 3\n")
     assert_user_error(cli("evolve", "--config", str(config), "--run-dir", str(tmp_path / "r")),
                       "unknown setting 'pairs'")
+
+
+def test_gpu_commands_init_from_base_and_accelerate(tmp_path, inputs, tiny_vlm):
+    """The commands of the 8-GPU setup, built (not run): vLLM votes with the previous
+    round's model, GRPO under accelerate launch with the shipped ZeRO-3 config, and
+    --init-from base trains every round from the base model."""
+    from evoq_train.settings import recipes_dir
+
+    ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
+                              engine="vllm", engine_args=["tensor_parallel_size=2"],
+                              accelerate_config="accelerate/zero3", init_from="base",
+                              train_config="qwen2.5-vl-7b-8xa100", repo_id="me/evoq-koniq")
+    base = os.path.relpath(tiny_vlm, ctx.run)
+    vote = steps["round-2/vote"].command()
+    i = vote.index("--engine")
+    assert vote[i:i + 6] == ["--engine", "vllm", "--model", "round-1/model", "--engine-arg",
+                             "tensor_parallel_size=2"]
+    vote1 = steps["round-1/vote"].command()
+    assert vote1[vote1.index("--model") + 1] == base
+    grpo = steps["round-2/grpo"].command()
+    zero3 = os.path.relpath(recipes_dir() / "accelerate" / "zero3.yaml", ctx.run)
+    assert grpo[:8] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                        zero3, "-m", "evoq_train.cli", "grpo"]
+    for flag, value in (("--config", "qwen2.5-vl-7b-8xa100"), ("--dataset", "me/evoq-koniq"),
+                        ("--revision", "round-2"), ("--model", base)):
+        assert grpo[grpo.index(flag) + 1] == value
+    assert ctx.parent(2) == (base, "base model")
 
 
 def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
