@@ -97,12 +97,18 @@ PLAN = ["round-0/score", "round-0/eval",
 @pytest.fixture(scope="module")
 def two_rounds(answering_vlm, inputs, tmp_path_factory) -> dict:
     """One uninterrupted two-round run (shared by the tests below)."""
+    import resource
+
+    def cpu() -> float:
+        return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+                   for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
     run = tmp_path_factory.mktemp("evolve") / "run"
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), cpu()
     result = cli(*evolve_args(run, answering_vlm, inputs))
     assert result.exit_code == 0, result.output
     return {"run": run, "summary": json.loads(result.stdout),
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "cpu_seconds": cpu() - cpu0}
 
 
 def _tree_hash(folder: Path) -> str:
@@ -119,7 +125,8 @@ def _tree_hash(folder: Path) -> str:
 
 def test_two_rounds_end_to_end(two_rounds, answering_vlm, inputs):
     run, summary = two_rounds["run"], two_rounds["summary"]
-    print(f"two-round run: {two_rounds['seconds']:.1f} s")
+    print(f"two-round run: {two_rounds['seconds']:.1f} s wall, "
+          f"{two_rounds['cpu_seconds']:.1f} s CPU (user + system, all processes)")
     assert summary["steps_run"] == PLAN and summary["steps_skipped"] == []
     state = json.loads((run / "state.json").read_text())
     assert list(state["steps"]) == PLAN
@@ -506,6 +513,13 @@ def _start(args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _cwd(proc_dir: Path) -> str | None:
+    try:
+        return os.readlink(proc_dir / "cwd")
+    except OSError:
+        return None
+
+
 def _kill(proc: subprocess.Popen) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -514,12 +528,17 @@ def _kill(proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_sigkill_during_vote_and_training_then_rerun(two_rounds, answering_vlm, inputs,
                                                      tmp_path):
-    """Slow (a second two-round run plus two restarts: 3-5 minutes on 2 cores): evolve is
-    killed with SIGKILL when round 2's votes get their first shard, and again when round 2's
-    training has written checkpoint-1; each rerun continues the step in flight, and the
-    datasets equal the uninterrupted run's."""
+    """Slow (a second two-round run plus two restarts: 5-12 minutes on 2 shared cores):
+    evolve is killed with SIGKILL when round 2's votes get their first shard, and again when
+    round 2's training (under accelerate launch, whose training process outlives a killed
+    evolve) has written checkpoint-1; each rerun stops what was left running and continues
+    the step in flight, and the datasets equal the uninterrupted run's."""
     run = tmp_path / "run"
-    args = evolve_args(run, answering_vlm, inputs)
+    accelerate = tmp_path / "cpu.yaml"
+    accelerate.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\n"
+                          "mixed_precision: 'no'\nnum_machines: 1\nnum_processes: 1\n"
+                          "use_cpu: true\n")
+    args = evolve_args(run, answering_vlm, inputs, **{"--accelerate-config": str(accelerate)})
     votes = run / "round-2" / "votes"
 
     proc = _start(args)
@@ -536,7 +555,10 @@ def test_sigkill_during_vote_and_training_then_rerun(two_rounds, answering_vlm, 
     state = json.loads((run / "state.json").read_text())
     assert state["steps"]["round-2/vote"]["attempts"] == 2
     assert state["steps"]["round-2/grpo"]["status"] == "running"
-    assert not (run / "round-2" / "model" / "checkpoint-2").exists(), "training ended first"
+    # accelerate launch died with evolve; the training process it started did not.
+    left = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and _cwd(p) == str(run.resolve())]
+    assert left, "no training process outlived evolve (did training end before the kill?)"
 
     done = subprocess.run([sys.executable, "-m", "evoq_train.cli", *args], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
@@ -549,6 +571,10 @@ def test_sigkill_during_vote_and_training_then_rerun(two_rounds, answering_vlm, 
     assert {s["status"] for s in state["steps"].values()} == {"done"}
     grpo = state["steps"]["round-2/grpo"]
     assert grpo["attempts"] == 2 and "--resume-from-checkpoint" in grpo["command"]
+    assert grpo["command"][2] == "accelerate.commands.launch"
+    for pid in left:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     history = json.loads((run / "round-2/model/checkpoint-2/trainer_state.json").read_text())
     assert [h["step"] for h in history["log_history"] if "loss" in h] == [1, 2]
 

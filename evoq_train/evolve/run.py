@@ -112,6 +112,9 @@ def stop_leftovers(ctx: Context, quiet: bool) -> None:
         if rec.get("status") != "running" or not pgid:
             continue
         pids = _group_members(pgid, ctx.run)
+        if pids:
+            _echo(f"{name}: stopping {len(pids)} process(es) the interrupted attempt left "
+                  f"running ({', '.join(map(str, pids))})", quiet)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -168,6 +171,7 @@ def run_child(ctx: Context, step: Step, cmd: list[str], attempt: int) -> str:
         except BaseException:
             _stop_group(proc)
             raise
+    ctx.state.set_pid(step.name, None)
     stdout = out_path.read_text(errors="replace")
     with open(log, "a", encoding="utf-8") as log_fh:
         log_fh.write(f"--- exit code {rc}; stdout:\n{stdout}")
