@@ -40,10 +40,10 @@ def evolve_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="YAML file setting any of these options by name (the command line wins).")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run the self-evolution loop: T rounds of pairs -> vote (previous round's model) ->
-    aggregate -> publish version round-r -> GRPO -> score + eval, resumable anywhere.
+    """Run the self-evolution loop for T rounds, resumable anywhere (docs/evolve.md).
 
-    Rerun the same command after a crash to continue; rerunning with other settings into the
+    Each round: pairs -> vote (the previous round's model) -> aggregate -> publish version
+    round-r -> GRPO -> score + eval. Rerun the same command after a crash to continue; rerunning with other settings into the
     same RUN is refused. Each step is its own process; logs in RUN/logs/.
 
     Example: evoq-train evolve --pool ./koniq-train --model Qwen/Qwen2.5-VL-7B-Instruct
