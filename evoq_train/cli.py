@@ -71,6 +71,13 @@ def recipe_path_cmd(
     typer.echo(str(path))
 
 
+# --- the self-evolution loop (evoq_train/evolve/) ---
+from evoq_train.evolve.cli import evolve_cmd, lineage_cmd  # noqa: E402
+
+app.command("evolve")(evolve_cmd)
+app.command("lineage")(lineage_cmd)
+
+
 def main() -> None:
     """Console entry point: EvoqError -> one line on stderr and exit code 1."""
     run_main(app)

@@ -1,0 +1,190 @@
+"""The rounds report: ``RUN/report.md`` and ``RUN/report.png``.
+
+Per round: pairs, votes, invalid-vote rate, mean agreement, position bias (share of valid votes
+for the first-shown image) from the round's ``prefs/stats.json``; the training reward and the
+parse-failure rate at the last logged step of GRPO; SRCC and PLCC (raw) per ``--eval`` set and
+their weighted average, with round 0 for the base model. A value that is not there yet (or
+was never logged) is shown as ``—``, never guessed.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+from pathlib import Path
+
+from evoq_data.core.io import write_text_atomic
+
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+
+
+def _float(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def training_end(model_dir: Path, log: Path) -> dict:
+    """Reward and parse-failure rate of the last logged training step: from the last
+    checkpoint's trainer_state.json when it covers the end, else from the trainer's log
+    lines (the dicts transformers prints) in the step's log file."""
+    entries, source = [], None
+    ckpts = sorted(model_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                   if p.name.split("-")[-1].isdigit() else -1)
+    final = None
+    try:
+        final = json.loads((model_dir / "evoq_train.json").read_text()).get("global_steps")
+    except (OSError, json.JSONDecodeError):
+        pass
+    if ckpts:
+        try:
+            state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
+            if final is None or state.get("global_step") == final:
+                entries, source = state.get("log_history", []), "trainer_state.json"
+        except (OSError, json.JSONDecodeError):
+            pass
+    if not entries and log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            line = line.strip()
+            if line.startswith("{'") and "reward" in line:
+                try:
+                    entries.append(ast.literal_eval(line))
+                except (ValueError, SyntaxError):
+                    continue
+        source = "log"
+    logged = [e for e in entries if isinstance(e, dict) and "reward" in e]
+    if not logged:
+        return {"reward": None, "parse_failure_rate": None, "step": None, "source": None}
+    last = logged[-1]
+    return {"reward": _float(last.get("reward")),
+            "parse_failure_rate": _float(last.get("parse_failure_rate")),
+            "step": last.get("step"), "source": source}
+
+
+def collect(ctx) -> list[dict]:
+    """One row per round (round 0: the base model, evaluated only)."""
+    rows = []
+    first = 0 if ctx.s.evals and ctx.s.eval_base else 1
+    for r in range(first, ctx.s.rounds + 1):
+        row: dict = {"round": r, "voted_by": None, "pairs": None, "votes": None,
+                     "invalid_rate": None, "agreement": None, "position_bias": None,
+                     "reward": None, "parse_failure_rate": None, "eval": {}}
+        if r >= 1:
+            row["voted_by"] = ctx.voter(r)[3]
+            if ctx.state.done(f"round-{r}/aggregate"):
+                try:
+                    stats = json.loads((ctx.run / ctx.prefs(r) / "stats.json").read_text())
+                except (OSError, json.JSONDecodeError):
+                    stats = {}
+                row["pairs"] = (stats.get("pairs") or {}).get("total")
+                votes = stats.get("votes") or {}
+                row["votes"], row["invalid_rate"] = votes.get("total"), votes.get("invalid_rate")
+                row["agreement"] = (stats.get("agreement") or {}).get("mean")
+                row["position_bias"] = (stats.get("position_bias") or {}).get("share_first_shown")
+            end = ctx.state.summary(f"round-{r}/grpo").get("train_end") or {}
+            row["reward"], row["parse_failure_rate"] = end.get("reward"), \
+                end.get("parse_failure_rate")
+        ev = ctx.state.summary(f"round-{r}/eval")
+        for name, m in (ev.get("benchmarks") or {}).items():
+            row["eval"][name] = {"srcc": m.get("srcc"), "plcc": m.get("plcc")}
+        for name, reason in (ev.get("skipped") or {}).items():
+            row["eval"][name] = {"srcc": None, "plcc": None, "note": reason}
+        if ev.get("wavg") and len(ev.get("benchmarks") or {}) > 1:
+            row["eval"]["WAVG"] = {"srcc": ev["wavg"].get("srcc"), "plcc": ev["wavg"].get("plcc")}
+        rows.append(row)
+    return rows
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+
+def render_markdown(ctx, rows: list[dict], plot: str | None) -> str:
+    names = sorted({n for row in rows for n in row["eval"]}, key=lambda n: (n == "WAVG", n))
+    head = ["round", "voted by", "pairs", "votes", "invalid", "agreement", "first-shown share",
+            "reward (end)", "parse failures (end)"]
+    for n in names:
+        head += [f"{n} SRCC", f"{n} PLCC"]
+    lines = [f"# evolve run `{ctx.run.name}`", "",
+             f"Base model `{ctx.base_model}`, pool `{ctx.source(ctx.s.pool, '--pool')}`, "
+             f"{ctx.s.rounds} round(s) of {ctx.s.pairs_per_round:,} pairs x K = "
+             f"{ctx.s.votes_per_pair} votes"
+             + (f" (+ {ctx.s.synthetic_pairs:,} synthetic pairs from round 2)"
+                if ctx.synthetic else "") + f", recipe `{ctx.s.train_config}`.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row["round"]), row["voted_by"] or "(base model, not trained)",
+                 _fmt(row["pairs"]), _fmt(row["votes"]), _fmt(row["invalid_rate"], True),
+                 _fmt(row["agreement"]), _fmt(row["position_bias"], True),
+                 _fmt(row["reward"]), _fmt(row["parse_failure_rate"], True)]
+        for n in names:
+            m = row["eval"].get(n) or {}
+            cells += [_fmt(m.get("srcc")), _fmt(m.get("plcc"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- round {row['round']}, {name}: {m['note']}" for row in rows
+             for name, m in row["eval"].items() if m.get("note")]
+    if notes:
+        lines += ["", "Not evaluated:", *notes]
+    lines += ["", "invalid: share of votes without a readable answer; agreement: mean majority "
+              "share of valid votes per pair; first-shown share: valid votes for the image shown "
+              "first (0.5 = no position bias); reward and parse failures: the last logged GRPO "
+              "step; PLCC: raw Pearson (see each round's eval/metrics.md for the logistic one).",
+              ""]
+    if plot:
+        lines += [f"![rounds]({plot})", ""]
+    return "\n".join(lines)
+
+
+def draw(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    voted = [r for r in rows if r["round"] >= 1]
+    x = [r["round"] for r in voted]
+    for key, label in (("agreement", "agreement"), ("invalid_rate", "invalid rate"),
+                       ("position_bias", "first-shown share")):
+        axes[0].plot(x, [r[key] if r[key] is not None else math.nan for r in voted], "o-",
+                     label=label)
+    axes[0].set_title("votes")
+    for key, label in (("reward", "reward (end)"), ("parse_failure_rate", "parse failures")):
+        axes[1].plot(x, [r[key] if r[key] is not None else math.nan for r in voted], "o-",
+                     label=label)
+    axes[1].set_title("training")
+    names = sorted({n for r in rows for n in r["eval"]})
+    for n in names:
+        xs = [r["round"] for r in rows]
+        for metric, style in (("srcc", "o-"), ("plcc", "s--")):
+            ys = [(r["eval"].get(n) or {}).get(metric) for r in rows]
+            axes[2].plot(xs, [y if y is not None else math.nan for y in ys], style,
+                         label=f"{n} {metric.upper()}")
+    axes[2].set_title("evaluation (round 0 = base model)")
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)  # whole or not at all, like every other output
+    return path
+
+
+def write_report(ctx) -> tuple[Path, Path]:
+    rows = collect(ctx)
+    png = draw(rows, ctx.run / REPORT_PNG)
+    md = write_text_atomic(render_markdown(ctx, rows, REPORT_PNG), ctx.run / REPORT_MD)
+    return md, png

@@ -1,0 +1,283 @@
+"""The loop of ``evoq-train evolve``: run every step of the plan that is not done, each heavy
+one as a child process, recording each in ``RUN/state.json``.
+
+Resume: a rerun of the same command holds the run's lock, stops what a killed earlier run
+left running (processes of the recorded step's process group whose working directory is
+RUN), checks every finished step's outputs against their recorded hashes (one line naming a
+changed file, exit 1), skips those steps and runs the rest. The step that was in flight runs
+again: ``evoq-data vote`` continues from the shards in its VOTES_DIR, ``evoq-train grpo``
+from the last complete ``checkpoint-N`` (``--resume-from-checkpoint true``), ``push`` is
+idempotent, and the other steps start over from a clean output.
+
+Children: each runs in its own session (so its whole process tree can be stopped as one
+group), is asked to die with evolve (Linux ``PR_SET_PDEATHSIG``), writes stderr to
+``RUN/logs/round-<r>-<step>.log`` and its stdout summary after it. A failed step is one line
+naming the step, its exit code, the child's last error line and the log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.io import make_output_dir
+
+from .config import EvolveSettings
+from .state import RunState, hash_path, now, verify
+from .steps import Context, Step, plan, remove_outputs
+
+LOCK_NAME = ".evolve.lock"
+
+
+def _echo(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"evolve: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def run_lock(run: Path):
+    """One evolve process per run folder (flock, released when the process dies)."""
+    fh = open(run / LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EvoqError(f"another evoq-train evolve is running in {run}; wait for it to "
+                            "finish or stop it first") from None
+        except OSError:  # a filesystem without locks: go on unguarded
+            pass
+        yield
+    finally:
+        fh.close()
+
+
+# --- child processes ---------------------------------------------------------------------
+
+def _die_with_parent():
+    """A preexec function: the child gets SIGKILL when evolve dies (Linux), so a killed
+    evolve leaves no vote or training process behind."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # evolve died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _group_members(pgid: int, run: Path) -> list[int]:
+    """Processes of process group ``pgid`` whose working directory is RUN (Linux /proc)."""
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    target = os.path.realpath(run)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getpgid(pid) != pgid or os.path.realpath(entry / "cwd") != target:
+                continue
+        except OSError:
+            continue
+        found.append(pid)
+    return found
+
+
+def stop_leftovers(ctx: Context, quiet: bool) -> None:
+    """Stop what a killed earlier evolve left running (e.g. training workers under accelerate,
+    which PR_SET_PDEATHSIG does not reach). Only processes of the recorded step's group that
+    work in RUN are touched; the run lock guarantees their evolve is gone."""
+    for name, rec in ctx.state.steps.items():
+        pgid = rec.get("pid")
+        if rec.get("status") != "running" or not pgid:
+            continue
+        pids = _group_members(pgid, ctx.run)
+        if pids:
+            _echo(f"{name}: stopping {len(pids)} process(es) the interrupted attempt left "
+                  f"running ({', '.join(map(str, pids))})", quiet)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 30
+        while pids and time.monotonic() < deadline:
+            pids = _group_members(pgid, ctx.run)
+            time.sleep(0.1)
+        if pids:
+            raise EvoqError(f"processes {', '.join(map(str, pids))} of the interrupted step "
+                            f"{name} are still running and would not stop; stop them and rerun")
+        ctx.state.set_pid(name, None)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    errors = [ln for ln in lines if ln.startswith("error:") or "Error:" in ln]
+    text = (errors or lines or ["no output"])[-1]
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def run_child(ctx: Context, step: Step, cmd: list[str], attempt: int) -> str:
+    """Run one step's command; return its stdout. A non-zero exit is one line."""
+    log = ctx.run / step.log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out_path = log.with_name(f".{log.stem}.stdout")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "ab") as log_fh, open(out_path, "wb") as out_fh:
+        log_fh.write(f"\n=== {now()} attempt {attempt}: {shlex.join(cmd)}\n".encode())
+        log_fh.flush()
+        proc = subprocess.Popen(cmd, cwd=ctx.run, stdout=out_fh, stderr=log_fh,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent())
+        try:
+            ctx.state.set_pid(step.name, proc.pid)
+            rc = proc.wait()
+        except BaseException:
+            _stop_group(proc)
+            raise
+    ctx.state.set_pid(step.name, None)
+    stdout = out_path.read_text(errors="replace")
+    with open(log, "a", encoding="utf-8") as log_fh:
+        log_fh.write(f"--- exit code {rc}; stdout:\n{stdout}")
+    out_path.unlink(missing_ok=True)
+    if rc != 0:
+        raise EvoqError(f"step {step.name} failed (exit code {rc}): {_last_error(log)}; "
+                        f"log: {log}")
+    return stdout
+
+
+def _input_records(ctx: Context, paths: list[str]) -> list[dict]:
+    """Inputs by path, with the hash the producing step recorded (checked at start)."""
+    recorded = {}
+    for rec in ctx.state.steps.values():
+        for out in rec.get("outputs") or []:
+            recorded[out["path"]] = out["sha256"]
+    return [{"path": p, "sha256": recorded.get(p)} for p in paths]
+
+
+def execute(ctx: Context, step: Step, quiet: bool) -> None:
+    previous = ctx.state.step(step.name)
+    resumed = previous is not None
+    started = time.perf_counter()
+    _echo(f"{step.name}: {'resuming' if resumed else 'running'} (log {step.log})", quiet)
+    try:
+        if step.clean:
+            remove_outputs(ctx, step)
+        rec = ctx.state.begin(step.name, round=step.round, kind=step.kind, command=None,
+                              inputs=_input_records(ctx, step.inputs), log=step.log,
+                              resumed=resumed)
+        if step.before:
+            step.before()
+        summary: dict = {}
+        cmd = step.command() if step.command else None
+        if cmd:
+            rec["command"] = cmd
+            stdout = run_child(ctx, step, cmd, rec["attempts"])
+            if step.json_stdout and stdout.strip():
+                try:
+                    summary = json.loads(stdout)
+                except json.JSONDecodeError:
+                    summary = {}
+        if step.after:
+            summary.update(step.after(summary) or {})
+        outputs = [hash_path(ctx.run, o, step.exclude, what=f"output of {step.name}")
+                   for o in step.outputs]
+    except EvoqError as exc:
+        if str(exc).startswith("step "):
+            raise
+        raise EvoqError(f"step {step.name}: {exc}") from exc
+    ctx.state.finish(step.name, outputs=outputs, summary=summary,
+                     seconds=time.perf_counter() - started)
+    _echo(f"{step.name}: done in {time.perf_counter() - started:.1f} s", quiet)
+
+
+def _raise_interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_evolve(settings: EvolveSettings, *, quiet: bool = False) -> dict:
+    """Run (or continue) an evolve run; return its summary."""
+    from .lineage import LINEAGE_NAME, write_lineage
+    from .report import REPORT_MD, REPORT_PNG, write_report
+
+    settings.validate()
+    identity = settings.identity()
+    run = make_output_dir(Path(settings.run_dir).expanduser(), "--run-dir").resolve()
+    started = time.perf_counter()
+    old_handler = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        old_handler = None
+    try:
+        with run_lock(run):
+            state = RunState.open(run, identity, settings.rounds)
+            ctx = Context(settings, run, state)
+            steps = plan(ctx)
+            stop_leftovers(ctx, quiet)
+            for step in steps:  # every finished step's outputs, before any work
+                if state.done(step.name):
+                    for rec in state.step(step.name).get("outputs") or []:
+                        verify(run, rec, step.name)
+            ran, skipped = [], []
+            for step in steps:
+                if state.done(step.name):
+                    skipped.append(step.name)
+                    continue
+                execute(ctx, step, quiet)
+                ran.append(step.name)
+                write_lineage(ctx)
+                if step.kind in ("grpo", "eval"):
+                    write_report(ctx)
+            write_lineage(ctx)
+            write_report(ctx)
+            state.data["finished_at"] = now()
+            state.save()
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    datasets = [{"version": state.summary(f"round-{r}/push").get("version"),
+                 "content_hash": state.summary(f"round-{r}/push").get("content_hash"),
+                 "location": ctx.dataset_dir(r) or ctx.repo_id}
+                for r in range(1, settings.rounds + 1)]
+    return {"run_dir": str(run), "rounds": settings.rounds, "steps_run": ran,
+            "steps_skipped": skipped, "datasets": datasets,
+            "models": [ctx.model(r) for r in range(1, settings.rounds + 1)],
+            "lineage": str(run / LINEAGE_NAME), "report": str(run / REPORT_MD),
+            "plot": str(run / REPORT_PNG), "seconds": round(time.perf_counter() - started, 1)}
