@@ -26,6 +26,8 @@ import random
 import time
 from pathlib import Path
 
+from evoq_data.core.io import write_json_atomic
+
 SCORE_VALUES = ("1", "2", "3", "4", "5")
 COMPARE_VALUES = ("0", "1")
 
@@ -132,7 +134,7 @@ def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr:
     summary = {"model_in": str(model_in), "model_out": str(out), "steps": steps, "lr": lr,
                "batch_size": batch_size, "compare_every": compare_every, "seed": seed,
                "final_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t0, 1)}
-    (out / "evoq_warmup.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(summary, out / "evoq_warmup.json")
     return summary
 
 
