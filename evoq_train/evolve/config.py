@@ -130,9 +130,9 @@ class EvolveSettings:
                 raise EvoqError(f"malformed --repo-id {self.repo_id!r}: expected OWNER/NAME")
         if self.local_dir is not None and Path(self.local_dir).expanduser().is_file():
             raise EvoqError(f"--local-dir {self.local_dir} is an existing file; give a folder")
-        from evoq_train.settings import load_recipe
+        from evoq_train.settings import resolve_recipe
 
-        load_recipe(self.train_config)  # one line naming the shipped recipes when unknown
+        resolve_recipe(self.train_config)  # one line naming the shipped recipes when unknown
         parse_train_args(self.train_args)
         for arg in self.vote_args:
             if not str(arg).startswith("--"):
