@@ -66,3 +66,13 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise EvoqError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def csv_delimiter(path: Path) -> str:
+    """The delimiter of a labels CSV/TSV: tab for .tsv; ';' for a .csv whose header has ';'
+    and no ',' (as spreadsheets write it where ',' is the decimal mark); else ','."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline()
+    return ";" if ";" in header and "," not in header else ","

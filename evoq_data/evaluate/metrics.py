@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import make_output_dir, write_json_atomic, write_text_atomic
+from evoq_data.core.io import csv_delimiter, make_output_dir, write_json_atomic, write_text_atomic
 from evoq_data.core.schemas import check_columns
 
 log = logging.getLogger(__name__)
@@ -123,16 +123,6 @@ class Labels:
     dropped_rows: list[int] = field(default_factory=list)  # rows (from 1) without a MOS
     merged_duplicates: int = 0  # rows repeating an image with the same MOS
     warnings: list[str] = field(default_factory=list)
-
-
-def csv_delimiter(path: Path) -> str:
-    """The delimiter of a labels CSV/TSV: tab for .tsv; ';' for a .csv whose header has ';'
-    and no ',' (as spreadsheets write it where ',' is the decimal mark); else ','."""
-    if path.suffix.lower() == ".tsv":
-        return "\t"
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        header = fh.readline()
-    return ";" if ";" in header and "," not in header else ","
 
 
 def _read_table(path: Path) -> pa.Table:

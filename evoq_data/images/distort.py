@@ -29,8 +29,8 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import image_id as make_image_id
 from evoq_data.core.io import write_json_atomic, write_parquet_atomic
 from evoq_data.core.manifests import new_manifest
-from evoq_data.evaluate.score import images_of
 from evoq_data.images.decode import decode
+from evoq_data.images.pool import images_of
 
 log = logging.getLogger(__name__)
 

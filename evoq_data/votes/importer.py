@@ -59,7 +59,7 @@ def _read(path: Path) -> pa.Table:
         if path.suffix.lower() in (".csv", ".tsv"):
             import pyarrow.csv as pacsv
 
-            from evoq_data.evaluate.metrics import csv_delimiter
+            from evoq_data.core.io import csv_delimiter
 
             return pacsv.read_csv(path, read_options=pacsv.ReadOptions(),
                                   parse_options=pacsv.ParseOptions(delimiter=csv_delimiter(path)),
