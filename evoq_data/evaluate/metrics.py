@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
+from evoq_data.core.ids import file_sha256
 from evoq_data.core.io import csv_delimiter, make_output_dir, write_json_atomic, write_text_atomic
 from evoq_data.core.schemas import check_columns
 
@@ -103,12 +104,8 @@ def correlations(pred, mos) -> dict:
 # --- inputs ------------------------------------------------------------------------------
 
 def file_id(path: str | Path) -> str:
-    """evoq's image id: sha256 of the file bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """evoq's image id of a file: the sha256 of its bytes (the one rule, core.ids)."""
+    return file_sha256(path)
 
 
 SHOWN_ROWS = 10  # row numbers named in a warning or an error, then a count
