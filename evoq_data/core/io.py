@@ -76,3 +76,23 @@ def csv_delimiter(path: Path) -> str:
     with open(path, encoding="utf-8", errors="replace") as fh:
         header = fh.readline()
     return ";" if ";" in header and "," not in header else ","
+
+
+def create_json_exclusive(data, path: str | Path) -> bool:
+    """Write JSON to ``path`` only if no file has that name, atomically: the data go to a
+    temp file that is then hard-linked to ``path`` (a link fails when the name exists), so of
+    two processes racing for one name exactly one wins. Returns True when this call created
+    it, False when the file was already there (read it and compare)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.claim")
+    write_json_atomic(data, tmp)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from evoq_data import __version__
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import request_seed
-from evoq_data.core.io import write_json_atomic, write_parquet_atomic
+from evoq_data.core.io import create_json_exclusive, write_parquet_atomic
 from evoq_data.core.manifests import manifest_path, new_manifest, read_manifest, write_manifest
 from evoq_data.core.schemas import SCORES_SCHEMA
 from evoq_data.generation.engines import GenRequest
@@ -109,18 +109,9 @@ def parts_dir(out: Path) -> Path:
 def _claim_settings(parts: Path, settings: dict, out: Path) -> None:
     """Make ``settings`` those of ``parts`` (create-exclusive), or check them against the
     ones there, naming every field that differs."""
-    parts.mkdir(parents=True, exist_ok=True)
     path = parts / "settings.json"
-    if not path.exists():
-        tmp = parts / f".settings.json.{os.getpid()}.claim"
-        write_json_atomic(settings, tmp)
-        try:
-            os.link(tmp, path)
-            return
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+    if create_json_exclusive(settings, path):
+        return
     old = read_manifest(path, "score settings")
     diff = [f for f in IDENTITY_FIELDS if old.get(f) != settings.get(f)]
     if diff:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import write_json_atomic
+from evoq_data.core.io import create_json_exclusive
 from evoq_data.core.manifests import read_manifest
 from evoq_data.core.schemas import PAIRS_COLUMNS, check_columns
 
@@ -53,18 +53,9 @@ def claim_manifest(votes_dir: Path, manifest: dict) -> bool:
     ``manifest.json`` (a link fails when the name exists), so of two workers started together
     with different settings exactly one claims the folder and the other is refused, naming
     the differing fields. Returns True when this call created the manifest."""
-    votes_dir.mkdir(parents=True, exist_ok=True)
     path = votes_dir / "manifest.json"
-    if not path.exists():
-        tmp = votes_dir / f".manifest.json.{os.getpid()}.claim"
-        write_json_atomic(manifest, tmp)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            pass  # another worker claimed it first: compare with theirs below
-        finally:
-            tmp.unlink(missing_ok=True)
+    if create_json_exclusive(manifest, path):
+        return True
     old = read_manifest(path, "vote manifest")
     diff = _identity_diff(old, manifest)
     if diff:
