@@ -130,9 +130,9 @@ class EvolveSettings:
                 raise EvoqError(f"malformed --repo-id {self.repo_id!r}: expected OWNER/NAME")
         if self.local_dir is not None and Path(self.local_dir).expanduser().is_file():
             raise EvoqError(f"--local-dir {self.local_dir} is an existing file; give a folder")
-        from evoq_train.settings import resolve_recipe
+        from evoq_train.recipes import resolve_recipe
 
-        resolve_recipe(self.train_config)  # one line naming the shipped recipes when unknown
+        resolve_recipe(self.train_config, option="--train-config")  # one line naming the shipped recipes when unknown
         parse_train_args(self.train_args)
         for arg in self.vote_args:
             if not str(arg).startswith("--"):
@@ -265,16 +265,10 @@ def parse_train_args(items: list[str]) -> list[str]:
 
 def accelerate_file(value: str) -> Path:
     """An accelerate config file, or the name of a shipped one (accelerate/zero3)."""
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path.resolve()
-    from evoq_train.settings import recipes_dir
+    from evoq_train.recipes import resolve_recipe
 
-    shipped = recipes_dir() / f"{value.removesuffix('.yaml')}.yaml"
-    if shipped.is_file() and value.startswith("accelerate/"):
-        return shipped
-    raise EvoqError(f"--accelerate-config {value} not found (a file, or a shipped name such as "
-                    "accelerate/zero3)")
+    return resolve_recipe(value, scope="accelerate", label="accelerate config",
+                          option="--accelerate-config").resolve()
 
 
 def check_eval(spec: str, *, deep: bool = True) -> tuple[str, Path]:
