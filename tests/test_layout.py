@@ -46,6 +46,21 @@ def test_generating_commands_take_the_generation_options_from_their_one_declarat
         assert flag_of(f).split("/")[0] in help_text and f.metadata["help"] in help_text
 
 
+def test_no_command_declares_a_generation_option_itself():
+    """The options come from GenerationOptions only: no Typer option of the project is
+    declared with one of their names (evolve takes its --max-tokens and --engine-arg from the
+    same fields through generation_field)."""
+    flags = "|".join(re.escape(flag_of(f).split("/")[0])
+                     for f in dataclasses.fields(GenerationOptions))
+    declared = re.compile(rf"""Option\(\s*["']({flags})["'/]""")
+    offenders = [f"{path.relative_to(ROOT)}:{i}"
+                 for package in ("evoq_data", "evoq_train")
+                 for path in (ROOT / package).rglob("*.py")
+                 for i, line in enumerate(path.read_text().splitlines(), 1)
+                 if declared.search(line)]
+    assert not offenders, offenders
+
+
 @pytest.mark.parametrize("command", GENERATING)
 def test_a_model_for_piqe_is_refused_by_every_generating_command(command, tmp_path):
     from conftest import assert_user_error
