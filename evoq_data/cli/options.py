@@ -44,8 +44,6 @@ class GenerationOptions:
         "help": "openai engine: the endpoint, e.g. http://127.0.0.1:8000/v1"})
     concurrency: int = field(default=8, metadata={
         "help": "openai engine: requests in flight at once."})
-    timeout: float = field(default=600.0, metadata={
-        "help": "openai engine: seconds to wait for one reply before retrying it."})
     engine_arg: list[str] = field(default_factory=list, metadata={
         "help": "Extra engine setting KEY=VALUE (repeatable), e.g. tensor_parallel_size=2, "
                 "gpu_memory_utilization=0.9, dtype=bfloat16."})

@@ -122,14 +122,12 @@ class GenerationSpec:
                      model_revision: str | None = None, temperature: float = 1.0,
                      top_p: float = 1.0, max_tokens: int = 1024, reasoning: bool = True,
                      base_url: str | None = None, concurrency: int = 8,
-                     timeout: float = 600.0,
                      engine_arg: list[str] | None = None) -> GenerationSpec:
         """The spec from the command-line options every generating command shares."""
         args = parse_engine_args(engine_arg)
         if engine == "openai":
             args.setdefault("base_url", base_url)
             args.setdefault("concurrency", concurrency)
-            args.setdefault("timeout", timeout)
         elif base_url:
             raise EvoqError(f"--base-url is for engine 'openai', not {engine!r}")
         return cls(engine=engine, model=model, model_revision=model_revision,

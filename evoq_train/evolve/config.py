@@ -34,7 +34,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 OPTION_ARGS = {name: option_label(GenerationOptions, name)
                for name in ("base_url", "concurrency", "model_revision")}
 # Settings that do not decide what the run makes (left out of its fingerprint).
-NOT_IDENTITY = ("rounds", "run_dir", "quiet", "score_chunk_images")
+NOT_IDENTITY = ("rounds", "run_dir", "quiet")
 
 
 @dataclass
@@ -92,8 +92,6 @@ class EvolveSettings:
         "help": "Also evaluate the base model as round 0 (with --eval)."})
     score_samples: int = field(default=8, metadata={
         "min": 1, "help": "K score samples per eval image."})
-    score_chunk_images: int = field(default=32, metadata={
-        "min": 1, "help": "Images per engine batch when scoring an --eval set."})
     bootstrap_engine: str | None = field(default=None, metadata={
         "choices": BOOTSTRAP_ENGINES,
         "help": "Who votes round 1: piqe, openai, transformers or vllm (default: BASE with "

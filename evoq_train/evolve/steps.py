@@ -447,7 +447,6 @@ def score_step(ctx: Context, r: int) -> Step:
                 command=lambda: ctx.data(
                     "score", "--images", "eval-images", "--samples", ctx.s.score_samples,
                     "--seed", ctx.s.seed, "--max-tokens", ctx.s.max_tokens,
-                    "--chunk-images", ctx.s.score_chunk_images,
                     *ctx.engine_options(ctx.s.engine, model, ctx.s.engine_args),
                     "--out", out, "--quiet"))
 
