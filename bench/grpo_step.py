@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="toy sizes of the Qwen architecture (CPU dry run of the GPU benchmark)")
     args = ap.parse_args(argv)
 
-    from evoq_train.settings import hide_vllm_unless_used
+    from evoq_train.config import hide_vllm_unless_used
 
     hide_vllm_unless_used({})
     import torch

@@ -21,7 +21,6 @@ from typing import Annotated
 import typer
 
 from evoq_data.cli.app import make_app, run_main
-from evoq_data.core.errors import EvoqError
 
 app = make_app("evoq-train",
                "Self-evolve a VLM quality judge with GRPO on an evoq pseudo-preference dataset.")
@@ -38,8 +37,7 @@ def grpo_cmd(ctx: typer.Context) -> None:
 
     Typer passes every argument to TRL's parser (``evoq_train.config.parse_grpo_args``).
     """
-    from .config import parse_grpo_args
-    from .settings import hide_vllm_unless_used
+    from .config import hide_vllm_unless_used, parse_grpo_args
 
     args = parse_grpo_args(list(ctx.args))
     hide_vllm_unless_used(args.training.use_vllm)
@@ -61,14 +59,9 @@ def recipe_path_cmd(
 
     Example: evoq-train recipe-path accelerate/zero3
     """
-    from .settings import recipes_dir
+    from .recipes import resolve_recipe
 
-    root = recipes_dir()
-    path = root / f"{name.removesuffix('.yaml')}.yaml"
-    if not path.is_file():
-        names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-        raise EvoqError(f"no recipe {name!r}; shipped: {', '.join(names)}")
-    typer.echo(str(path))
+    typer.echo(str(resolve_recipe(name, scope="any", files=False)))
 
 
 # --- the self-evolution loop (evoq_train/evolve/) ---

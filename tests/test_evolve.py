@@ -473,7 +473,7 @@ def test_gpu_commands_init_from_base_and_accelerate(tmp_path, inputs, tiny_vlm):
     """The commands of the 8-GPU setup, built (not run): vLLM votes with the previous
     round's model, GRPO under accelerate launch with the shipped ZeRO-3 config, and
     --init-from base trains every round from the base model."""
-    from evoq_train.settings import recipes_dir
+    from evoq_train.recipes import recipes_dir
 
     ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
                               engine="vllm", engine_args=["tensor_parallel_size=2"],

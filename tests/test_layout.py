@@ -1,39 +1,63 @@
-"""The project's shape: the generating commands share their options, the project stands
-alone, SQL lives only in sql/, and every manifest has a schema_version."""
+"""The project's shape: the generating commands take their options from one declaration,
+the project stands alone, SQL lives only in sql/, and every manifest has a schema_version."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
 
-import click
 import pytest
 import typer
 
 from evoq_data.cli import app
-from evoq_data.cli.options import GENERATION_OPTIONS
+from evoq_data.cli.fields import flag_of
+from evoq_data.cli.options import GenerationOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATING = ("vote", "score", "compare", "demo")
 
 
-def _options(command: str) -> dict[str, click.Parameter]:
-    group = typer.main.get_command(app)
-    cmd = group.commands[command]
-    return {opt.lstrip("-"): p for p in cmd.params for opt in p.opts if opt.startswith("--")}
+def _command(command: str):
+    return typer.main.get_command(app).commands[command]
 
 
-def test_generating_commands_take_the_same_generation_options():
-    seen = {}
-    for command in GENERATING:
-        opts = _options(command)
-        missing = [name for name in GENERATION_OPTIONS if name not in opts]
-        assert not missing, f"{command} lacks {missing}"
-        seen[command] = {name: (opts[name].param_type_name, opts[name].multiple,
-                                opts[name].is_flag, tuple(opts[name].opts))
-                         for name in GENERATION_OPTIONS}
-    assert all(v == seen["vote"] for v in seen.values()), seen
+@pytest.mark.parametrize("command", GENERATING)
+def test_generating_commands_take_the_generation_options_from_their_one_declaration(
+        command):
+    """Each option of GenerationOptions, with its help and default, is an option of the
+    command and shows in its --help."""
+    from typer.testing import CliRunner
+
+    fields = dataclasses.fields(GenerationOptions)
+    params = {p.name: p for p in _command(command).params}
+    help_text = " ".join(CliRunner().invoke(app, [command, "--help"],
+                                            env={"COLUMNS": "300"}).output.split())
+    for f in fields:
+        p = params[f.name]
+        assert "/".join(p.opts + p.secondary_opts) == flag_of(f)
+        assert p.help == f.metadata["help"]
+        expected = (f.default if f.default is not dataclasses.MISSING else None)
+        if (command, f.name) == ("demo", "engine"):
+            expected = "piqe"  # the demo runs on CPU with the classical judge by default
+        assert p.default == expected, (f.name, p.default)
+        assert flag_of(f).split("/")[0] in help_text and f.metadata["help"] in help_text
+
+
+def test_no_command_declares_a_generation_option_itself():
+    """The options come from GenerationOptions only: no Typer option of the project is
+    declared with one of their names (evolve takes its --max-tokens and --engine-arg from the
+    same fields through generation_field)."""
+    flags = "|".join(re.escape(flag_of(f).split("/")[0])
+                     for f in dataclasses.fields(GenerationOptions))
+    declared = re.compile(rf"""Option\(\s*["']({flags})["'/]""")
+    offenders = [f"{path.relative_to(ROOT)}:{i}"
+                 for package in ("evoq_data", "evoq_train")
+                 for path in (ROOT / package).rglob("*.py")
+                 for i, line in enumerate(path.read_text().splitlines(), 1)
+                 if declared.search(line)]
+    assert not offenders, offenders
 
 
 @pytest.mark.parametrize("command", GENERATING)

@@ -26,8 +26,8 @@ from evoq_train.config import (  # noqa: E402
     parse_grpo_args,
     training_warnings,
 )
+from evoq_train.recipes import available_recipes, recipes_dir, resolve_recipe  # noqa: E402
 from evoq_train.sampler import PairRepeatSampler  # noqa: E402
-from evoq_train.settings import available_recipes, recipes_dir, resolve_recipe  # noqa: E402
 
 runner = CliRunner()
 

@@ -79,7 +79,7 @@ def test_two_processes_every_reward_call_sees_both_images_of_its_pairs(tmp_path,
 
 def test_deepspeed_zero2_single_cpu_process(tmp_path, tiny_vlm):
     """~40-70 s; DeepSpeed's shm op is prebuilt by scripts/setup.sh (else ~2-4 min more)."""
-    from evoq_train.settings import recipes_dir
+    from evoq_train.recipes import recipes_dir
 
     prefs = make_prefs_dir(tmp_path / "run")
     out = tmp_path / "out"
@@ -95,7 +95,7 @@ def test_deepspeed_zero2_single_cpu_process(tmp_path, tiny_vlm):
 def test_zero2_cpu_config_ships(tmp_path):
     import yaml
 
-    from evoq_train.settings import recipes_dir
+    from evoq_train.recipes import recipes_dir
 
     cfg = yaml.safe_load((recipes_dir() / "accelerate" / "zero2-cpu.yaml").read_text())
     assert (cfg["distributed_type"], cfg["deepspeed_config"]["zero_stage"], cfg["num_processes"]) \

@@ -14,22 +14,9 @@ import typer
 
 from evoq_data.cli.app import emit as _emit
 from evoq_data.cli.app import make_app
-from evoq_data.cli.options import (
-    BaseUrl,
-    Concurrency,
-    EngineArg,
-    EngineOpt,
-    MaxTokens,
-    ModelOpt,
-    ModelRevision,
-    Quiet,
-    Reasoning,
-    Seed,
-    Temperature,
-    TopP,
-    generation_spec,
-)
+from evoq_data.cli.options import Quiet, Seed, generation_options
 from evoq_data.core.errors import EvoqError
+from evoq_data.generation.spec import GenerationSpec
 from evoq_data.images.decode import DEFAULT_MAX_PIXELS
 
 app = make_app("evoq-data", "Make, publish and evaluate EvoQuality pseudo-preference datasets.")
@@ -73,17 +60,13 @@ def pairs_cmd(
 
 
 @app.command("vote")
+@generation_options()
 def vote_cmd(
     pairs: Annotated[Path, typer.Option("--pairs", help="Pairs Parquet from `evoq-data pairs`.")],
     out: Annotated[Path, typer.Option("--out", help="VOTES_DIR: raw vote shards + manifest.json.")],
-    model: ModelOpt = None,
-    engine: EngineOpt = "transformers",
+    spec: GenerationSpec,
     votes_per_pair: Annotated[int | None, typer.Option("--votes-per-pair", "-k", help="K sampled votes per pair (default 32, the paper's; --mode logprob: 2 rows per pair).")] = None,
     seed: Seed = 0,
-    temperature: Temperature = 1.0,
-    top_p: TopP = 1.0,
-    max_tokens: MaxTokens = 1024,
-    reasoning: Reasoning = True,
     order: Annotated[str, typer.Option("--order", help="random: swap shown order per vote (paper); balanced: one vote each way in every consecutive two (K/2 each way).")] = "random",
     num_shards: Annotated[int, typer.Option("--num-shards", help="Workers splitting the pairs.")] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", help="This worker's index in [0, num-shards).")] = 0,
@@ -93,10 +76,6 @@ def vote_cmd(
     workers: Annotated[int | None, typer.Option("--workers", help="--runner ray: actors, one engine each (default: as many as the cluster's GPUs, else CPUs, hold).")] = None,
     gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker", help="--runner ray: GPUs per actor (default: tensor_parallel_size x pipeline_parallel_size for vllm, 1 for transformers, on a cluster with GPUs; else 0).")] = None,
     cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", help="--runner ray: CPUs per actor (default 1).")] = None,
-    model_revision: ModelRevision = None,
-    base_url: BaseUrl = None,
-    concurrency: Concurrency = 8,
-    engine_arg: EngineArg = None,
     quiet: Quiet = False,
     stop: Annotated[str, typer.Option("--stop", help="fixed: all K votes (paper); decided: stop once the majority can no longer change; confident: also stop once a Beta posterior puts the majority beyond --confidence.")] = "fixed",
     wave: Annotated[int, typer.Option("--wave", help="With --stop decided/confident: votes asked per pair at a time (even).")] = 8,
@@ -116,10 +95,6 @@ def vote_cmd(
     ray_options = runner_options(runner, address=ray_address, workers=workers,
                                  gpus_per_worker=gpus_per_worker,
                                  cpus_per_worker=cpus_per_worker)
-    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
-                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
-                           engine_arg=engine_arg)
     summary = run_vote(pairs, spec, out, votes_per_pair=votes_per_pair, seed=seed, order=order,
                        num_shards=num_shards, shard_index=shard_index,
                        chunk_pairs=chunk_pairs, stop=stop, wave=wave,
@@ -189,24 +164,17 @@ def aggregate_cmd(
 
 
 @app.command("score")
+@generation_options()
 def score_cmd(
+    *,
     images: Annotated[str, typer.Option("--images", help="An image file, an image folder (recursive) or a HF dataset.")],
     out: Annotated[Path, typer.Option("--out", help="Per-sample scores Parquet (+ <stem>.summary.parquet, <stem>.manifest.json).")] = Path("scores.parquet"),
-    model: ModelOpt = None,
-    engine: EngineOpt = "transformers",
+    spec: GenerationSpec,
     samples: Annotated[int, typer.Option("--samples", "-k", help="K sampled scores per image (self-consistency).")] = 8,
     seed: Seed = 0,
-    temperature: Temperature = 1.0,
-    top_p: TopP = 1.0,
-    max_tokens: MaxTokens = 1024,
-    reasoning: Reasoning = True,
     chunk_images: Annotated[int, typer.Option("--chunk-images", help="Images per engine batch.")] = 32,
     image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
     split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
-    model_revision: ModelRevision = None,
-    base_url: BaseUrl = None,
-    concurrency: Concurrency = 8,
-    engine_arg: EngineArg = None,
     quiet: Quiet = False,
 ) -> None:
     """Score every image K times with the paper's score prompt; keep every raw answer.
@@ -216,30 +184,18 @@ def score_cmd(
     """
     from evoq_data.evaluate.score import run_score
 
-    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
-                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
-                           engine_arg=engine_arg)
     _emit(run_score(images, spec, out, samples=samples, seed=seed, chunk_images=chunk_images,
                     image_column=image_column, split=split, quiet=quiet))
 
 
 @app.command("compare")
+@generation_options()
 def compare_cmd(
     image_a: Annotated[Path, typer.Argument(help="First image (A).")],
     image_b: Annotated[Path, typer.Argument(help="Second image (B).")],
-    model: ModelOpt = None,
-    engine: EngineOpt = "transformers",
+    spec: GenerationSpec,
     votes: Annotated[int, typer.Option("--votes", "-k", help="K votes, half shown A first, half B first.")] = 8,
     seed: Seed = 0,
-    temperature: Temperature = 1.0,
-    top_p: TopP = 1.0,
-    max_tokens: MaxTokens = 1024,
-    reasoning: Reasoning = True,
-    model_revision: ModelRevision = None,
-    base_url: BaseUrl = None,
-    concurrency: Concurrency = 8,
-    engine_arg: EngineArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full tally (with raw answers) as JSON.")] = False,
 ) -> None:
     """Ask the model K times which of two images is better, in both shown orders.
@@ -248,10 +204,6 @@ def compare_cmd(
     """
     from evoq_data.evaluate.compare import run_compare
 
-    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
-                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
-                           engine_arg=engine_arg)
     res = run_compare(image_a, image_b, spec, votes=votes, seed=seed)
     if as_json:
         _emit(res)
@@ -325,23 +277,16 @@ def distort_cmd(
 
 
 @app.command("demo")
+@generation_options(engine="piqe")
 def demo_cmd(
+    *,
     out: Annotated[Path, typer.Option("--out", help="Folder for every file of the run.")] = Path("evoq-demo"),
-    engine: EngineOpt = "piqe",
-    model: ModelOpt = None,
+    spec: GenerationSpec,
     votes_per_pair: Annotated[int, typer.Option("--votes-per-pair", "-k", help="K votes per pair.")] = 32,
     num_pairs: Annotated[int | None, typer.Option("--num-pairs", help="Vote on a random subset of the synthetic pairs (all by default).")] = None,
     photos: Annotated[int | None, typer.Option("--photos", help="Use only the first N bundled photos (9 by default).")] = None,
     size: Annotated[int, typer.Option("--size", help="Longer side of the photos, pixels.")] = 256,
     seed: Seed = 0,
-    temperature: Temperature = 1.0,
-    top_p: TopP = 1.0,
-    max_tokens: MaxTokens = 1024,
-    reasoning: Reasoning = True,
-    model_revision: ModelRevision = None,
-    base_url: BaseUrl = None,
-    concurrency: Concurrency = 8,
-    engine_arg: EngineArg = None,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole chain on scikit-image's bundled photos and report pseudo-label accuracy.
@@ -352,10 +297,6 @@ def demo_cmd(
     """
     from evoq_data.demo import run_demo
 
-    spec = generation_spec(engine=engine, model=model, model_revision=model_revision,
-                           temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                           reasoning=reasoning, base_url=base_url, concurrency=concurrency,
-                           engine_arg=engine_arg)
     res = run_demo(out, spec, votes_per_pair=votes_per_pair, num_pairs=num_pairs, size=size,
                    photos=photos, seed=seed, quiet=quiet)
     typer.echo(f"demo finished in {res.get('seconds', sum(res['timings_s'].values())):.1f}s "

@@ -19,8 +19,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evoq_data.cli.fields import check_fields, option_label, settings_from_mapping
+from evoq_data.cli.options import GenerationOptions, generation_field
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import file_sha256
+from evoq_train.recipes import read_yaml_mapping, resolve_recipe
 
 SELF_ENGINES = ("transformers", "vllm")  # engines that load a checkpoint trained in the run
 BOOTSTRAP_ENGINES = ("transformers", "vllm", "openai", "piqe")
@@ -28,45 +31,96 @@ INIT_FROM = ("previous", "base")
 HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Engine arguments that are command-line options of the generating commands, not --engine-arg.
-OPTION_ARGS = {"base_url": "--base-url", "concurrency": "--concurrency",
-               "model_revision": "--model-revision"}
+OPTION_ARGS = {name: option_label(GenerationOptions, name)
+               for name in ("base_url", "concurrency", "model_revision")}
+# Settings that do not decide what the run makes (left out of its fingerprint).
+NOT_IDENTITY = ("rounds", "run_dir", "quiet")
 
 
 @dataclass
 class EvolveSettings:
-    """Everything ``evoq-train evolve`` takes (the command line's options, by field name)."""
+    """Everything ``evoq-train evolve`` takes, each setting declared once: the field is the
+    command-line option (``--`` + its name with dashes, or ``flag``), the ``--config`` key and
+    the help; ``min`` and ``choices`` are checked by :meth:`validate`."""
 
-    pool: str | None = None
-    model: str | None = None
-    rounds: int = 2
-    run_dir: str | None = None
-    repo_id: str | None = None
-    local_dir: str | None = None
-    pairs_per_round: int = 20000
-    votes_per_pair: int = 32
-    engine: str = "transformers"
-    engine_args: list[str] = field(default_factory=list)
-    max_tokens: int = 1024
-    vote_args: list[str] = field(default_factory=list)
-    train_config: str = "qwen2.5-vl-7b-8xa100"
-    train_args: list[str] = field(default_factory=list)
-    accelerate_config: str | None = None
-    evals: list[str] = field(default_factory=list)
-    eval_base: bool = True
-    score_samples: int = 8
-    bootstrap_engine: str | None = None
-    bootstrap_model: str | None = None
-    bootstrap_args: list[str] = field(default_factory=list)
-    synthetic_pairs: int = 0
-    init_from: str = "previous"
-    seed: int = 0
+    pool: str | None = field(default=None, metadata={
+        "help": "Image pool: a folder (recursive) or a HF dataset; fresh random pairs are "
+                "drawn from it each round."})
+    model: str | None = field(default=None, metadata={
+        "help": "Base model BASE: Hub id or checkpoint folder (Qwen2.5-VL family)."})
+    rounds: int = field(default=2, metadata={
+        "min": 1, "help": "T: rounds of vote -> aggregate -> publish -> GRPO (paper: 2). May "
+                          "be raised later to continue a run."})
+    run_dir: str | None = field(default=None, metadata={
+        "help": "RUN: state.json, lineage.json, report, logs and each round's files."})
+    repo_id: str | None = field(default=None, metadata={
+        "help": "Publish round r as version round-r of this Hub dataset OWNER/NAME."})
+    local_dir: str | None = field(default=None, metadata={
+        "help": "Write version round-r to DIR/round-r instead (default without --repo-id: "
+                "RUN/datasets)."})
+    pairs_per_round: int = field(default=20000, metadata={
+        "min": 1, "help": "Random pairs per round (paper: 20000)."})
+    votes_per_pair: int = field(default=32, metadata={
+        "min": 1, "aliases": ["-k"], "help": "K votes per pair (paper: 32)."})
+    engine: str = field(default="transformers", metadata={
+        "choices": SELF_ENGINES,
+        "hint": {"openai": " (an OpenAI-compatible endpoint cannot serve the checkpoints this "
+                           "run trains; use it as --bootstrap-engine)"},
+        "help": "Engine the run's models vote and score with: vllm (GPUs) or transformers."})
+    engine_args: list[str] = generation_field("engine_arg")
+    max_tokens: int = generation_field("max_tokens", min=1)
+    vote_args: list[str] = field(default_factory=list, metadata={
+        "flag": "--vote-arg",
+        "help": "An extra `evoq-data vote` option for every round (repeatable), e.g. "
+                "--vote-arg=--chunk-pairs=256."})
+    train_config: str = field(default="qwen2.5-vl-7b-8xa100", metadata={
+        "help": "GRPO recipe: shipped name or YAML file."})
+    train_args: list[str] = field(default_factory=list, metadata={
+        "flag": "--train-arg",
+        "help": "KEY=VALUE training setting overriding the recipe (repeatable), e.g. "
+                "max_steps=100."})
+    accelerate_config: str | None = field(default=None, metadata={
+        "help": "Run GRPO under `accelerate launch --config_file FILE` (a file or a shipped "
+                "name such as accelerate/zero3); default: one plain process."})
+    evals: list[str] = field(default_factory=list, metadata={
+        "flag": "--eval",
+        "help": "NAME=LABELS (repeatable): a CSV/TSV/Parquet manifest with mos and a path "
+                "column; each round's model (and the base model) is scored on its images and "
+                "evaluated."})
+    eval_base: bool = field(default=True, metadata={
+        "flag": "--eval-base/--no-eval-base",
+        "help": "Also evaluate the base model as round 0 (with --eval)."})
+    score_samples: int = field(default=8, metadata={
+        "min": 1, "help": "K score samples per eval image."})
+    bootstrap_engine: str | None = field(default=None, metadata={
+        "choices": BOOTSTRAP_ENGINES,
+        "help": "Who votes round 1: piqe, openai, transformers or vllm (default: BASE with "
+                "--engine)."})
+    bootstrap_model: str | None = field(default=None, metadata={
+        "help": "The bootstrap judge's model (openai: the served model's name)."})
+    bootstrap_args: list[str] = field(default_factory=list, metadata={
+        "flag": "--bootstrap-arg",
+        "help": "KEY=VALUE for the bootstrap engine (repeatable), e.g. "
+                "base_url=http://host:8000/v1."})
+    synthetic_pairs: int = field(default=0, metadata={
+        "min": 0, "help": "From round 2 on, add N pairs of distorted variants of pool images "
+                          "(known order), as in the paper's round 2."})
+    init_from: str = field(default="previous", metadata={
+        "choices": INIT_FROM,
+        "help": "previous: round r trains from the model of round r-1; base: from BASE."})
+    seed: int = field(default=0, metadata={
+        "min": 0, "help": "Run seed; each round's pair, vote and synthetic seeds derive "
+                          "from it."})
+    quiet: bool = field(default=False, metadata={
+        "aliases": ["-q"], "help": "No progress bars (also none from the libraries evoq "
+                                   "drives)."})
 
     # --- building --------------------------------------------------------------------
 
     @classmethod
     def build(cls, config: str | Path | None, given: dict) -> EvolveSettings:
         """Defaults, then the YAML file ``config``, then ``given`` (the command line's
-        options that were set: None means not given)."""
+        options that were set, by field name: None means not given)."""
         values: dict = {}
         if config is not None:
             values.update(read_config_file(Path(config)))
@@ -88,27 +142,10 @@ class EvolveSettings:
         if not self.model:
             raise EvoqError("--model is required (the base model: Hub id or checkpoint folder)")
         local_or_hub(self.model, "--model", want="dir")
-        for name, value, low in (("--rounds", self.rounds, 1),
-                                 ("--pairs-per-round", self.pairs_per_round, 1),
-                                 ("--votes-per-pair", self.votes_per_pair, 1),
-                                 ("--max-tokens", self.max_tokens, 1),
-                                 ("--score-samples", self.score_samples, 1),
-                                 ("--synthetic-pairs", self.synthetic_pairs, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise EvoqError(f"{name} must be an integer of at least {low}, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise EvoqError(f"--seed must be a non-negative integer, got {self.seed!r}")
-        if self.engine not in SELF_ENGINES:
-            hint = (" (an OpenAI-compatible endpoint cannot serve the checkpoints this run "
-                    "trains; use it as --bootstrap-engine)" if self.engine == "openai" else "")
-            raise EvoqError(f"--engine must be one of {', '.join(SELF_ENGINES)}, got "
-                            f"{self.engine!r}{hint}")
+        check_fields(self)  # the fields' own min and choices
         parse_key_values(self.engine_args, "--engine-arg")
         parse_key_values(self.bootstrap_args, "--bootstrap-arg")
         if self.bootstrap_engine is not None:
-            if self.bootstrap_engine not in BOOTSTRAP_ENGINES:
-                raise EvoqError(f"--bootstrap-engine must be one of "
-                                f"{', '.join(BOOTSTRAP_ENGINES)}, got {self.bootstrap_engine!r}")
             if self.bootstrap_engine == "piqe" and self.bootstrap_model:
                 raise EvoqError("--bootstrap-engine piqe takes no --bootstrap-model "
                                 "(a classical metric with no weights)")
@@ -120,9 +157,6 @@ class EvolveSettings:
                 local_or_hub(self.bootstrap_model, "--bootstrap-model", want="dir")
         elif self.bootstrap_model or self.bootstrap_args:
             raise EvoqError("--bootstrap-model and --bootstrap-arg need --bootstrap-engine")
-        if self.init_from not in INIT_FROM:
-            raise EvoqError(f"--init-from must be one of {', '.join(INIT_FROM)}, got "
-                            f"{self.init_from!r}")
         if self.repo_id is not None:
             from evoq_data.publish.push import REPO_ID_RE
 
@@ -130,9 +164,8 @@ class EvolveSettings:
                 raise EvoqError(f"malformed --repo-id {self.repo_id!r}: expected OWNER/NAME")
         if self.local_dir is not None and Path(self.local_dir).expanduser().is_file():
             raise EvoqError(f"--local-dir {self.local_dir} is an existing file; give a folder")
-        from evoq_train.settings import resolve_recipe
-
-        resolve_recipe(self.train_config)  # one line naming the shipped recipes when unknown
+        # one line naming the shipped recipes when unknown
+        resolve_recipe(self.train_config, option="--train-config")
         parse_train_args(self.train_args)
         for arg in self.vote_args:
             if not str(arg).startswith("--"):
@@ -149,7 +182,7 @@ class EvolveSettings:
     def identity(self) -> dict:
         """The settings that decide what the run makes, comparable across reruns."""
         doc = dataclasses.asdict(self)
-        for key in ("rounds", "run_dir"):
+        for key in NOT_IDENTITY:
             doc.pop(key)
         doc["pool"] = _identity_path(self.pool)
         doc["model"] = _identity_path(self.model)
@@ -182,45 +215,17 @@ def changed_fields(old: dict, new: dict) -> list[str]:
 
 def option_name(field_name: str) -> str:
     """The command-line option of a settings field (engine_args -> --engine-arg)."""
-    special = {"evals": "--eval", "engine_args": "--engine-arg", "vote_args": "--vote-arg",
-               "train_args": "--train-arg", "bootstrap_args": "--bootstrap-arg",
-               "eval_base": "--eval-base/--no-eval-base"}
-    return special.get(field_name, "--" + field_name.replace("_", "-"))
+    return option_label(EvolveSettings, field_name)
+
+
+def read_config_file(path: Path) -> dict:
+    """The settings of a ``--config`` YAML file by field name: keys are field or option names
+    (dashes or underscores), values of the field's type (one line naming the key otherwise)."""
+    where = f"--config {path}"
+    return settings_from_mapping(EvolveSettings, read_yaml_mapping(path, where), where)
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-def read_config_file(path: Path) -> dict:
-    """A YAML mapping of settings; keys are field or option names (dashes or underscores)."""
-    import yaml
-
-    if not path.is_file():
-        raise EvoqError(f"--config {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise EvoqError(f"--config {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise EvoqError(f"--config {path} must be a mapping of settings (pool: ..., model: ...)")
-    names = {f.name for f in dataclasses.fields(EvolveSettings)}
-    aliases = {"eval": "evals", "engine_arg": "engine_args", "vote_arg": "vote_args",
-               "train_arg": "train_args", "bootstrap_arg": "bootstrap_args"}
-    out = {}
-    for key, value in data.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        name = aliases.get(name, name)
-        if name not in names:
-            raise EvoqError(f"--config {path}: unknown setting {key!r} (known: "
-                            f"{', '.join(sorted(names))})")
-        if name.endswith("s") and name in aliases.values() and isinstance(value, str):
-            value = [value]
-        if name.endswith("_args") or name == "evals":
-            if isinstance(value, dict):
-                value = [f"{k}={v}" for k, v in value.items()]
-            value = [str(v) for v in (value or [])]
-        out[name] = value
-    return out
-
 
 def local_or_hub(value: str, option: str, *, want: str) -> tuple[str, Path | None]:
     """("local", path) for an existing path, ("hub", None) for a Hub id; else one line."""
@@ -265,16 +270,8 @@ def parse_train_args(items: list[str]) -> list[str]:
 
 def accelerate_file(value: str) -> Path:
     """An accelerate config file, or the name of a shipped one (accelerate/zero3)."""
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path.resolve()
-    from evoq_train.settings import recipes_dir
-
-    shipped = recipes_dir() / f"{value.removesuffix('.yaml')}.yaml"
-    if shipped.is_file() and value.startswith("accelerate/"):
-        return shipped
-    raise EvoqError(f"--accelerate-config {value} not found (a file, or a shipped name such as "
-                    "accelerate/zero3)")
+    return resolve_recipe(value, scope="accelerate", label="accelerate config",
+                          option="--accelerate-config").resolve()
 
 
 def check_eval(spec: str, *, deep: bool = True) -> tuple[str, Path]:
