@@ -1,0 +1,164 @@
+"""`push --images embed|once|none`, `evoq_data.load_preferences`, the docs' join recipes, and
+the readers (`evoq-train`'s loader, `eval --prefs`) over every layout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import assert_user_error
+from push_fixtures import make_prefs_dir
+from typer.testing import CliRunner
+
+import evoq_data
+from evoq_data.cli import app
+from evoq_data.core.errors import EvoqError
+from evoq_data.publish.push import run_push
+
+runner = CliRunner()
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "push.md"
+
+
+@pytest.fixture
+def prefs(tmp_path) -> Path:
+    return make_prefs_dir(tmp_path / "run")
+
+
+@pytest.fixture
+def pushed(prefs, tmp_path) -> dict[str, Path]:
+    out = {}
+    for layout in ("embed", "once", "none"):
+        out[layout] = tmp_path / layout
+        result = runner.invoke(app, ["push", "--prefs", str(prefs), "--repo-id", "me/d",
+                                     "--version", "v1", "--local-dir", str(out[layout]),
+                                     "--images", layout, "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["images"] == layout
+    return out
+
+
+def test_once_stores_each_image_once_and_loads_the_embedded_rows(pushed, prefs):
+    meta = {k: json.loads((p / "evoq.json").read_text()) for k, p in pushed.items()}
+    assert meta["once"]["images"] == "once"
+    once_prefs = pq.read_schema(next((pushed["once"] / "preferences").glob("*.parquet")))
+    assert "image_a" not in once_prefs.names and "image_b" not in once_prefs.names
+    # every image once: stored bytes equal the distinct image bytes (embed stores more)
+    sizes = meta["once"]["image_bytes"]
+    assert sizes["stored"] == sizes["unique"] > 0
+    assert meta["embed"]["image_bytes"]["stored"] > 2 * sizes["unique"]
+    blobs = [r["image"]["bytes"] for f in (pushed["once"] / "images").glob("*.parquet")
+             for r in pq.read_table(f).to_pylist()]
+    assert sum(map(len, blobs)) == sizes["unique"] and len(set(blobs)) == len(blobs)
+    # the same rows, images included, as the embedded layout
+    embed = evoq_data.load_preferences(pushed["embed"], decode=False)
+    once = evoq_data.load_preferences(pushed["once"], decode=False)
+    assert once[:] == embed[:]
+    assert len(once) == len(pq.read_table(prefs / "preferences.parquet"))
+    for row in once:
+        for side in "ab":
+            assert hashlib.sha256(row[f"image_{side}"]["bytes"]).hexdigest() == \
+                row[f"image_{side}_id"]
+    decoded = evoq_data.load_preferences(pushed["once"])[2]["image_b"]
+    assert decoded.size == (48, 40)
+    # materialized (what evoq-train reads): real columns, the same bytes
+    real = evoq_data.load_preferences(pushed["once"], decode=False, materialize=True)
+    assert "image_a" in real.column_names and real[:] == embed[:]
+
+
+def test_none_reads_the_files_from_the_pool(pushed, prefs):
+    pool = prefs.parent / "pool"
+    rows = evoq_data.load_preferences(pushed["none"], images_root=pool, decode=False)
+    for row in rows:
+        for side in "ab":
+            data = Path(row[f"image_{side}"]["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == row[f"image_{side}_id"]
+    with pytest.raises(EvoqError, match=r"has no images here: .* 10 of them are not files"):
+        evoq_data.load_preferences(pushed["none"], images_root=prefs)
+
+
+def test_a_local_folder_holds_one_revision(pushed):
+    assert len(evoq_data.load_preferences(pushed["once"], revision="v1")) == 5
+    with pytest.raises(EvoqError, match="holds version v1, not v2"):
+        evoq_data.load_preferences(pushed["once"], revision="v2")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--images", "once", "--no-embed-images"], "--no-embed-images means --images none"),
+    (["--images", "twice"], "unknown --images 'twice'"),
+])
+def test_bad_layout_options(prefs, tmp_path, args, fragment):
+    result = runner.invoke(app, ["push", "--prefs", str(prefs), "--repo-id", "me/d",
+                                 "--version", "v1", "--local-dir", str(tmp_path / "o"), *args])
+    assert_user_error(result, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_embed_images_is_none(prefs, tmp_path):
+    run_push(prefs, "me/d", "v1", local_dir=tmp_path / "o", embed_images=False, quiet=True)
+    meta = json.loads((tmp_path / "o" / "evoq.json").read_text())
+    assert (meta["images"], meta["embed_images"]) == ("none", False)
+
+
+def test_once_refuses_pairs_whose_image_is_not_in_images(prefs, tmp_path):
+    table = pq.read_table(prefs / "images.parquet")
+    pq.write_table(table.slice(1), prefs / "images.parquet")
+    with pytest.raises(EvoqError, match="1 image.* not in images.parquet"):
+        run_push(prefs, "me/d", "v1", local_dir=tmp_path / "o", images="once", quiet=True)
+
+
+def recipe(name: str) -> str:
+    text = DOCS.read_text(encoding="utf-8")
+    block = re.search(rf"```python\n# recipe: {name}\n(.*?)```", text, re.S)
+    assert block, f"docs/push.md has no '# recipe: {name}' block"
+    return block.group(1)
+
+
+@pytest.mark.parametrize("name", ["duckdb", "polars"])
+def test_docs_join_recipes(name, pushed, prefs):
+    if name == "polars":
+        pytest.importorskip("polars")
+    scope = {"DATASET": str(pushed["once"])}
+    exec(recipe(name), scope)  # noqa: S102 - the documented recipe, verbatim
+    expected = sorted(pq.read_table(prefs / "preferences.parquet").to_pylist(),
+                      key=lambda r: r["pair_id"])
+    got = scope["pairs"]
+    assert [(r[0], r[1]) for r in got] == [(e["pair_id"], e["p_star"]) for e in expected]
+    for row, exp in zip(got, expected, strict=True):
+        assert hashlib.sha256(row[2]).hexdigest() == exp["image_a_id"]
+        assert hashlib.sha256(row[3]).hexdigest() == exp["image_b_id"]
+
+
+def test_evoq_train_reads_every_layout(pushed, prefs, monkeypatch):
+    from evoq_train.data import load_preferences
+
+    embed = load_preferences(str(pushed["embed"])).cast_column(
+        "image_a", __import__("datasets").Image(decode=False))
+    once = load_preferences(str(pushed["once"])).cast_column(
+        "image_a", __import__("datasets").Image(decode=False))
+    assert once["image_a"] == embed["image_a"] and once["p_star"] == embed["p_star"]
+    monkeypatch.chdir(prefs.parent / "pool")  # none: the paths are relative to the pool
+    none = load_preferences(str(pushed["none"])).cast_column(
+        "image_b", __import__("datasets").Image(decode=False))
+    assert [hashlib.sha256(Path(c["path"]).read_bytes()).hexdigest() for c in none["image_b"]] \
+        == none["image_b_id"]
+
+
+def test_eval_prefs_reads_every_layout(pushed, prefs, tmp_path):
+    ids = pq.read_table(prefs / "images.parquet").column("image_id").to_pylist()
+    pq.write_table(pa.table({"image_id": ids, "mos": [float(i) for i in range(len(ids))]}),
+                   tmp_path / "mos.parquet")
+    results = {}
+    for name, source in (("prefs", prefs), *pushed.items()):
+        out = tmp_path / f"eval-{name}"
+        result = runner.invoke(app, ["eval", "--prefs", str(source), "--labels",
+                                     str(tmp_path / "mos.parquet"), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        doc = json.loads((out / "accuracy.json").read_text())
+        results[name] = {k: doc[k] for k in ("pairs", "decisive", "correct", "by_agreement")}
+    assert results["prefs"]["pairs"] == 5 and results["prefs"]["decisive"] == 3
+    assert results["embed"] == results["once"] == results["none"] == results["prefs"]
