@@ -221,6 +221,15 @@ def test_pseudo_mos_rows_and_interval(demo, layout, tmp_path):
             assert hashlib.sha256(r["image"]["bytes"]).hexdigest() == r["image_id"]
 
 
+def test_card_snippets_with_pseudo_mos(demo, tmp_path):
+    from test_publish_layouts import run_card_snippets
+
+    out = tmp_path / "repo"
+    assert push(demo / "prefs", out, "--images", "embed", "--export", "pseudo_mos").exit_code == 0
+    scope = run_card_snippets(out, "me/d", demo / "photos")
+    assert len(scope["pseudo_mos"]) == pq.read_metadata(demo / "prefs" / "images.parquet").num_rows
+
+
 def test_pseudo_mos_evaluates_against_the_known_levels(demo, tmp_path):
     out = tmp_path / "repo"
     assert push(demo / "prefs", out, "--images", "once", "--export", "pseudo_mos").exit_code == 0

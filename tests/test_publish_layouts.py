@@ -162,3 +162,36 @@ def test_eval_prefs_reads_every_layout(pushed, prefs, tmp_path):
         results[name] = {k: doc[k] for k in ("pairs", "decisive", "correct", "by_agreement")}
     assert results["prefs"]["pairs"] == 5 and results["prefs"]["decisive"] == 3
     assert results["embed"] == results["once"] == results["none"] == results["prefs"]
+
+
+def run_card_snippets(folder: Path, repo_id: str, pool: Path) -> dict:
+    """Run every python snippet of the card verbatim but for the repo id (-> the folder) and
+    the pool placeholder (-> the pool); check there is one per config. Returns their names."""
+    card = (folder / "README.md").read_text()
+    meta = json.loads((folder / "evoq.json").read_text())
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    for config in meta["configs"]:
+        assert any(f'"{config}"' in b for b in blocks), config
+    scope: dict = {}
+    label = meta["paths"].get("relative_to") or "pool"
+    for block in blocks:
+        exec(block.replace(f'"{repo_id}"', repr(str(folder))).replace(  # noqa: S102
+            f"path/to/{label}", str(pool)), scope)
+    return scope
+
+
+@pytest.mark.parametrize("layout", ["embed", "once", "none"])
+def test_every_card_snippet_runs_against_the_pushed_folder(layout, prefs, tmp_path):
+    out = tmp_path / "repo"
+    exports = [] if layout == "none" else ["--export", "dpo,reasoning_dpo"]
+    result = runner.invoke(app, ["push", "--prefs", str(prefs), "--repo-id", "me/snip",
+                                 "--version", "v1", "--local-dir", str(out), "--images", layout,
+                                 "--include-votes", "--quiet", *exports])
+    assert result.exit_code == 0, result.output
+    scope = run_card_snippets(out, "me/snip", prefs.parent / "pool")
+    assert len(scope["prefs"]) == 5 and len(scope["images"]) == 5 and len(scope["votes"]) == 20
+    if layout != "embed":
+        pair = scope["prefs"][0]
+        assert pair["image_a"].size == (48, 40)  # load_preferences: the images, read on access
+    if layout != "none":
+        assert len(scope["dpo"]) == 6 and len(scope["reasoning_dpo"]) == 2
