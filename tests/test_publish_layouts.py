@@ -195,3 +195,44 @@ def test_every_card_snippet_runs_against_the_pushed_folder(layout, prefs, tmp_pa
         assert pair["image_a"].size == (48, 40)  # load_preferences: the images, read on access
     if layout != "none":
         assert len(scope["dpo"]) == 6 and len(scope["reasoning_dpo"]) == 2
+
+
+@pytest.mark.parametrize("embed", [True, False])
+def test_versions_published_before_the_layouts_still_load(embed, prefs, tmp_path, monkeypatch):
+    """A folder in the first published format: data files without the content hash in their
+    names, evoq.json with only `embed_images`, absolute paths (--keep-local-paths)."""
+    import datasets
+
+    # `datasets` caches a local folder by its name and file patterns: without the hash in the
+    # names, an earlier run's folder of the same name would be served from the cache
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    out = tmp_path / "old"
+    run_push(prefs, "me/d", "v1", local_dir=out, embed_images=embed, keep_local_paths=True,
+             quiet=True)
+    meta = json.loads((out / "evoq.json").read_text())
+    del meta["images"]
+    (out / "evoq.json").write_text(json.dumps(meta))
+    card = (out / "README.md").read_text()
+    for config in ("preferences", "images"):
+        for f in (out / config).glob("*.parquet"):
+            f.rename(f.with_name(re.sub(r"train-[0-9a-f]{12}-", "train-", f.name)))
+        card = card.replace(meta["configs"][config]["pattern"], f"{config}/train-*.parquet")
+    (out / "README.md").write_text(card)
+    rows = evoq_data.load_preferences(out, decode=False)
+    assert rows["pair_id"] == pq.read_table(prefs / "preferences.parquet").column(
+        "pair_id").to_pylist()
+    for row in rows:
+        cell = row["image_a"]
+        data = cell["bytes"] if embed else Path(cell["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["image_a_id"]
+    from evoq_train.data import load_preferences
+
+    assert load_preferences(str(out))["p_star"] == rows["p_star"]
+    ids = pq.read_table(prefs / "images.parquet").column("image_id").to_pylist()
+    pq.write_table(pa.table({"image_id": ids, "mos": [float(i) for i in range(len(ids))]}),
+                   tmp_path / "mos.parquet")
+    result = runner.invoke(app, ["eval", "--prefs", str(out), "--labels",
+                                 str(tmp_path / "mos.parquet"), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "e" / "accuracy.json").read_text())
+    assert (doc["pairs"], doc["decisive"]) == (5, 3)
