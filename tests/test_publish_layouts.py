@@ -236,3 +236,37 @@ def test_versions_published_before_the_layouts_still_load(embed, prefs, tmp_path
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "e" / "accuracy.json").read_text())
     assert (doc["pairs"], doc["decisive"]) == (5, 3)
+
+
+HUB_LOADER = """
+import hashlib, json, sys
+import evoq_data
+from evoq_data.load import preference_rows
+out = {}
+for layout in ("embed", "once"):
+    ds = evoq_data.load_preferences("me/lay-" + layout, revision="v1", decode=False)
+    out[layout] = [{k: hashlib.sha256(v["bytes"]).hexdigest() if isinstance(v, dict) else v
+                    for k, v in row.items()} for row in ds]
+out["columns"] = preference_rows("me/lay-once", ["pair_id", "p_star"], revision="v1")
+print(json.dumps(out))
+"""
+
+
+def test_once_from_the_hub_loads_the_embedded_rows(hub, prefs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import HUB_TOKEN
+
+    for layout in ("embed", "once"):
+        run_push(prefs, f"me/lay-{layout}", "v1", endpoint=hub.url, images=layout, quiet=True)
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0",
+               HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN=HUB_TOKEN, HF_HUB_DISABLE_XET="1")
+    proc = subprocess.run([sys.executable, "-c", HUB_LOADER], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["once"] == out["embed"] and len(out["once"]) == 5
+    assert all(r["image_a"] == r["image_a_id"] for r in out["once"])  # sha256 of the bytes
+    assert [r["pair_id"] for r in out["columns"]] == [r["pair_id"] for r in out["once"]]
