@@ -270,3 +270,20 @@ def test_once_from_the_hub_loads_the_embedded_rows(hub, prefs, tmp_path):
     assert out["once"] == out["embed"] and len(out["once"]) == 5
     assert all(r["image_a"] == r["image_a_id"] for r in out["once"])  # sha256 of the bytes
     assert [r["pair_id"] for r in out["columns"]] == [r["pair_id"] for r in out["once"]]
+
+
+@pytest.mark.parametrize("layout", ["once", "none"])
+def test_evoq_train_grpo_trains_from_every_layout(layout, pushed, prefs, tiny_vlm, tmp_path,
+                                                   monkeypatch):
+    pytest.importorskip("trl")
+    from evoq_train.cli import app as train_app
+
+    if layout == "none":  # its paths are relative to the pool: train from there
+        monkeypatch.chdir(prefs.parent / "pool")
+    result = runner.invoke(train_app, ["grpo", "--config", "cpu-smoke", "--dataset",
+                                       str(pushed[layout]), "--model", str(tiny_vlm),
+                                       "--output-dir", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["global_steps"] == 2
+    assert (summary["pairs_total"], summary["pairs_used"], summary["prompts"]) == (5, 4, 8)
