@@ -103,6 +103,7 @@ def test_reasoning_dpo_rows_and_skips(prefs, ids, tmp_path):
     # none; the three ba orders have no vote at all
     assert (info["rows"], info["pairs_used"], info["pairs_skipped_no_disagreeing_vote"],
             info["orders_skipped_no_disagreeing_vote"]) == (2, 2, 1, 4)
+    assert info["votes_left_out_other_prompt"] == 0
     rows = load(tmp_path / "o", "reasoning_dpo")
     text = compare_prompt(True).text
     assert [{k: r[k] for k in ("pair_id", "shown_order", "image_ids", "prompt", "chosen",
@@ -128,6 +129,21 @@ def test_reasoning_dpo_rows_and_skips(prefs, ids, tmp_path):
 def test_bad_export_options(prefs, tmp_path, args, fragment):
     assert_user_error(push(prefs, tmp_path / "o", *args), fragment)
     assert not (tmp_path / "o").exists()
+
+
+def test_reasoning_dpo_leaves_out_votes_of_another_prompt(prefs, tmp_path):
+    shard = next((prefs.parent / "votes").glob("votes-*.parquet"))
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    for r in rows:  # p01's only disagreeing vote came from another prompt (a mixed run)
+        if (r["pair_id"], r["vote_index"]) == ("p01", 3):
+            r["prompt_sha256"] = "f" * 64
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    result = push(prefs, tmp_path / "o", "--export", "reasoning_dpo")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["exports"]["reasoning_dpo"]
+    assert (info["rows"], info["votes_left_out_other_prompt"]) == (1, 1)
+    assert [r["pair_id"] for r in load(tmp_path / "o", "reasoning_dpo")] == ["p03"]
 
 
 def test_reasoning_dpo_refuses_votes_of_another_prompt(prefs, tmp_path):

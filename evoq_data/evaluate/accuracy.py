@@ -211,7 +211,8 @@ def _published(prefs: Path) -> bool:
     if prefs.is_dir():
         return (prefs / "evoq.json").is_file() and not (prefs / "preferences.parquet").exists()
     text = str(prefs)
-    return not prefs.exists() and text.count("/") == 1 and not text.startswith((".", "/"))
+    return (not prefs.exists() and text.count("/") == 1 and not text.startswith((".", "/"))
+            and prefs.suffix.lower() != ".parquet")
 
 
 def run_label_accuracy(prefs: str | Path, labels: str, out: str | Path, *,

@@ -35,7 +35,8 @@ from evoq_data.generation.prompts import compare_prompt
 log = logging.getLogger(__name__)
 
 EXPORTS = ("dpo", "reasoning_dpo", "pseudo_mos")
-VOTE_COLUMNS = ("pair_id", "vote_index", "swapped", "raw_text", "winner_id", "parse_status")
+VOTE_COLUMNS = ("pair_id", "vote_index", "swapped", "raw_text", "winner_id", "parse_status",
+                "prompt_sha256")
 ROWS_PER_TABLE = 256  # rows built (and images read) at a time
 
 
@@ -116,21 +117,28 @@ def dpo_rows(pairs: list[dict]) -> list[dict]:
     return rows
 
 
-def read_votes(votes_dir: Path, pair_ids: set[str]) -> dict[tuple[str, bool], list[dict]]:
-    """Valid votes of the given pairs by (pair_id, swapped), in vote-index order."""
+def read_votes(votes_dir: Path, pair_ids: set[str],
+               prompt_sha256: str) -> tuple[dict[tuple[str, bool], list[dict]], int]:
+    """Valid votes of the given pairs made with the prompt, by (pair_id, swapped), in
+    vote-index order; and how many valid votes of those pairs another prompt made (a mixed
+    run: left out, since their answers belong to another prompt)."""
     files = sorted(votes_dir.glob("votes-*.parquet"))
     if not files:
         raise EvoqError(f"--export reasoning_dpo: no votes-*.parquet shards in {votes_dir}")
     out: dict[tuple[str, bool], list[dict]] = {}
+    other = 0
     for f in files:
         check_columns(f, VOTE_COLUMNS, "votes")
         table = pq.read_table(f, columns=list(VOTE_COLUMNS))
         for v in table.to_pylist():
             if v["pair_id"] in pair_ids and v["parse_status"] == "ok" and v["winner_id"]:
+                if v["prompt_sha256"] != prompt_sha256:
+                    other += 1
+                    continue
                 out.setdefault((v["pair_id"], bool(v["swapped"])), []).append(v)
     for votes in out.values():
         votes.sort(key=lambda v: v["vote_index"])
-    return out
+    return out, other
 
 
 def reasoning_rows(pairs: list[dict], votes, samples: int, seed: int,
@@ -246,9 +254,11 @@ def write_exports(src: dict, folder: Path, opts: ExportOptions, *, layout: str,
         summary["dpo"] = {**counts, "pairs_used": len(pairs), "rows": len(rows)}
     if "reasoning_dpo" in opts.configs:
         prompt = vote_prompt(src)
-        votes = read_votes(votes_dir_of(src, opts), {p["pair_id"] for p in pairs})
+        votes, other = read_votes(votes_dir_of(src, opts), {p["pair_id"] for p in pairs},
+                                  prompt.sha256)
         rows, skipped = reasoning_rows(pairs, votes, opts.reasoning_samples, opts.seed,
                                        prompt.text)
+        skipped["votes_left_out_other_prompt"] = other
         configs["reasoning_dpo"] = _write_pair_rows("reasoning_dpo", rows, files, folder,
                                                     reasoning=True)
         summary["reasoning_dpo"] = {**counts, **skipped, "prompt_id": prompt.prompt_id,
