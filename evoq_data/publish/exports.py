@@ -21,7 +21,7 @@ need a layout that reads the images (``embed`` or ``once``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,6 @@ class ExportOptions:
     reasoning_samples: int = 1  # reasoning_dpo: rows per pair and shown order, at most
     seed: int = 0  # reasoning_dpo: which answers are drawn
     votes: Path | None = None  # reasoning_dpo: VOTES_DIR (default: the aggregate manifest's)
-    extra: dict = field(default_factory=dict)
 
 
 def parse_exports(value) -> ExportOptions | None:
@@ -277,7 +276,7 @@ def write_exports(src: dict, folder: Path, opts: ExportOptions, *, layout: str,
 
 # The column descriptions of the export configs (the card and docs/push.md render them with
 # the others, from evoq_data.publish.card.COLUMN_DOCS).
-_TRL = ("TRL's conversational preference format: ")
+_TRL = "TRL's conversational preference format: "
 EXPORT_COLUMN_DOCS = {
     "dpo": {
         "pair_id": "the pair (from `evoq-data pairs`)",
