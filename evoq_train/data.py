@@ -66,7 +66,7 @@ def _from_prefs_dir(folder: Path):
 
 def load_preferences(source: str | Path, revision: str | None = None):
     """The ``preferences`` rows of a PREFS_DIR, a local dataset folder or a Hub dataset."""
-    datasets = require("datasets", "train")
+    require("datasets", "train")
     folder = Path(source)
     if folder.is_dir() and (folder / "preferences.parquet").is_file():
         ds = _from_prefs_dir(folder)
@@ -74,11 +74,9 @@ def load_preferences(source: str | Path, revision: str | None = None):
         if not folder.exists() and (str(source).startswith((".", "/")) or str(source).count("/") != 1):
             raise EvoqError(f"dataset not found: {source} (give a PREFS_DIR, a dataset folder "
                             "written by `evoq-data push --local-dir`, or a Hub id)")
-        try:
-            ds = datasets.load_dataset(str(source), CONFIG, revision=revision, split="train")
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            raise EvoqError(f"cannot load the '{CONFIG}' config of dataset {source}"
-                            f"{'@' + revision if revision else ''}: {exc}") from exc
+        from evoq_data.load import load_preferences as load_published  # any image layout
+
+        ds = load_published(str(source), revision, CONFIG, materialize=True)
     missing = [c for c in REQUIRED if c not in ds.column_names]
     if missing:
         raise EvoqError(f"dataset {source} lacks column(s) {', '.join(missing)}; an evoq "

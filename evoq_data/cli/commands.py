@@ -113,7 +113,12 @@ def push_cmd(
     version: Annotated[str, typer.Option("--version", help="Version tag, e.g. v1 (never overwritten).")],
     private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
     license: Annotated[str, typer.Option("--license", help="License id for the card, e.g. apache-2.0.")] = "apache-2.0",
-    embed_images: Annotated[bool, typer.Option("--embed-images/--no-embed-images", help="Embed image bytes (default) or publish only the *_path columns.")] = True,
+    images: Annotated[str | None, typer.Option("--images", help="How images are stored: embed (in every pair and once in 'images'; the default), once (only in 'images', pairs by id; evoq_data.load_preferences joins them) or none (paths only).")] = None,
+    embed_images: Annotated[bool | None, typer.Option("--embed-images/--no-embed-images", help="Older spelling: --no-embed-images is --images none.")] = None,
+    export: Annotated[str | None, typer.Option("--export", help="Extra configs, comma-separated: dpo, reasoning_dpo (TRL preference pairs), pseudo_mos (a 1-5 score per image). None by default.")] = None,
+    export_min_agreement: Annotated[float | None, typer.Option("--export-min-agreement", help="dpo / reasoning_dpo: leave out pairs whose agreement is below this (default: keep every pair with a majority).")] = None,
+    reasoning_samples: Annotated[int, typer.Option("--reasoning-samples", help="reasoning_dpo: at most this many (agreeing, disagreeing) answer pairs per pair and shown order.")] = 1,
+    export_seed: Annotated[int, typer.Option("--export-seed", help="reasoning_dpo: seed of the answers drawn.")] = 0,
     include_votes: Annotated[bool, typer.Option("--include-votes", help="Also publish the raw votes as config 'votes'.")] = False,
     votes: Annotated[Path | None, typer.Option("--votes", help="VOTES_DIR for --include-votes (default: the one named in the aggregate manifest).")] = None,
     local_dir: Annotated[Path | None, typer.Option("--local-dir", help="Write the dataset repository folder here instead of uploading.")] = None,
@@ -128,12 +133,17 @@ def push_cmd(
 
     Example: evoq-data push --prefs prefs/ --repo-id me/evoq-koniq --version v1
     """
+    from evoq_data.publish.exports import ExportOptions
+    from evoq_data.publish.layouts import resolve_layout
     from evoq_data.publish.push import run_push
 
+    exports = None if export is None else ExportOptions(
+        configs=tuple(export.split(",")), min_agreement=export_min_agreement,
+        reasoning_samples=reasoning_samples, seed=export_seed, votes=votes)
     _emit(run_push(prefs, repo_id, version, local_dir=local_dir, endpoint=endpoint,
-                   private=private, license=license, embed_images=embed_images,
+                   private=private, license=license, images=resolve_layout(images, embed_images),
                    include_votes=include_votes, votes=votes, quiet=quiet,
-                   keep_local_paths=keep_local_paths, pool_label=pool_label))
+                   keep_local_paths=keep_local_paths, pool_label=pool_label, exports=exports))
 
 
 @app.command("aggregate")
@@ -221,8 +231,8 @@ def compare_cmd(
 @app.command("eval")
 def eval_cmd(
     labels: Annotated[list[str], typer.Option("--labels", help="NAME=SOURCE (repeatable): a CSV/TSV/Parquet manifest (image_id or path, mos) or a HF dataset (image, mos). With --prefs also a synthetic pairs file or a distort folder.")],
-    scores: Annotated[Path | None, typer.Option("--scores", help="scores.parquet (or its .summary.parquet) from `evoq-data score`.")] = None,
-    prefs: Annotated[Path | None, typer.Option("--prefs", help="PREFS_DIR from `evoq-data aggregate`: pseudo-label accuracy instead of metrics.")] = None,
+    scores: Annotated[Path | None, typer.Option("--scores", help="scores.parquet (or its .summary.parquet) from `evoq-data score`, or the pseudo_mos config of a pushed dataset (its folder or Parquet file).")] = None,
+    prefs: Annotated[Path | None, typer.Option("--prefs", help="PREFS_DIR from `evoq-data aggregate`, or a dataset folder or Hub id `evoq-data push` wrote (any --images layout): pseudo-label accuracy instead of metrics.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the Markdown table, JSON and plot.")] = Path("eval"),
     image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF labels dataset.")] = "image",
     mos_column: Annotated[str, typer.Option("--mos-column", help="MOS column of the labels.")] = "mos",

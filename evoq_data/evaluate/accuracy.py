@@ -206,16 +206,31 @@ def accuracy_plot(result: dict, path: Path) -> Path:
     return path
 
 
+def _published(prefs: Path) -> bool:
+    """A pushed dataset: a folder with evoq.json and no preferences.parquet, or a Hub id."""
+    if prefs.is_dir():
+        return (prefs / "evoq.json").is_file() and not (prefs / "preferences.parquet").exists()
+    text = str(prefs)
+    return (not prefs.exists() and text.count("/") == 1 and not text.startswith((".", "/"))
+            and prefs.suffix.lower() != ".parquet")
+
+
 def run_label_accuracy(prefs: str | Path, labels: str, out: str | Path, *,
                        image_column: str = "image", mos_column: str = "mos",
                        split: str = "test") -> dict:
     """``evoq-data eval --prefs``: accuracy.md, accuracy.json, accuracy.png under OUT."""
     prefs = Path(prefs)
     path = prefs / "preferences.parquet" if prefs.is_dir() else prefs
-    if not path.exists():
-        raise EvoqError(f"no preferences.parquet in {prefs}; make it with `evoq-data aggregate`")
-    check_columns(path, PREFS_COLUMNS, "preferences")
-    rows = pq.read_table(path, columns=list(PREFS_COLUMNS)).to_pylist()
+    if _published(prefs):  # a dataset evoq-data push wrote (a folder or a Hub id), any layout
+        from evoq_data.load import preference_rows
+
+        rows, path = preference_rows(prefs, list(PREFS_COLUMNS)), prefs
+    else:
+        if not path.exists():
+            raise EvoqError(f"no preferences.parquet in {prefs}; make it with "
+                            "`evoq-data aggregate` (or give a dataset `evoq-data push` wrote)")
+        check_columns(path, PREFS_COLUMNS, "preferences")
+        rows = pq.read_table(path, columns=list(PREFS_COLUMNS)).to_pylist()
     judge = truth_judge(labels, image_column=image_column, mos_column=mos_column, split=split)
     result = label_accuracy(rows, judge)
     source = getattr(judge, "labels", None)

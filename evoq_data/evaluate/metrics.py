@@ -278,12 +278,20 @@ def check_label_rows(name: str, source: str, ids: list[str], mos: list, keys: li
 
 
 def load_scores(path: str | Path) -> dict[str, float]:
-    """image_id -> mean valid score, from scores.parquet or its .summary.parquet."""
+    """image_id -> mean valid score, from scores.parquet or its .summary.parquet; or the
+    pseudo-MOS of a ``pseudo_mos`` config (its Parquet file or the pushed dataset folder)."""
     from evoq_data.evaluate.score import summarize
 
     path = Path(path)
+    if path.is_dir():  # a dataset `evoq-data push --export pseudo_mos` wrote
+        from evoq_data.load import pseudo_mos_scores
+
+        return pseudo_mos_scores(path)
     schema = check_columns(path, ("image_id",), "scores")
-    if "score_mean" in schema.names:
+    if "pseudo_mos" in schema.names and "score_mean" not in schema.names:
+        table = pq.read_table(path, columns=["image_id", "pseudo_mos"]).rename_columns(
+            ["image_id", "score_mean"])
+    elif "score_mean" in schema.names:
         table = pq.read_table(path, columns=["image_id", "score_mean"])
     else:
         check_columns(path, ("image_id", "image_path", "score"), "scores")

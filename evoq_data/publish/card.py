@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from evoq_data.core.resources import card_path
+from evoq_data.publish.exports import EXPORT_COLUMN_DOCS
 
 TEMPLATE = "dataset_card.md.j2"
 TAGS = ["image-quality-assessment", "pseudo-labels", "preference", "evoquality", "evoq"]
@@ -38,8 +39,8 @@ PATH_DOCS = {
 COLUMN_DOCS = {
     "preferences": {
         "pair_id": "stable id of the unordered pair (from `evoq-data pairs`)",
-        "image_a, image_b": "the two images (`datasets.Image`, embedded bytes; only when "
-                            "images are embedded)",
+        "image_a, image_b": "the two images (`datasets.Image`, embedded bytes; only with "
+                            "`--images embed`)",
         "image_a_id, image_b_id": "sha256 of each image file's bytes",
         "image_a_path, image_b_path": PATH_DOCS[False],
         "votes_a, votes_b": "valid votes for image a / image b",
@@ -57,8 +58,8 @@ COLUMN_DOCS = {
     },
     "images": {
         "image_id": "sha256 of the image file's bytes",
-        "image": "the image (`datasets.Image`, embedded bytes, once per image; only when "
-                 "images are embedded)",
+        "image": "the image (`datasets.Image`, embedded bytes, once per image; only with "
+                 "`--images embed` or `once`)",
         "image_path": PATH_DOCS[False],
         "wins, losses, ties": "kept pairs the image won / lost / tied by majority of valid "
                               "votes (a pair is one comparison, whatever the label mode)",
@@ -88,13 +89,24 @@ COLUMN_DOCS = {
 }
 
 
+COLUMN_DOCS.update(EXPORT_COLUMN_DOCS)  # dpo, reasoning_dpo, pseudo_mos (--export)
+
+
 def column_docs(local_paths: bool = False, configs=("preferences", "images", "votes"),
-                embed_images: bool = True) -> dict:
+                embed_images: bool | str = True) -> dict:
     """COLUMN_DOCS for a push: the path columns described as published, the image columns
-    only when images are embedded."""
+    only in the layouts (``embed_images``: a layout name, or True = embed, False = none)
+    that publish them."""
+    layout = embed_images if isinstance(embed_images, str) else \
+        "embed" if embed_images else "none"
+
+    def shown(doc: str) -> bool:
+        if "only with `--images embed` or `once`" in doc:
+            return layout != "none"
+        return "only with `--images embed`" not in doc or layout == "embed"
+
     return {config: {name: PATH_DOCS[local_paths] if doc == PATH_DOCS[False] else doc
-                     for name, doc in COLUMN_DOCS[config].items()
-                     if embed_images or "only when images are embedded" not in doc}
+                     for name, doc in COLUMN_DOCS[config].items() if shown(doc)}
             for config in configs}
 
 
@@ -156,7 +168,7 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
         stats=meta.get("stats") or {}, stats_md=stats_body, plots=missing_plots,
         column_docs=column_docs(meta.get("paths", {}).get("local", False),
                                 [c for c in COLUMN_DOCS if c in meta["configs"]],
-                                meta["embed_images"]),
+                                meta.get("images") or meta["embed_images"]),
         judge=judge_of(votes), citation=CITATION, pretty_name=pretty,
         filters={k: "none" if v is None else v
                  for k, v in (meta["aggregate"].get("filters") or {

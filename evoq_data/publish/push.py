@@ -340,8 +340,15 @@ def run_push(prefs: str | Path, repo_id: str, version: str, *,
              private: bool = False, license: str = "apache-2.0", embed_images: bool = True,
              include_votes: bool = False, token: str | None = None, quiet: bool = False,
              votes: str | Path | None = None, keep_local_paths: bool = False,
-             pool_label: str | None = None) -> dict:
-    """The ``evoq-data push`` stage. Returns a summary (status, commit or folder, hash)."""
+             pool_label: str | None = None, images: str | None = None,
+             exports=None) -> dict:
+    """The ``evoq-data push`` stage. Returns a summary (status, commit or folder, hash).
+    ``images`` is the layout (:mod:`evoq_data.publish.layouts`; ``embed_images=False`` is
+    ``none``), ``exports`` the extra configs (:func:`evoq_data.publish.exports.parse_exports`)."""
+    from evoq_data.publish.exports import parse_exports
+    from evoq_data.publish.layouts import resolve_layout
+
+    layout, exports = resolve_layout(images, embed_images), parse_exports(exports)
     if not isinstance(repo_id, str) or not REPO_ID_RE.fullmatch(repo_id) or ".." in repo_id \
             or "--" in repo_id or repo_id.endswith((".", "-", ".git")):
         raise EvoqError(f"malformed repo id {repo_id!r}: expected OWNER/NAME "
@@ -387,7 +394,8 @@ def run_push(prefs: str | Path, repo_id: str, version: str, *,
         staging.mkdir()
         meta = build_repo_folder(src, staging, repo_id, version, license=license,
                                  embed_images=embed_images, include_votes=include_votes,
-                                 votes_dir=votes_dir, quiet=quiet, redact=redact)
+                                 votes_dir=votes_dir, quiet=quiet, redact=redact,
+                                 layout=layout, exports=exports)
         if redact is not None:
             leaks = find_leaks(staging, redact.forbidden)
             if leaks:
@@ -398,7 +406,8 @@ def run_push(prefs: str | Path, repo_id: str, version: str, *,
         summary = {"repo_id": repo_id, "version": version,
                    "content_hash": meta["content_hash"],
                    "rows": {k: v["rows"] for k, v in meta["configs"].items()},
-                   "files": len(meta["files"]) + 2, "paths": meta["paths"]}
+                   "files": len(meta["files"]) + 2, "paths": meta["paths"],
+                   "images": layout, **({"exports": meta["exports"]} if "exports" in meta else {})}
         if local_dir is not None:
             summary["status"] = _write_local(staging, Path(local_dir), meta)
             summary["local_dir"] = str(local_dir)

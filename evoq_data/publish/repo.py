@@ -287,7 +287,8 @@ def size_category(n: int) -> str:
 
 def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
                       license: str, embed_images: bool, include_votes: bool,
-                      votes_dir: Path | None, quiet: bool, redact=None) -> dict:
+                      votes_dir: Path | None, quiet: bool, redact=None,
+                      layout: str | None = None, exports=None) -> dict:
     """Write the whole dataset repository for one version into ``folder``; return evoq.json.
     With ``redact`` (a :class:`~evoq_data.publish.redact.Redactor`) every local path is
     published relative to the pool or by a short name; without it, as it is on disk."""
@@ -298,7 +299,9 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
     value = (lambda v: v) if redact is None else redact.value
     configs: dict[str, dict] = {}
     bytes_unique = bytes_stored = 0
-    if embed_images:
+    layout = layout or ("embed" if embed_images else "none")  # evoq_data.publish.layouts
+    files: dict[str, Path] = {}
+    if layout != "none":
         paths = dict(zip(images.column("image_id").to_pylist(),
                          images.column("image_path").to_pylist(), strict=True))
         for side in ("a", "b"):
@@ -308,6 +311,10 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
         sizes = {i: p.stat().st_size for i, p in files.items()}
         bytes_unique = sum(sizes.values())
         pref_bytes = sum(sizes[i] for s in "ab" for i in prefs.column(f"image_{s}_id").to_pylist())
+        if layout == "once":
+            from evoq_data.publish.layouts import check_once_covers
+
+            pref_bytes = check_once_covers(prefs, images)
         bytes_stored = pref_bytes + sum(sizes[i] for i in images.column("image_id").to_pylist())
 
         def build_prefs(start, length):
@@ -324,7 +331,9 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
 
         configs["preferences"] = _write_config(
             "preferences", [lambda s=s, n=n: build_prefs(s, n)
-                            for s, n in _shards(prefs.num_rows, pref_bytes)], folder, 100)
+                            for s, n in _shards(prefs.num_rows, pref_bytes)], folder, 100) \
+            if layout == "embed" else _write_config(
+                "preferences", [lambda: [_hf_schema(keep(prefs))]], folder)
         configs["images"] = _write_config(
             "images", [lambda s=s, n=n: build_images(s, n)
                        for s, n in _shards(images.num_rows, bytes_stored - pref_bytes)],
@@ -335,6 +344,12 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
                 name, [lambda t=table: [_hf_schema(keep(t))]], folder)
     if include_votes:
         configs["votes"] = _write_config("votes", _vote_shards(votes_dir, redact), folder)
+    export_summary = None
+    if exports:
+        from evoq_data.publish.exports import write_exports
+
+        export_summary = write_exports(src, folder, exports, layout=layout, files=files,
+                                       keep=keep, configs=configs)
     content = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in configs.items()},
                                         sort_keys=True).encode()).hexdigest()
     # File names carry the content hash: `datasets` caches a local folder by its data-file
@@ -354,7 +369,8 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
     meta = {
         "evoq_version": __version__, "repo_id": repo_id, "version": version,
         "content_hash": f"sha256:{content}", "created_at": datetime.now(UTC).isoformat(),
-        "embed_images": embed_images, "include_votes": include_votes, "license": license,
+        "embed_images": layout != "none", "images": layout, "include_votes": include_votes,
+        "license": license, **({"exports": export_summary} if export_summary else {}),
         "configs": configs, "image_bytes": {"unique": bytes_unique, "stored": bytes_stored},
         "paths": ({"local": True} if redact is None else
                   {"local": False, "relative_to": redact.pool_label}),
