@@ -1,7 +1,8 @@
 """The GRPO stage: TRL's GRPOTrainer with pair-aware batching, and ``run_grpo`` around it.
 
-Only what TRL does not do lives here: the sampler that keeps pairs together, the rewards, and
-the model card with lineage written beside the checkpoint.
+Only what TRL does not do lives here: the sampler that keeps pairs together, a resume that
+loads the checkpoint's weights and takes no step past ``max_steps``, the rewards, and the model
+card with lineage written beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def _trainer_class():
     from .sampler import PairRepeatSampler
 
     class EvoqGRPOTrainer(trl.GRPOTrainer):
-        """GRPOTrainer whose sampler keeps both images of each pair in one process's slice."""
+        """GRPOTrainer whose sampler keeps both images of each pair in one process's slice, and
+        whose resume loads the checkpoint's weights and stops at max_steps."""
 
         def _get_train_sampler(self, dataset=None):
             dataset = self.train_dataset if dataset is None else dataset

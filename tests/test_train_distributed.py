@@ -54,22 +54,30 @@ def test_two_processes_every_reward_call_sees_both_images_of_its_pairs(tmp_path,
     assert seen == set(pair_images)  # one epoch of 4 pairs = 2 steps x 2 processes x 1 pair
 
 
-@pytest.mark.slow  # two 2-process launches: ~2.5 min on a busy 2-core machine
-def test_two_processes_resumed_after_checkpoint_1_end_with_the_uninterrupted_weights(
-        tmp_path, tiny_vlm):
-    """Each process loads the checkpoint's weights before accelerate wraps the model (the
-    plain process's path, tested in the default run by tests/test_train_resume.py) and its own
-    RNG state."""
+def _zero2_cpu() -> list[str]:
+    from evoq_train.settings import recipes_dir
+
+    return ["--config_file", str(recipes_dir() / "accelerate" / "zero2-cpu.yaml")]
+
+
+@pytest.mark.slow  # two launches each: about 2 min per case on 2 busy cores
+@pytest.mark.parametrize("launcher", ["2 processes", "deepspeed zero2"])
+def test_resumed_after_checkpoint_1_ends_with_the_uninterrupted_weights(launcher, tmp_path,
+                                                                        tiny_vlm):
+    """2 processes: each loads the checkpoint's weights before accelerate wraps the model (the
+    plain process's path, tested in the default run by tests/test_train_resume.py) and its
+    own RNG state; DeepSpeed: its engine reloads its own module and optimizer states."""
+    launch = TWO_CPU_PROCESSES if launcher == "2 processes" else _zero2_cpu()
     prefs = make_prefs_dir(tmp_path / "run")
     args = ["--config", "cpu-smoke", "--dataset", str(prefs), "--model", str(tiny_vlm),
             "--save_strategy", "steps", "--save_steps", "1"]
     full, stopped = tmp_path / "full", tmp_path / "stopped"
-    accelerate_launch(TWO_CPU_PROCESSES, [*args, "--output-dir", str(full)], timeout=600)
+    accelerate_launch(launch, [*args, "--output-dir", str(full)], timeout=900)
     assert checkpoints(full) == ["checkpoint-1", "checkpoint-2"]
     # What a run killed after its first checkpoint leaves (same seed, same checkpoint).
     shutil.copytree(full / "checkpoint-1", stopped / "checkpoint-1")
-    proc = accelerate_launch(TWO_CPU_PROCESSES, [*args, "--output-dir", str(stopped),
-                                                 "--resume-from-checkpoint", "true"], timeout=600)
+    proc = accelerate_launch(launch, [*args, "--output-dir", str(stopped),
+                                      "--resume-from-checkpoint", "true"], timeout=900)
     assert summary_of(proc.stdout)["global_steps"] == 2
     assert checkpoints(stopped) == ["checkpoint-1", "checkpoint-2"]
     assert_same_weights(stopped, full)
@@ -77,11 +85,9 @@ def test_two_processes_resumed_after_checkpoint_1_end_with_the_uninterrupted_wei
 
 def test_deepspeed_zero2_single_cpu_process(tmp_path, tiny_vlm):
     """~40-70 s; DeepSpeed's shm op is prebuilt by scripts/setup.sh (else ~2-4 min more)."""
-    from evoq_train.settings import recipes_dir
-
     prefs = make_prefs_dir(tmp_path / "run")
     out = tmp_path / "out"
-    proc = accelerate_launch(["--config_file", str(recipes_dir() / "accelerate" / "zero2-cpu.yaml")],
+    proc = accelerate_launch(_zero2_cpu(),
                              ["--config", "cpu-smoke", "--dataset", str(prefs), "--model",
                               str(tiny_vlm), "--output-dir", str(out), "--max_steps", "1"],
                              timeout=900)
