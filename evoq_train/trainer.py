@@ -1,7 +1,8 @@
 """The GRPO stage: TRL's GRPOTrainer with pair-aware batching, and ``run_grpo`` around it.
 
-Only what TRL does not do lives here: the sampler that keeps pairs together, the rewards, and
-the model card with lineage written beside the checkpoint.
+Only what TRL does not do lives here: the sampler that keeps pairs together, a resume that
+loads the checkpoint's weights and takes no step past ``max_steps``, the rewards, and the model
+card with lineage written beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def _trainer_class():
     from .sampler import PairRepeatSampler
 
     class EvoqGRPOTrainer(trl.GRPOTrainer):
-        """GRPOTrainer whose sampler keeps both images of each pair in one process's slice."""
+        """GRPOTrainer whose sampler keeps both images of each pair in one process's slice, and
+        whose resume loads the checkpoint's weights and stops at max_steps."""
 
         def _get_train_sampler(self, dataset=None):
             dataset = self.train_dataset if dataset is None else dataset
@@ -38,7 +40,46 @@ def _trainer_class():
                 seed=self.args.seed,
             )
 
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            # Called with model=None for one plain process and DDP (before accelerate wraps
+            # the model); DeepSpeed reloads its own module states, FSDP its own shards.
+            if model is not None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            load_checkpoint_weights(self.model, resume_from_checkpoint)
+
+        def _run_epoch(self, *args, **kwargs):
+            # Resumed at max_steps (the last checkpoint of a finished run, its epoch not over):
+            # transformers would take one more step before it checks; take none.
+            if 0 < self.state.max_steps <= self.state.global_step:
+                self.control.should_training_stop = True
+                return
+            return super()._run_epoch(*args, **kwargs)
+
     return EvoqGRPOTrainer
+
+
+def load_checkpoint_weights(model, folder: str | Path) -> None:
+    """Copy a checkpoint's weights into ``model``, names mapped as ``from_pretrained`` maps them.
+
+    ``save_pretrained`` writes Qwen2.5-VL under its original names (``model.layers.*``,
+    ``visual.*``, the model's conversion mapping reversed); transformers' Trainer resumes with a
+    plain ``load_state_dict`` that maps nothing, so no key would match and training would go on
+    from the parent's weights. ``from_pretrained`` applies the mapping; a key that still does
+    not fit is refused. Holds a second copy of the weights in CPU memory while it copies.
+    """
+    fresh, info = type(model).from_pretrained(str(folder), dtype=model.dtype,
+                                              output_loading_info=True)
+    misfits = {kind: sorted(str(k) for k in info.get(kind) or ())
+               for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    misfits = {kind: keys for kind, keys in misfits.items() if keys}
+    if misfits:
+        said = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:3])}"
+                         + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+                         for kind, keys in misfits.items())
+        raise EvoqError(f"--resume-from-checkpoint {folder}: its weights do not fit the model "
+                        f"({said})")
+    model.load_state_dict(fresh.state_dict(), strict=True)
+    log.info("resumed the weights of %s", folder)
 
 
 def build_rewards(config) -> tuple[list, list[float]]:
@@ -94,6 +135,19 @@ def write_model_card(out: Path, lineage: dict) -> Path:
     return out / "README.md"
 
 
+def _resumed_step(checkpoint: str | None) -> int:
+    """The global step a checkpoint was saved at (0 when not resuming)."""
+    if not checkpoint:
+        return 0
+    from transformers import TrainerState
+
+    state = Path(checkpoint) / "trainer_state.json"
+    if not state.is_file():
+        raise EvoqError(f"--resume-from-checkpoint: {checkpoint} has no trainer_state.json "
+                        "(an incomplete checkpoint)")
+    return TrainerState.load_from_json(str(state)).global_step
+
+
 def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
              wrap_reward=None) -> dict:
     """Train with GRPO; return a summary.
@@ -133,6 +187,7 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
         config.resume_from_checkpoint = found
     elif resume and not Path(resume).is_dir():
         raise EvoqError(f"--resume-from-checkpoint: {resume} is not a checkpoint folder")
+    resumed_step = _resumed_step(config.resume_from_checkpoint)
 
     from evoq_data.generation.modeling import check_vlm_checkpoint, load_processor
 
@@ -166,6 +221,8 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
                                callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     out = Path(config.output_dir)
+    # transformers reports 0.0 for a call that took no step (resumed at max_steps): no loss.
+    train_loss = result.training_loss if trainer.state.global_step > resumed_step else None
     trainer.save_model(str(out))
     lineage = {
         "base_model": model, "base_model_revision": model_args.model_revision,
@@ -183,10 +240,10 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
             "max_completion_length", "temperature", "reasoning", "format_weight",
             "length_penalty_weight", "thurstone_gamma", "fidelity_eps", "num_train_epochs",
             "max_steps", "seed")},
-        "train_loss": result.training_loss,
+        "train_loss": train_loss,
         "warnings": warnings,
     }
     if trainer.accelerator.is_main_process:
         write_model_card(out, lineage)
     return {"output_dir": str(out), "global_steps": trainer.state.global_step,
-            "train_loss": result.training_loss, **data_summary}
+            "train_loss": train_loss, **data_summary}

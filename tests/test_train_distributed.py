@@ -4,56 +4,33 @@ DeepSpeed ZeRO-2 in one CPU process."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 from collections import defaultdict
 
 import pyarrow.parquet as pq
 import pytest
 from push_fixtures import make_prefs_dir
+from train_fixtures import accelerate_launch, assert_same_weights, checkpoints, summary_of
 
 pytest.importorskip("trl")
 pytest.importorskip("accelerate")
 
 G = 4  # num_generations of the cpu-smoke recipe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _summary(stdout: str) -> dict:
-    """The JSON summary (the accelerate launcher itself may print a DeepSpeed warning first)."""
-    return json.loads(stdout[stdout.index("{\n"):])
-
-
-def _launch(launch_args: list[str], train_args: list[str], timeout: int) -> subprocess.CompletedProcess:
-    accelerate = shutil.which("accelerate")
-    if accelerate is None:
-        pytest.skip("accelerate console script not on PATH")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [accelerate, "launch", *launch_args, "--main_process_port", str(_free_port()),
-           "-m", "evoq_train.cli", "grpo", *train_args, "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
+# accelerate 1.15's --cpu starts one process unless mpirun is given; --multi_gpu starts them
+# with torchrun, and the recipe's use_cpu makes them gloo CPU processes (MULTI_CPU).
+TWO_CPU_PROCESSES = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def test_two_processes_every_reward_call_sees_both_images_of_its_pairs(tmp_path, tiny_vlm):
     prefs = make_prefs_dir(tmp_path / "run")
     audit = tmp_path / "audit.jsonl"
     out = tmp_path / "out"
-    # accelerate 1.15's --cpu starts one process unless mpirun is given; --multi_gpu starts
-    # them with torchrun, and the recipe's use_cpu makes them gloo CPU processes (MULTI_CPU).
-    proc = _launch(["--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no"],
-                   ["--config", "cpu-smoke", "--dataset", str(prefs), "--model", str(tiny_vlm),
-                    "--output-dir", str(out), "--pair_audit_path", str(audit)], timeout=600)
-    summary = _summary(proc.stdout)  # one summary, from rank 0 only
+    proc = accelerate_launch(TWO_CPU_PROCESSES,
+                             ["--config", "cpu-smoke", "--dataset", str(prefs), "--model",
+                              str(tiny_vlm), "--output-dir", str(out), "--pair_audit_path",
+                              str(audit)], timeout=600)
+    summary = summary_of(proc.stdout)  # one summary, from rank 0 only
     assert summary["global_steps"] == 2 and summary["pairs_used"] == 4
     lineage = json.loads((out / "evoq_train.json").read_text())
     assert (lineage["world_size"], lineage["distributed_type"]) == (2, "MULTI_CPU")
@@ -77,16 +54,44 @@ def test_two_processes_every_reward_call_sees_both_images_of_its_pairs(tmp_path,
     assert seen == set(pair_images)  # one epoch of 4 pairs = 2 steps x 2 processes x 1 pair
 
 
-def test_deepspeed_zero2_single_cpu_process(tmp_path, tiny_vlm):
-    """~40-70 s; DeepSpeed's shm op is prebuilt by scripts/setup.sh (else ~2-4 min more)."""
+def _zero2_cpu() -> list[str]:
     from evoq_train.recipes import recipes_dir
 
+    return ["--config_file", str(recipes_dir() / "accelerate" / "zero2-cpu.yaml")]
+
+
+@pytest.mark.slow  # two launches each: about 2 min per case on 2 busy cores
+@pytest.mark.parametrize("launcher", ["2 processes", "deepspeed zero2"])
+def test_resumed_after_checkpoint_1_ends_with_the_uninterrupted_weights(launcher, tmp_path,
+                                                                        tiny_vlm):
+    """2 processes: each loads the checkpoint's weights before accelerate wraps the model (the
+    plain process's path, tested in the default run by tests/test_train_resume.py) and its
+    own RNG state; DeepSpeed: its engine reloads its own module and optimizer states."""
+    launch = TWO_CPU_PROCESSES if launcher == "2 processes" else _zero2_cpu()
+    prefs = make_prefs_dir(tmp_path / "run")
+    args = ["--config", "cpu-smoke", "--dataset", str(prefs), "--model", str(tiny_vlm),
+            "--save_strategy", "steps", "--save_steps", "1"]
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    accelerate_launch(launch, [*args, "--output-dir", str(full)], timeout=900)
+    assert checkpoints(full) == ["checkpoint-1", "checkpoint-2"]
+    # What a run killed after its first checkpoint leaves (same seed, same checkpoint).
+    shutil.copytree(full / "checkpoint-1", stopped / "checkpoint-1")
+    proc = accelerate_launch(launch, [*args, "--output-dir", str(stopped),
+                                      "--resume-from-checkpoint", "true"], timeout=900)
+    assert summary_of(proc.stdout)["global_steps"] == 2
+    assert checkpoints(stopped) == ["checkpoint-1", "checkpoint-2"]
+    assert_same_weights(stopped, full)
+
+
+def test_deepspeed_zero2_single_cpu_process(tmp_path, tiny_vlm):
+    """~40-70 s; DeepSpeed's shm op is prebuilt by scripts/setup.sh (else ~2-4 min more)."""
     prefs = make_prefs_dir(tmp_path / "run")
     out = tmp_path / "out"
-    proc = _launch(["--config_file", str(recipes_dir() / "accelerate" / "zero2-cpu.yaml")],
-                   ["--config", "cpu-smoke", "--dataset", str(prefs), "--model", str(tiny_vlm),
-                    "--output-dir", str(out), "--max_steps", "1"], timeout=900)
-    assert _summary(proc.stdout)["global_steps"] == 1
+    proc = accelerate_launch(_zero2_cpu(),
+                             ["--config", "cpu-smoke", "--dataset", str(prefs), "--model",
+                              str(tiny_vlm), "--output-dir", str(out), "--max_steps", "1"],
+                             timeout=900)
+    assert summary_of(proc.stdout)["global_steps"] == 1
     lineage = json.loads((out / "evoq_train.json").read_text())
     assert (lineage["distributed_type"], lineage["zero_stage"]) == ("DEEPSPEED", 2)
     assert (out / "model.safetensors").is_file() or list(out.glob("*.safetensors"))

@@ -54,11 +54,29 @@ def parse_engine_args(items: list[str] | None) -> dict:
     return opts
 
 
+# The files of a local model folder that decide its answers: weights (what vLLM and
+# from_pretrained read), configs, tokenizer, processor and chat template. Checkpoint-N folders,
+# optimizer and trainer state, logs and cards beside them do not.
+MODEL_FILES = ("*.safetensors", "*.bin", "*.index.json", "config.json", "generation_config.json",
+               "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
+               "vocab.txt", "merges.txt", "special_tokens_map.json", "added_tokens.json",
+               "*preprocessor_config.json", "processor_config.json", "chat_template.*",
+               "additional_chat_templates/*.jinja")
+NOT_WEIGHTS = ("training_args.bin", "optimizer.bin")  # *.bin the trainer writes beside them
+
+
+def model_files(path: Path) -> list[Path]:
+    """The files of ``MODEL_FILES`` in a model folder, sorted."""
+    found = {p for pattern in MODEL_FILES for p in path.glob(pattern) if p.is_file()}
+    return sorted(p for p in found if p.name not in NOT_WEIGHTS)
+
+
 def model_revision_of(model: str | None, revision: str | None = None,
                       engine: str | None = None) -> str:
     """A revision for provenance: the given one, the PIQE implementation's version for the
-    weightless ``piqe`` judge, or a hash of a local model folder ("unknown" for a Hub id
-    loaded without ``--model-revision``)."""
+    weightless ``piqe`` judge, or a hash of a local model folder's weights and configs
+    (:data:`MODEL_FILES`: the same weights give the same revision whatever sits beside them);
+    "unknown" for a Hub id loaded without ``--model-revision`` or a folder with none of them."""
     if revision:
         return revision
     if engine == "piqe":
@@ -68,11 +86,12 @@ def model_revision_of(model: str | None, revision: str | None = None,
     if not model:
         return "unknown"
     path = Path(model)
-    if not path.is_dir():
+    files = model_files(path) if path.is_dir() else []
+    if not files:
         return "unknown"
     h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode())
+    for p in files:
+        h.update(p.relative_to(path).as_posix().encode())
         size = p.stat().st_size
         h.update(str(size).encode())
         with open(p, "rb") as fh:
