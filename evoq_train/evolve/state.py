@@ -34,8 +34,8 @@ from evoq_data.core.io import write_json_atomic
 from evoq_data.core.manifests import read_manifest
 
 from .config import changed_fields, fingerprint, option_name
+from .layout import STATE
 
-STATE_NAME = "state.json"
 SCHEMA_VERSION = 1
 
 
@@ -66,13 +66,6 @@ def tree_hash(files: dict[str, str]) -> str:
     for rel in sorted(files):
         h.update(f"{rel}\0{files[rel]}\n".encode())
     return "sha256:" + h.hexdigest()
-
-
-def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
-    """``sha256:<hex>`` of a file's bytes, or of a folder by :func:`tree_hash`."""
-    if path.is_file():
-        return "sha256:" + file_sha256(path)
-    return tree_hash(folder_files(path, exclude))
 
 
 def resolve(run: Path, rel: str) -> Path:
@@ -137,12 +130,12 @@ class RunState:
 
     @property
     def path(self) -> Path:
-        return self.run / STATE_NAME
+        return self.run / STATE
 
     @classmethod
     def open(cls, run: Path, identity: dict, rounds: int) -> RunState:
         """The state of RUN; refuses a run made with other settings, naming the fields."""
-        path = run / STATE_NAME
+        path = run / STATE
         digest = fingerprint(identity)
         if path.is_file():
             data = read_manifest(path, "evolve state")
@@ -162,7 +155,7 @@ class RunState:
                 state.save()
             return state
         if run.exists() and any(not p.name.startswith(".") for p in run.iterdir()):
-            raise EvoqError(f"--run-dir {run} is not empty and holds no {STATE_NAME}; give a new "
+            raise EvoqError(f"--run-dir {run} is not empty and holds no {STATE}; give a new "
                             "or empty folder (or the folder of an earlier evolve run)")
         data = {"schema_version": SCHEMA_VERSION, "stage": "evolve", "evoq_version": __version__,
                 "fingerprint": digest, "settings": identity, "rounds": rounds,
