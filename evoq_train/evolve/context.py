@@ -141,6 +141,13 @@ class RunContext:
         return Voter(s.engine, self.layout.round(r - 1).model, tuple(s.engine_args),
                      f"model of round {r - 1}")
 
+    @property
+    def rounds_held(self) -> int:
+        """The rounds to show: those asked for, and any later round the run already holds
+        (a run of 3 rounds rerun with --rounds 2 keeps its round 3)."""
+        last = self.state.last_round() if self.state is not None else 0
+        return max(self.settings.rounds, last)
+
     def require_state(self) -> RunState:
         assert self.state is not None, "a run's state is opened before its steps run"
         return self.state

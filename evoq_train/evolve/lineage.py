@@ -174,10 +174,10 @@ def build_lineage(ctx: RunContext) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "run": {"base_model": ctx.sources.base_model, "base_model_revision": base_revision(ctx),
-                "pool": ctx.sources.pool, "seed": s.seed, "rounds": s.rounds,
+                "pool": ctx.sources.pool, "seed": s.seed, "rounds": ctx.rounds_held,
                 "init_from": s.init_from, "bootstrap_engine": s.bootstrap_engine,
                 "repo_id": ctx.repo_id, "published_to": "hub" if ctx.hub else "local"},
-        "rounds": [round_lineage(ctx, r) for r in range(1, s.rounds + 1)],
+        "rounds": [round_lineage(ctx, r) for r in range(1, ctx.rounds_held + 1)],
     }
 
 
@@ -233,4 +233,46 @@ def read_lineage(run) -> dict:
             raise EvoqError(f"run folder not found: {run}")
         raise EvoqError(f"{run} has no {LINEAGE}: not an evoq-train evolve run folder "
                         "(or no step has finished yet)")
-    return read_manifest(path, "lineage")
+    doc = read_manifest(path, "lineage")
+    check_lineage(path, doc)
+    return doc
+
+
+def check_lineage(path, doc: dict) -> None:
+    """One line naming the file and the key when lineage.json is not as evolve writes it."""
+    def bad(key: str, want: str) -> EvoqError:
+        return EvoqError(f"{path}: {key} must be {want}; the file was edited or damaged: "
+                         "rerun evoq-train evolve with the run's settings to write it again")
+
+    def text(obj: dict, key: str, where: str, required: bool = False) -> None:
+        value = obj.get(key)
+        if (value is None and required) or not isinstance(value, str | type(None)):
+            raise bad(f"{where}.{key}", "a string")
+
+    if not isinstance(doc.get("run"), dict):
+        raise bad("'run'", "an object")
+    text(doc["run"], "base_model_revision", "run")
+    rounds = doc.get("rounds")
+    if not isinstance(rounds, list):
+        raise bad("'rounds'", "a list")
+    for i, entry in enumerate(rounds):
+        where = f"rounds[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(where, "an object")
+        if not isinstance(entry.get("round"), int):
+            raise bad(f"{where}.round", "an integer")
+        for part, required in (("dataset", ("repo_id", "version")), ("model", ("path",))):
+            value = entry.get(part)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise bad(f"{where}.{part}", "an object or null")
+            for key in required:
+                text(value, key, f"{where}.{part}", required=True)
+            for key in ("content_hash", "revision"):
+                text(value, key, f"{where}.{part}")
+            for sub in ("voted_by", "parent"):
+                if not isinstance(value.get(sub), dict | type(None)):
+                    raise bad(f"{where}.{part}.{sub}", "an object or null")
+                if value.get(sub):
+                    text(value[sub], "model_revision", f"{where}.{part}.{sub}")

@@ -78,7 +78,7 @@ def collect(ctx: RunContext) -> list[dict]:
     s, state = ctx.settings, ctx.require_state()
     rows = []
     first = 0 if s.evals and s.eval_base else 1
-    for r in range(first, s.rounds + 1):
+    for r in range(first, ctx.rounds_held + 1):
         rl = ctx.layout.round(r)
         row: dict = {"round": r, "voted_by": None, "pairs": None, "votes": None,
                      "invalid_rate": None, "agreement": None, "position_bias": None,
@@ -123,7 +123,7 @@ def render_markdown(ctx: RunContext, rows: list[dict], plot: str | None) -> str:
         head += [f"{n} SRCC", f"{n} PLCC"]
     lines = [f"# evolve run `{ctx.layout.root.name}`", "",
              f"Base model `{ctx.sources.base_model}`, pool `{ctx.sources.pool}`, "
-             f"{s.rounds} round(s) of {s.pairs_per_round:,} pairs x K = "
+             f"{ctx.rounds_held} round(s) of {s.pairs_per_round:,} pairs x K = "
              f"{s.votes_per_pair} votes"
              + (f" (+ {s.synthetic_pairs:,} synthetic pairs from round 2)"
                 if ctx.synthetic else "") + f", recipe `{s.train_config}`.", "",

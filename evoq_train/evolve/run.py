@@ -34,10 +34,11 @@ from pathlib import Path
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import make_output_dir
 
+from .checks import check_eval_contents, check_places, input_contents
 from .config import EvolveSettings
 from .context import RunContext, Sources
 from .layout import RunLayout
-from .state import RunState, hash_path, now, verify
+from .state import RunState, hash_path, now, portable_identity, verify
 from .steps import Step, build_steps
 
 
@@ -251,8 +252,10 @@ def run_step(ctx: RunContext, step: Step, quiet: bool) -> None:
     _echo(f"{step.name}: done in {time.perf_counter() - started:.1f} s", quiet)
 
 
-def _raise_interrupt(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def _raise_terminated(signum, _frame):
+    from evoq_data.cli.app import Terminated
+
+    raise Terminated()
 
 
 def verify_finished(state: RunState, steps: list[Step]) -> None:
@@ -263,24 +266,34 @@ def verify_finished(state: RunState, steps: list[Step]) -> None:
                 verify(state.run, rec, step.name)
 
 
+def open_state(settings: EvolveSettings, run: Path) -> RunState:
+    """RUN's state, refused when the settings or the contents of the pool or the eval
+    images differ from the run's (paths compared relative to RUN: a run moved with its pool
+    continues)."""
+    legacy = settings.identity()
+    return RunState.open(run, portable_identity(legacy, run), settings.rounds,
+                         contents=input_contents(settings), legacy=legacy)
+
+
 def run_evolve(settings: EvolveSettings, *, quiet: bool = False) -> dict:
     """Run (or continue) an evolve run; return its summary."""
     from .lineage import write_lineage
     from .report import write_report
 
     settings.validate()
-    identity = settings.identity()
+    check_places(settings)
+    check_eval_contents(settings)
     run = make_output_dir(Path(settings.run_dir).expanduser(), "--run-dir").resolve()
     layout = RunLayout(run)
     started = time.perf_counter()
     old_handler = signal.getsignal(signal.SIGTERM)
     try:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread
         old_handler = None
     try:
         with run_lock(run):
-            state = RunState.open(run, identity, settings.rounds)
+            state = open_state(settings, run)
             ctx = RunContext(settings, Sources.resolve(settings, run), layout, state)
             steps = build_steps(ctx)
             stop_leftovers(run, state, quiet)

@@ -45,7 +45,7 @@ def choose_references(pairs: Path, out: Path, *, base: Path, synthetic_pairs: in
     for n, i in enumerate(sorted(rng.choice(len(ids), want, replace=False))):
         target = Path(images[ids[i]])
         target = target if target.is_absolute() else (base / target).resolve()
-        os.symlink(target, out / f"{n:05d}-{target.name}")
+        os.symlink(os.path.relpath(target, out), out / f"{n:05d}-{target.name}")
     return {"references": want, "images": len(ids)}
 
 
@@ -99,8 +99,8 @@ def link_eval_images(root: Path, sets: dict[str, Path]) -> dict:
         images = eval_images(labels)
         for n, image in enumerate(images):
             link = folder / f"{n:05d}-{image.name}"
-            target = image.resolve()
-            if link.is_symlink() and Path(os.readlink(link)) == target:
+            target = os.path.relpath(image.resolve(), folder)  # a moved run keeps its links
+            if link.is_symlink() and os.readlink(link) == target:
                 continue
             link.unlink(missing_ok=True)
             os.symlink(target, link)
