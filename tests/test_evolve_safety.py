@@ -169,8 +169,10 @@ def test_a_run_started_before_paths_were_relative_continues(place):
 
 
 def _state_file(place) -> Path:
-    _open(_settings(place))
-    return place["run"] / "state.json"
+    from evoq_train.evolve.state import RunState
+
+    place["run"].mkdir()
+    return RunState.open(place["run"].resolve(), _settings(place).identity(), 2).path
 
 
 @pytest.mark.parametrize("case", ["steps_list", "no_files", "outputs_null"])
@@ -189,6 +191,7 @@ def test_hand_edited_state_is_one_line(case, place):
         doc["steps"] = {"round-1/vote": {**record, "outputs": None}}
         key = "steps['round-1/vote'].outputs must be a list, not null"
     path.write_text(json.dumps(doc))
+    (place["run"] / "round-1" / "votes").mkdir(parents=True)  # the output is there
     assert_user_error(cli(*args_for(place)), f"{path.resolve()}: {key}")
 
 
