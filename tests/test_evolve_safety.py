@@ -271,3 +271,36 @@ def test_sigterm_is_one_line_and_exit_143(place):
     last = err.strip().splitlines()[-1]
     assert last.startswith("terminated (SIGTERM): every finished output file is kept"), err
     assert "rerun the same command to resume" in last
+
+
+def test_aggregate_records_the_lineage_file_it_is_given(tmp_path):
+    """`evoq-data aggregate --lineage FILE` writes the file's object as its manifest's
+    `evolve` entry (evolve no longer rewrites the aggregate's output); a file that is not a
+    JSON object is one line naming it, before anything is written."""
+    from evoq_data.cli import app as data_app
+
+    make_images(tmp_path / "pool", 4)
+
+    def data(*args: str):
+        return runner.invoke(data_app, list(args))
+
+    assert data("pairs", "--images", str(tmp_path / "pool"), "--num-pairs", "3", "--out",
+                str(tmp_path / "pairs.parquet"), "--quiet").exit_code == 0
+    assert data("vote", "--pairs", str(tmp_path / "pairs.parquet"), "--out",
+                str(tmp_path / "votes"), "--votes-per-pair", "2", "--engine", "piqe",
+                "--quiet").exit_code == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text('["not", "an", "object"]')
+    assert_user_error(data("aggregate", "--votes", str(tmp_path / "votes"), "--out",
+                           str(tmp_path / "prefs"), "--lineage", str(bad), "--quiet"),
+                      f"{bad} does not hold a JSON object")
+    assert not (tmp_path / "prefs").exists()
+    entry = {"round": 1, "version": "round-1", "base_model": "../m",
+             "voted_by": {"role": "bootstrap judge", "engine": "piqe"}}
+    good = tmp_path / "voted-by.json"
+    good.write_text(json.dumps(entry))
+    result = data("aggregate", "--votes", str(tmp_path / "votes"), "--out",
+                  str(tmp_path / "prefs"), "--lineage", str(good), "--quiet")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "prefs" / "manifest.json").read_text())
+    assert manifest["evolve"] == entry
