@@ -89,9 +89,10 @@ def evolve_args(run: Path, model: Path, inputs: dict, **over) -> list[str]:
     return args
 
 
-PLAN = ["round-0/score", "round-0/eval",
+PLAN = ["round-0/eval-images", "round-0/score", "round-0/eval",
         *[f"round-{r}/{s}" for r in (1, 2)
-          for s in ("pairs", "vote", "aggregate", "push", "grpo", "score", "eval")]]
+          for s in ("pairs", "vote", "voted-by", "aggregate", "push", "checkpoints", "grpo",
+                    "score", "eval")]]
 
 
 @pytest.fixture(scope="module")
@@ -318,34 +319,38 @@ def test_bad_input_is_one_line_before_any_work(case, tmp_path, answering_vlm, in
 def _partial_run(tmp_path: Path, **settings):
     """A run's context, to run some of its steps (the ones before training) directly."""
     from evoq_train.evolve.config import EvolveSettings
+    from evoq_train.evolve.context import RunContext, Sources
+    from evoq_train.evolve.layout import RunLayout
     from evoq_train.evolve.state import RunState
-    from evoq_train.evolve.steps import Context, plan
+    from evoq_train.evolve.steps import build_steps
 
     s = EvolveSettings(**{"rounds": 2, "run_dir": str(tmp_path / "run"),
                           "train_config": "cpu-smoke", **settings})
     s.validate()
-    run = tmp_path / "run"
+    run = (tmp_path / "run")
     run.mkdir()
-    ctx = Context(s, run.resolve(), RunState.open(run.resolve(), s.identity(), 2))
-    return ctx, {step.name: step for step in plan(ctx)}
+    run = run.resolve()
+    ctx = RunContext(s, Sources.resolve(s, run), RunLayout(run),
+                     RunState.open(run, s.identity(), 2))
+    return ctx, {step.name: step for step in build_steps(ctx)}
 
 
 def test_synthetic_pairs_join_the_random_pairs_from_round_2(tmp_path, inputs, tiny_vlm):
-    from evoq_train.evolve.run import execute
+    from evoq_train.evolve.run import run_step
 
     ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
                               pairs_per_round=6, synthetic_pairs=20)
     names = list(steps)
     assert "round-1/distort" not in names
     assert names[names.index("round-2/pairs"):names.index("round-2/vote") + 1] == [
-        "round-2/pairs", "round-2/distort", "round-2/synthetic-pairs", "round-2/mix-pairs",
-        "round-2/vote"]
-    vote = steps["round-2/vote"].command()
+        "round-2/pairs", "round-2/references", "round-2/distort", "round-2/synthetic-pairs",
+        "round-2/mix-pairs", "round-2/vote"]
+    vote = steps["round-2/vote"].argv()
     assert vote[vote.index("--pairs") + 1] == "round-2/pairs.parquet"
-    for name in ("round-2/pairs", "round-2/distort", "round-2/synthetic-pairs",
-                 "round-2/mix-pairs"):
-        execute(ctx, steps[name], quiet=True)
-    run = ctx.run
+    for name in ("round-2/pairs", "round-2/references", "round-2/distort",
+                 "round-2/synthetic-pairs", "round-2/mix-pairs"):
+        run_step(ctx, steps[name], quiet=True)
+    run = ctx.layout.root
     random_ = pq.read_table(run / "round-2/random-pairs.parquet").to_pylist()
     synthetic = pq.read_table(run / "round-2/synthetic/pairs.parquet").to_pylist()
     mixed = pq.read_table(run / "round-2/pairs.parquet").to_pylist()
@@ -390,25 +395,25 @@ def test_openai_bootstrap_judge_votes_round_1(tmp_path, inputs, tiny_vlm):
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:
         from evoq_train.evolve.lineage import build_lineage
-        from evoq_train.evolve.run import execute
+        from evoq_train.evolve.run import run_step
 
         ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
                                   pairs_per_round=4, votes_per_pair=2,
                                   bootstrap_engine="openai", bootstrap_model="big-judge",
                                   bootstrap_args=[f"base_url={url}"])
-        vote = steps["round-1/vote"].command()
+        vote = steps["round-1/vote"].argv()
         i = vote.index("--engine")
         assert vote[i:i + 6] == ["--engine", "openai", "--model", "big-judge", "--base-url", url]
-        for name in ("round-1/pairs", "round-1/vote", "round-1/aggregate"):
-            execute(ctx, steps[name], quiet=True)
+        for name in ("round-1/pairs", "round-1/vote", "round-1/voted-by", "round-1/aggregate"):
+            run_step(ctx, steps[name], quiet=True)
     finally:
         server.shutdown()
         server.server_close()
-    manifest = json.loads((ctx.run / "round-1/prefs/manifest.json").read_text())
+    manifest = json.loads((ctx.layout.root / "round-1/prefs/manifest.json").read_text())
     assert manifest["evolve"]["voted_by"] == {
         "role": "bootstrap judge", "engine": "openai", "model": "big-judge",
         "model_revision": "unknown"}
-    stats = json.loads((ctx.run / "round-1/prefs/stats.json").read_text())
+    stats = json.loads((ctx.layout.root / "round-1/prefs/stats.json").read_text())
     assert (stats["votes"]["total"], stats["votes"]["invalid"]) == (8, 0)
     assert build_lineage(ctx)["rounds"][0]["dataset"] is None  # not published yet
 
@@ -418,15 +423,16 @@ def test_round_published_to_the_hub_as_version_round_1(tmp_path, inputs, tiny_vl
     """--repo-id: the push step uploads tag round-1 (loopback Hub) and training reads it
     back by repo id and revision."""
     from evoq_train.evolve.lineage import build_lineage
-    from evoq_train.evolve.run import execute
+    from evoq_train.evolve.run import run_step
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the children read the environment
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
                               pairs_per_round=4, votes_per_pair=2, bootstrap_engine="piqe",
                               repo_id="lab/evo")
-    for name in ("round-1/pairs", "round-1/vote", "round-1/aggregate", "round-1/push"):
-        execute(ctx, steps[name], quiet=True)
+    for name in ("round-1/pairs", "round-1/vote", "round-1/voted-by", "round-1/aggregate",
+                 "round-1/push"):
+        run_step(ctx, steps[name], quiet=True)
     repo = hub.repo("lab/evo")
     meta = json.loads(repo.commits[repo.tags["round-1"]].tree["evoq.json"].data.decode())
     dataset = build_lineage(ctx)["rounds"][0]["dataset"]
@@ -435,7 +441,7 @@ def test_round_published_to_the_hub_as_version_round_1(tmp_path, inputs, tiny_vl
     assert dataset["commit"] == repo.tags["round-1"]
     assert meta["aggregate"]["evolve"]["voted_by"]["role"] == "bootstrap judge"
     assert ctx.state.step("round-1/push")["outputs"] == []
-    grpo = steps["round-1/grpo"].command()
+    grpo = steps["round-1/grpo"].argv({"resume": False})
     assert grpo[grpo.index("--dataset"):grpo.index("--dataset") + 4] == [
         "--dataset", "lab/evo", "--revision", "round-1"]
 
@@ -479,21 +485,21 @@ def test_gpu_commands_init_from_base_and_accelerate(tmp_path, inputs, tiny_vlm):
                               engine="vllm", engine_args=["tensor_parallel_size=2"],
                               accelerate_config="accelerate/zero3", init_from="base",
                               train_config="qwen2.5-vl-7b-8xa100", repo_id="me/evoq-koniq")
-    base = os.path.relpath(tiny_vlm, ctx.run)
-    vote = steps["round-2/vote"].command()
+    base = os.path.relpath(tiny_vlm, ctx.layout.root)
+    vote = steps["round-2/vote"].argv()
     i = vote.index("--engine")
     assert vote[i:i + 6] == ["--engine", "vllm", "--model", "round-1/model", "--engine-arg",
                              "tensor_parallel_size=2"]
-    vote1 = steps["round-1/vote"].command()
+    vote1 = steps["round-1/vote"].argv()
     assert vote1[vote1.index("--model") + 1] == base
-    grpo = steps["round-2/grpo"].command()
-    zero3 = os.path.relpath(recipes_dir() / "accelerate" / "zero3.yaml", ctx.run)
+    grpo = steps["round-2/grpo"].argv({"resume": False})
+    zero3 = os.path.relpath(recipes_dir() / "accelerate" / "zero3.yaml", ctx.layout.root)
     assert grpo[:8] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                         zero3, "-m", "evoq_train.cli", "grpo"]
     for flag, value in (("--config", "qwen2.5-vl-7b-8xa100"), ("--dataset", "me/evoq-koniq"),
                         ("--revision", "round-2"), ("--model", base)):
         assert grpo[grpo.index(flag) + 1] == value
-    assert ctx.parent(2) == (base, "base model")
+    assert (ctx.parent(2).path, ctx.parent(2).role) == (base, "base model")
 
 
 def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
@@ -565,7 +571,8 @@ def test_sigkill_during_vote_and_training_then_rerun(two_rounds, answering_vlm, 
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
-    assert summary["steps_run"] == ["round-2/grpo", "round-2/score", "round-2/eval"]
+    assert summary["steps_run"] == ["round-2/checkpoints", "round-2/grpo", "round-2/score",
+                                    "round-2/eval"]
     state = json.loads((run / "state.json").read_text())
     assert list(state["steps"]) == PLAN
     assert {s["status"] for s in state["steps"].values()} == {"done"}

@@ -55,7 +55,7 @@ from evoq_data.core.io import (
     write_parquet_atomic,
     write_text_atomic,
 )
-from evoq_data.core.manifests import new_manifest, write_manifest
+from evoq_data.core.manifests import new_manifest, read_manifest, write_manifest
 from evoq_data.core.resources import sql_hashes
 
 __all__ = ["AGGREGATE_COLUMNS", "IMAGE_COLUMNS", "LABELS", "PREFERENCE_COLUMNS", "Z95",
@@ -153,8 +153,11 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                   allow_mixed: bool = False, allow_incomplete: bool = False,
                   pairs: str | Path | None = None, quiet: bool = False,
                   bt_alpha: float = DEFAULT_BT_ALPHA, threads: int | None = None,
-                  memory_limit: str = "1GB") -> dict:
-    """The ``evoq-data aggregate`` stage. Returns a summary with the paths written."""
+                  memory_limit: str = "1GB", lineage: str | Path | None = None) -> dict:
+    """The ``evoq-data aggregate`` stage. Returns a summary with the paths written.
+
+    ``lineage``: a JSON object file (who voted these votes, from ``evoq-train evolve``)
+    recorded as the manifest's ``evolve`` entry, which ``push`` shows in the card."""
     import duckdb
     from tqdm.auto import tqdm
 
@@ -169,6 +172,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         raise EvoqError(f"--min-valid-votes must be >= 0, got {min_valid_votes}")
     if bt_alpha <= 0:
         raise EvoqError(f"--bt-alpha must be positive, got {bt_alpha}")
+    evolve = None if lineage is None else read_manifest(lineage, "--lineage file")
     votes_dir, prefs_dir = Path(votes), Path(out)
     if prefs_dir.resolve() == votes_dir.resolve():
         raise EvoqError("--out must be a different folder from --votes")
@@ -290,7 +294,8 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         label=label, allow_mixed=allow_mixed, allow_incomplete=allow_incomplete,
         bt_alpha=bt_alpha,
         filters={"min_agreement": min_agreement, "min_valid_votes": min_valid_votes},
-        sql=sql_hashes(), timings_s=timings, cpu_s=cpu_times))
+        sql=sql_hashes(), timings_s=timings, cpu_s=cpu_times,
+        **({} if evolve is None else {"evolve": evolve})))
     return {
         "prefs_dir": str(prefs_dir), "preferences": str(prefs_path),
         "filtered_out": str(filtered_path) if removed else None, "images": str(images_path),

@@ -159,6 +159,7 @@ def aggregate_cmd(
     bt_alpha: Annotated[float, typer.Option("--bt-alpha", help="L2 penalty of the Bradley-Terry fit (choix's alpha).")] = 0.1,
     threads: Annotated[int | None, typer.Option("--threads", help="DuckDB threads (default: all cores).")] = None,
     memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; it spills to disk beyond.")] = "1GB",
+    lineage: Annotated[Path | None, typer.Option("--lineage", help="A JSON object file recorded as the manifest's `evolve` entry (who voted these votes; written by `evoq-train evolve`) and shown in the dataset card.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Turn raw votes into pseudo-preferences (majority per pair), per-image scores and stats.
@@ -170,7 +171,8 @@ def aggregate_cmd(
     _emit(run_aggregate(votes, out, label=label, min_agreement=min_agreement,
                         min_valid_votes=min_valid_votes, allow_mixed=allow_mixed,
                         allow_incomplete=allow_incomplete, pairs=pairs, quiet=quiet,
-                        bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit))
+                        bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit,
+                        lineage=lineage))
 
 
 @app.command("score")

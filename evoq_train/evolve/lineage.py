@@ -5,7 +5,8 @@ Three places hold it:
 
 * ``RUN/lineage.json`` (schema below), rewritten after every step, and the table
   ``evoq-train lineage RUN`` prints from it;
-* the dataset card: the round's aggregate manifest gets an ``evolve`` entry (the round, the
+* the dataset card: ``round-<r>/voted-by.json``, which ``evoq-data aggregate --lineage``
+  records as its manifest's ``evolve`` entry (the round, the
   voting model with its revision and role, and for a model of the run the version it was
   trained on), which ``evoq-data push`` copies into ``evoq.json`` and the card;
 * the model card: ``evoq_train.json`` in the training output gets the same ``evolve`` entry
@@ -34,63 +35,65 @@ lineage.json::
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import write_json_atomic, write_text_atomic
 from evoq_data.core.manifests import read_manifest
 
-LINEAGE_NAME = "lineage.json"
+from .context import ModelRef, RunContext
+from .layout import manifest_of
+
 SCHEMA_VERSION = 1
 
 
-def base_revision(ctx) -> str:
+def base_revision(ctx: RunContext) -> str:
     """The base model's revision as a vote would record it."""
     from evoq_data.generation.spec import model_revision_of
 
-    kind, path = _kind(ctx.s.model)
+    from .config import local_or_hub
+
+    kind, path = local_or_hub(ctx.settings.model, "--model", want="any")
     return model_revision_of(str(path)) if kind == "local" else "unknown"
 
 
-def _kind(value: str):
-    from .config import local_or_hub
-
-    return local_or_hub(value, "--model", want="any")
-
-
-def dataset_ref(ctx, r: int) -> dict | None:
-    s = ctx.state.summary(f"round-{r}/push")
+def dataset_ref(ctx: RunContext, r: int) -> dict | None:
+    s = ctx.require_state().summary(ctx.layout.round(r).step("push"))
     if not s:
         return None
     return {"repo_id": s.get("repo_id"), "version": s.get("version"),
             "content_hash": s.get("content_hash")}
 
 
-def model_revision(ctx, model: str) -> str:
-    """The revision of a model named as the children name it (base or a round's model)."""
-    if model.startswith("round-") and model.endswith("/model"):
-        return ctx.state.summary(f"{model.split('/')[0]}/grpo").get("revision", "unknown")
+def model_revision(ctx: RunContext, model: ModelRef) -> str:
+    """The revision of the base model or of a round's model."""
+    if model.round is not None:
+        grpo = ctx.layout.round(model.round).step("grpo")
+        return ctx.require_state().summary(grpo).get("revision", "unknown")
     return base_revision(ctx)
 
 
-def voter_lineage(ctx, r: int) -> dict:
+def voter_lineage(ctx: RunContext, r: int) -> dict:
     """The ``evolve`` entry of round r's aggregate manifest (and so of its dataset card)."""
-    votes = read_manifest(ctx.run / ctx.votes(r) / "manifest.json", "vote manifest")
-    _, _, _, role = ctx.voter(r)
-    voted_by = {"role": role, "engine": votes.get("engine"), "model": votes.get("model"),
-                "model_revision": votes.get("model_revision")}
+    rl = ctx.layout.round(r)
+    votes = read_manifest(ctx.layout.path(rl.vote_manifest), "vote manifest")
+    voted_by = {"role": ctx.voter(r).role, "engine": votes.get("engine"),
+                "model": votes.get("model"), "model_revision": votes.get("model_revision")}
     if r >= 2:
         voted_by["round"] = r - 1
         voted_by["trained_on"] = dataset_ref(ctx, r - 1)
-        parent, parent_role = ctx.parent(r - 1)
-        voted_by["trained_from"] = {"model": parent, "role": parent_role,
+        parent = ctx.parent(r - 1)
+        voted_by["trained_from"] = {"model": parent.path, "role": parent.role,
                                     "revision": model_revision(ctx, parent)}
-    return {"round": r, "version": ctx.version(r), "base_model": ctx.base_model,
+    return {"round": r, "version": rl.version, "base_model": ctx.sources.base_model,
             "voted_by": voted_by}
 
 
-def record_model_lineage(ctx, r: int) -> dict:
+def write_voted_by(ctx: RunContext, r: int) -> dict:
+    """Write round r's ``voted-by.json`` (the aggregate's ``--lineage`` file)."""
+    write_json_atomic(voter_lineage(ctx, r), ctx.layout.path(ctx.layout.round(r).voted_by))
+    return {}
+
+
+def record_model_lineage(ctx: RunContext, r: int) -> dict:
     """Add the ``evolve`` entry to round r's evoq_train.json and render its card again;
     return the model's revision (as a vote in the next round will record it)."""
     import jinja2
@@ -98,15 +101,16 @@ def record_model_lineage(ctx, r: int) -> dict:
     from evoq_data.core.resources import card_path
     from evoq_data.generation.spec import model_revision_of
 
-    out = ctx.run / ctx.model(r)
+    rl = ctx.layout.round(r)
+    out = ctx.layout.path(rl.model)
     path = out / "evoq_train.json"
     lineage = read_manifest(path, "training lineage")
-    parent, role = ctx.parent(r)
-    prefs = read_manifest(ctx.run / ctx.prefs(r) / "manifest.json", "aggregate manifest")
+    parent = ctx.parent(r)
+    prefs = read_manifest(ctx.layout.path(rl.prefs_manifest), "aggregate manifest")
     ref = dataset_ref(ctx, r) or {}
     lineage["evolve"] = {
-        "round": r, "base_model": ctx.base_model, "init_from": ctx.s.init_from,
-        "parent_model": parent, "parent_role": role,
+        "round": r, "base_model": ctx.sources.base_model, "init_from": ctx.settings.init_from,
+        "parent_model": parent.path, "parent_role": parent.role,
         "parent_revision": model_revision(ctx, parent),
         "dataset_repo_id": ref.get("repo_id"), "dataset_version": ref.get("version"),
         "dataset_content_hash": ref.get("content_hash"),
@@ -121,63 +125,64 @@ def record_model_lineage(ctx, r: int) -> dict:
             "recipe": lineage.get("recipe")}
 
 
-def _output_hash(ctx, name: str) -> str | None:
-    rec = ctx.state.step(name) or {}
+def _output_hash(ctx: RunContext, name: str) -> str | None:
+    rec = ctx.require_state().step(name) or {}
     outs = rec.get("outputs") or []
     return outs[0]["sha256"] if outs else None
 
 
-def build_lineage(ctx) -> dict:
-    rounds = []
-    for r in range(1, ctx.s.rounds + 1):
-        entry = {"round": r, "dataset": None, "model": None}
-        push = ctx.state.summary(f"round-{r}/push")
-        if ctx.state.done(f"round-{r}/push"):
-            prefs = read_manifest(ctx.run / ctx.prefs(r) / "manifest.json", "aggregate manifest")
-            stats = _read_json(ctx.run / ctx.prefs(r) / "stats.json")
-            mixed = ((_read_json(ctx.run / ctx.pairs(r).replace(".parquet", ".manifest.json"))
-                      or {}).get("mixed") or {})
-            entry["dataset"] = {
-                "repo_id": push.get("repo_id"), "version": push.get("version"),
-                "content_hash": push.get("content_hash"),
-                "location": ctx.dataset_dir(r) or push.get("endpoint", "hub"),
-                "commit": push.get("commit"),
-                "pairs": (stats.get("pairs") or {}).get("total"),
-                "synthetic_pairs": (mixed.get("synthetic") or {}).get("pairs", 0),
-                "voted_by": (prefs.get("evolve") or {}).get("voted_by"),
-            }
-        if ctx.state.done(f"round-{r}/grpo"):
-            grpo = ctx.state.summary(f"round-{r}/grpo")
-            parent, role = ctx.parent(r)
-            entry["model"] = {
-                "path": ctx.model(r), "revision": grpo.get("revision"),
-                "content_hash": _output_hash(ctx, f"round-{r}/grpo"),
-                "global_steps": grpo.get("global_steps"), "recipe": grpo.get("recipe"),
-                "trained_on": dataset_ref(ctx, r),
-                "parent": {"model": parent, "revision": model_revision(ctx, parent),
-                           "role": role},
-            }
-        rounds.append(entry)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run": {"base_model": ctx.base_model, "base_model_revision": base_revision(ctx),
-                "pool": ctx.source(ctx.s.pool, "--pool"), "seed": ctx.s.seed,
-                "rounds": ctx.s.rounds, "init_from": ctx.s.init_from,
-                "bootstrap_engine": ctx.s.bootstrap_engine, "repo_id": ctx.repo_id,
-                "published_to": "hub" if ctx.hub else "local"},
-        "rounds": rounds,
-    }
-
-
-def _read_json(path: Path) -> dict:
+def _read_json(path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_manifest(path)
+    except EvoqError:
         return {}
 
 
-def write_lineage(ctx) -> Path:
-    return write_json_atomic(build_lineage(ctx), ctx.run / LINEAGE_NAME)
+def round_lineage(ctx: RunContext, r: int) -> dict:
+    state, rl = ctx.require_state(), ctx.layout.round(r)
+    entry: dict = {"round": r, "dataset": None, "model": None}
+    if state.done(rl.step("push")):
+        push = state.summary(rl.step("push"))
+        prefs = read_manifest(ctx.layout.path(rl.prefs_manifest), "aggregate manifest")
+        stats = _read_json(ctx.layout.path(rl.prefs_stats))
+        mixed = _read_json(ctx.layout.path(manifest_of(rl.pairs))).get("mixed") or {}
+        entry["dataset"] = {
+            "repo_id": push.get("repo_id"), "version": push.get("version"),
+            "content_hash": push.get("content_hash"),
+            "location": ctx.dataset_dir(r) or push.get("endpoint", "hub"),
+            "commit": push.get("commit"),
+            "pairs": (stats.get("pairs") or {}).get("total"),
+            "synthetic_pairs": (mixed.get("synthetic") or {}).get("pairs", 0),
+            "voted_by": (prefs.get("evolve") or {}).get("voted_by"),
+        }
+    if state.done(rl.step("grpo")):
+        grpo = state.summary(rl.step("grpo"))
+        parent = ctx.parent(r)
+        entry["model"] = {
+            "path": rl.model, "revision": grpo.get("revision"),
+            "content_hash": _output_hash(ctx, rl.step("grpo")),
+            "global_steps": grpo.get("global_steps"), "recipe": grpo.get("recipe"),
+            "trained_on": dataset_ref(ctx, r),
+            "parent": {"model": parent.path, "revision": model_revision(ctx, parent),
+                       "role": parent.role},
+        }
+    return entry
+
+
+def build_lineage(ctx: RunContext) -> dict:
+    s = ctx.settings
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": {"base_model": ctx.sources.base_model, "base_model_revision": base_revision(ctx),
+                "pool": ctx.sources.pool, "seed": s.seed, "rounds": ctx.rounds_held,
+                "init_from": s.init_from, "bootstrap_engine": s.bootstrap_engine,
+                "repo_id": ctx.repo_id, "published_to": "hub" if ctx.hub else "local"},
+        "rounds": [round_lineage(ctx, r) for r in range(1, ctx.rounds_held + 1)],
+    }
+
+
+def write_lineage(ctx: RunContext):
+    return write_json_atomic(build_lineage(ctx), ctx.layout.lineage)
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -217,11 +222,57 @@ def lineage_table(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_lineage(run: Path) -> dict:
-    path = Path(run) / LINEAGE_NAME
+def read_lineage(run) -> dict:
+    from pathlib import Path
+
+    from .layout import LINEAGE, RunLayout
+
+    path = RunLayout(Path(run)).lineage
     if not path.is_file():
         if not Path(run).is_dir():
             raise EvoqError(f"run folder not found: {run}")
-        raise EvoqError(f"{run} has no {LINEAGE_NAME}: not an evoq-train evolve run folder "
+        raise EvoqError(f"{run} has no {LINEAGE}: not an evoq-train evolve run folder "
                         "(or no step has finished yet)")
-    return read_manifest(path, "lineage")
+    doc = read_manifest(path, "lineage")
+    check_lineage(path, doc)
+    return doc
+
+
+def check_lineage(path, doc: dict) -> None:
+    """One line naming the file and the key when lineage.json is not as evolve writes it."""
+    def bad(key: str, want: str) -> EvoqError:
+        return EvoqError(f"{path}: {key} must be {want}; the file was edited or damaged: "
+                         "rerun evoq-train evolve with the run's settings to write it again")
+
+    def text(obj: dict, key: str, where: str, required: bool = False) -> None:
+        value = obj.get(key)
+        if (value is None and required) or not isinstance(value, str | type(None)):
+            raise bad(f"{where}.{key}", "a string")
+
+    if not isinstance(doc.get("run"), dict):
+        raise bad("'run'", "an object")
+    text(doc["run"], "base_model_revision", "run")
+    rounds = doc.get("rounds")
+    if not isinstance(rounds, list):
+        raise bad("'rounds'", "a list")
+    for i, entry in enumerate(rounds):
+        where = f"rounds[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(where, "an object")
+        if not isinstance(entry.get("round"), int):
+            raise bad(f"{where}.round", "an integer")
+        for part, required in (("dataset", ("repo_id", "version")), ("model", ("path",))):
+            value = entry.get(part)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise bad(f"{where}.{part}", "an object or null")
+            for key in required:
+                text(value, key, f"{where}.{part}", required=True)
+            for key in ("content_hash", "revision"):
+                text(value, key, f"{where}.{part}")
+            for sub in ("voted_by", "parent"):
+                if not isinstance(value.get(sub), dict | type(None)):
+                    raise bad(f"{where}.{part}.{sub}", "an object or null")
+                if value.get(sub):
+                    text(value[sub], "model_revision", f"{where}.{part}.{sub}")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from evoq_data.core.io import write_text_atomic
 
-REPORT_MD = "report.md"
-REPORT_PNG = "report.png"
+from .context import RunContext
+from .layout import REPORT_PNG
 
 
 def _float(value) -> float | None:
@@ -66,30 +66,36 @@ def training_end(model_dir: Path, log: Path) -> dict:
             "step": last.get("step"), "source": source}
 
 
-def collect(ctx) -> list[dict]:
+def _stats(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def collect(ctx: RunContext) -> list[dict]:
     """One row per round (round 0: the base model, evaluated only)."""
+    s, state = ctx.settings, ctx.require_state()
     rows = []
-    first = 0 if ctx.s.evals and ctx.s.eval_base else 1
-    for r in range(first, ctx.s.rounds + 1):
+    first = 0 if s.evals and s.eval_base else 1
+    for r in range(first, ctx.rounds_held + 1):
+        rl = ctx.layout.round(r)
         row: dict = {"round": r, "voted_by": None, "pairs": None, "votes": None,
                      "invalid_rate": None, "agreement": None, "position_bias": None,
                      "reward": None, "parse_failure_rate": None, "eval": {}}
         if r >= 1:
-            row["voted_by"] = ctx.voter(r)[3]
-            if ctx.state.done(f"round-{r}/aggregate"):
-                try:
-                    stats = json.loads((ctx.run / ctx.prefs(r) / "stats.json").read_text())
-                except (OSError, json.JSONDecodeError):
-                    stats = {}
+            row["voted_by"] = ctx.voter(r).role
+            if state.done(rl.step("aggregate")):
+                stats = _stats(ctx.layout.path(rl.prefs_stats))
                 row["pairs"] = (stats.get("pairs") or {}).get("total")
                 votes = stats.get("votes") or {}
                 row["votes"], row["invalid_rate"] = votes.get("total"), votes.get("invalid_rate")
                 row["agreement"] = (stats.get("agreement") or {}).get("mean")
                 row["position_bias"] = (stats.get("position_bias") or {}).get("share_first_shown")
-            end = ctx.state.summary(f"round-{r}/grpo").get("train_end") or {}
+            end = state.summary(rl.step("grpo")).get("train_end") or {}
             row["reward"], row["parse_failure_rate"] = end.get("reward"), \
                 end.get("parse_failure_rate")
-        ev = ctx.state.summary(f"round-{r}/eval")
+        ev = state.summary(rl.step("eval"))
         for name, m in (ev.get("benchmarks") or {}).items():
             row["eval"][name] = {"srcc": m.get("srcc"), "plcc": m.get("plcc")}
         for name, reason in (ev.get("skipped") or {}).items():
@@ -108,18 +114,19 @@ def _fmt(v, pct: bool = False) -> str:
     return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
 
 
-def render_markdown(ctx, rows: list[dict], plot: str | None) -> str:
+def render_markdown(ctx: RunContext, rows: list[dict], plot: str | None) -> str:
+    s = ctx.settings
     names = sorted({n for row in rows for n in row["eval"]}, key=lambda n: (n == "WAVG", n))
     head = ["round", "voted by", "pairs", "votes", "invalid", "agreement", "first-shown share",
             "reward (end)", "parse failures (end)"]
     for n in names:
         head += [f"{n} SRCC", f"{n} PLCC"]
-    lines = [f"# evolve run `{ctx.run.name}`", "",
-             f"Base model `{ctx.base_model}`, pool `{ctx.source(ctx.s.pool, '--pool')}`, "
-             f"{ctx.s.rounds} round(s) of {ctx.s.pairs_per_round:,} pairs x K = "
-             f"{ctx.s.votes_per_pair} votes"
-             + (f" (+ {ctx.s.synthetic_pairs:,} synthetic pairs from round 2)"
-                if ctx.synthetic else "") + f", recipe `{ctx.s.train_config}`.", "",
+    lines = [f"# evolve run `{ctx.layout.root.name}`", "",
+             f"Base model `{ctx.sources.base_model}`, pool `{ctx.sources.pool}`, "
+             f"{ctx.rounds_held} round(s) of {s.pairs_per_round:,} pairs x K = "
+             f"{s.votes_per_pair} votes"
+             + (f" (+ {s.synthetic_pairs:,} synthetic pairs from round 2)"
+                if ctx.synthetic else "") + f", recipe `{s.train_config}`.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [str(row["round"]), row["voted_by"] or "(base model, not trained)",
@@ -183,8 +190,8 @@ def draw(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_report(ctx) -> tuple[Path, Path]:
+def write_report(ctx: RunContext) -> tuple[Path, Path]:
     rows = collect(ctx)
-    png = draw(rows, ctx.run / REPORT_PNG)
-    md = write_text_atomic(render_markdown(ctx, rows, REPORT_PNG), ctx.run / REPORT_MD)
+    png = draw(rows, ctx.layout.report_png)
+    md = write_text_atomic(render_markdown(ctx, rows, REPORT_PNG), ctx.layout.report_md)
     return md, png

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +34,12 @@ from pathlib import Path
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import make_output_dir
 
+from .checks import check_eval_contents, check_places, input_contents
 from .config import EvolveSettings
-from .state import RunState, hash_path, now, verify
-from .steps import Context, Step, plan, remove_outputs
-
-LOCK_NAME = ".evolve.lock"
+from .context import RunContext, Sources
+from .layout import RunLayout
+from .state import RunState, hash_path, now, portable_identity, verify
+from .steps import Step, build_steps
 
 
 def _echo(message: str, quiet: bool) -> None:
@@ -48,7 +50,7 @@ def _echo(message: str, quiet: bool) -> None:
 @contextmanager
 def run_lock(run: Path):
     """One evolve process per run folder (flock, released when the process dies)."""
-    fh = open(run / LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
+    fh = open(RunLayout(run).lock, "a+")  # noqa: SIM115 - held for the whole run
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,15 +105,15 @@ def _group_members(pgid: int, run: Path) -> list[int]:
     return found
 
 
-def stop_leftovers(ctx: Context, quiet: bool) -> None:
+def stop_leftovers(run: Path, state: RunState, quiet: bool) -> None:
     """Stop what a killed earlier evolve left running (e.g. training workers under accelerate,
     which PR_SET_PDEATHSIG does not reach). Only processes of the recorded step's group that
     work in RUN are touched; the run lock guarantees their evolve is gone."""
-    for name, rec in ctx.state.steps.items():
+    for name, rec in state.steps.items():
         pgid = rec.get("pid")
         if rec.get("status") != "running" or not pgid:
             continue
-        pids = _group_members(pgid, ctx.run)
+        pids = _group_members(pgid, run)
         if pids:
             _echo(f"{name}: stopping {len(pids)} process(es) the interrupted attempt left "
                   f"running ({', '.join(map(str, pids))})", quiet)
@@ -122,12 +124,12 @@ def stop_leftovers(ctx: Context, quiet: bool) -> None:
                 pass
         deadline = time.monotonic() + 30
         while pids and time.monotonic() < deadline:
-            pids = _group_members(pgid, ctx.run)
+            pids = _group_members(pgid, run)
             time.sleep(0.1)
         if pids:
             raise EvoqError(f"processes {', '.join(map(str, pids))} of the interrupted step "
                             f"{name} are still running and would not stop; stop them and rerun")
-        ctx.state.set_pid(name, None)
+        state.set_pid(name, None)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -153,25 +155,25 @@ def _last_error(log: Path) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def run_child(ctx: Context, step: Step, cmd: list[str], attempt: int) -> str:
+def run_child(run: Path, state: RunState, step: Step, cmd: list[str], attempt: int) -> str:
     """Run one step's command; return its stdout. A non-zero exit is one line."""
-    log = ctx.run / step.log
+    log = run / step.log
     log.parent.mkdir(parents=True, exist_ok=True)
     out_path = log.with_name(f".{log.stem}.stdout")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "ab") as log_fh, open(out_path, "wb") as out_fh:
         log_fh.write(f"\n=== {now()} attempt {attempt}: {shlex.join(cmd)}\n".encode())
         log_fh.flush()
-        proc = subprocess.Popen(cmd, cwd=ctx.run, stdout=out_fh, stderr=log_fh,
+        proc = subprocess.Popen(cmd, cwd=run, stdout=out_fh, stderr=log_fh,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=_die_with_parent())
         try:
-            ctx.state.set_pid(step.name, proc.pid)
+            state.set_pid(step.name, proc.pid)
             rc = proc.wait()
         except BaseException:
             _stop_group(proc)
             raise
-    ctx.state.set_pid(step.name, None)
+    state.set_pid(step.name, None)
     stdout = out_path.read_text(errors="replace")
     with open(log, "a", encoding="utf-8") as log_fh:
         log_fh.write(f"--- exit code {rc}; stdout:\n{stdout}")
@@ -182,85 +184,126 @@ def run_child(ctx: Context, step: Step, cmd: list[str], attempt: int) -> str:
     return stdout
 
 
-def _input_records(ctx: Context, paths: list[str]) -> list[dict]:
+def _input_records(state: RunState, paths: tuple[str, ...]) -> list[dict]:
     """Inputs by path, with the hash the producing step recorded (checked at start)."""
     recorded = {}
-    for rec in ctx.state.steps.values():
+    for rec in state.steps.values():
         for out in rec.get("outputs") or []:
             recorded[out["path"]] = out["sha256"]
     return [{"path": p, "sha256": recorded.get(p)} for p in paths]
 
 
-def execute(ctx: Context, step: Step, quiet: bool) -> None:
-    previous = ctx.state.step(step.name)
+def remove_outputs(run: Path, step: Step) -> None:
+    """Clear what a step left half-written, inside RUN only, before it runs again."""
+    for rel in step.outputs:
+        path = (run / rel).resolve()
+        if run.resolve() not in path.parents:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def pending(state: RunState, step: Step) -> bool:
+    """The step still has to run: not done, or redone until the step it prepares is."""
+    if not state.done(step.name):
+        return True
+    return step.redo_until is not None and not state.done(step.redo_until)
+
+
+def run_step(ctx: RunContext, step: Step, quiet: bool) -> None:
+    """Run one step (its work, or its child command), record it, hash its outputs."""
+    run, state = ctx.layout.root, ctx.require_state()
+    previous = state.step(step.name)
     resumed = previous is not None
     started = time.perf_counter()
     _echo(f"{step.name}: {'resuming' if resumed else 'running'} (log {step.log})", quiet)
     try:
         if step.clean:
-            remove_outputs(ctx, step)
-        rec = ctx.state.begin(step.name, round=step.round, kind=step.kind, command=None,
-                              inputs=_input_records(ctx, step.inputs), log=step.log,
-                              resumed=resumed)
-        if step.before:
-            step.before()
+            remove_outputs(run, step)
+        rec = state.begin(step.name, round=step.round, kind=step.kind, command=None,
+                          inputs=_input_records(state, step.inputs), log=step.log,
+                          resumed=resumed)
+        facts = step.facts() if step.facts else {}
         summary: dict = {}
-        cmd = step.command() if step.command else None
+        if step.work:
+            summary.update(step.work() or {})
+        cmd = step.argv(facts)
         if cmd:
             rec["command"] = cmd
-            stdout = run_child(ctx, step, cmd, rec["attempts"])
+            stdout = run_child(run, state, step, cmd, rec["attempts"])
             if step.json_stdout and stdout.strip():
                 try:
                     summary = json.loads(stdout)
                 except json.JSONDecodeError:
                     summary = {}
-        if step.after:
-            summary.update(step.after(summary) or {})
-        outputs = [hash_path(ctx.run, o, step.exclude, what=f"output of {step.name}")
-                   for o in step.outputs]
+        if step.finish:
+            summary.update(step.finish(facts) or {})
+        made = step.work is not None or cmd is not None
+        outputs = [hash_path(run, o, step.exclude, what=f"output of {step.name}")
+                   for o in (step.outputs if made else ())]
     except EvoqError as exc:
         if str(exc).startswith("step "):
             raise
         raise EvoqError(f"step {step.name}: {exc}") from exc
-    ctx.state.finish(step.name, outputs=outputs, summary=summary,
-                     seconds=time.perf_counter() - started)
+    state.finish(step.name, outputs=outputs, summary=summary,
+                 seconds=time.perf_counter() - started)
     _echo(f"{step.name}: done in {time.perf_counter() - started:.1f} s", quiet)
 
 
-def _raise_interrupt(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def _raise_terminated(signum, _frame):
+    from evoq_data.cli.app import Terminated
+
+    raise Terminated()
+
+
+def verify_finished(state: RunState, steps: list[Step]) -> None:
+    """Every finished step's outputs against their recorded hashes, before any work."""
+    for step in steps:
+        if state.done(step.name):
+            for rec in state.step(step.name).get("outputs") or []:
+                verify(state.run, rec, step.name)
+
+
+def open_state(settings: EvolveSettings, run: Path) -> RunState:
+    """RUN's state, refused when the settings or the contents of the pool or the eval
+    images differ from the run's (paths compared relative to RUN: a run moved with its pool
+    continues)."""
+    legacy = settings.identity()
+    return RunState.open(run, portable_identity(legacy, run), settings.rounds,
+                         contents=input_contents(settings), legacy=legacy)
 
 
 def run_evolve(settings: EvolveSettings, *, quiet: bool = False) -> dict:
     """Run (or continue) an evolve run; return its summary."""
-    from .lineage import LINEAGE_NAME, write_lineage
-    from .report import REPORT_MD, REPORT_PNG, write_report
+    from .lineage import write_lineage
+    from .report import write_report
 
     settings.validate()
-    identity = settings.identity()
+    check_places(settings)
+    check_eval_contents(settings)
     run = make_output_dir(Path(settings.run_dir).expanduser(), "--run-dir").resolve()
+    layout = RunLayout(run)
     started = time.perf_counter()
     old_handler = signal.getsignal(signal.SIGTERM)
     try:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread
         old_handler = None
     try:
         with run_lock(run):
-            state = RunState.open(run, identity, settings.rounds)
-            ctx = Context(settings, run, state)
-            steps = plan(ctx)
-            stop_leftovers(ctx, quiet)
-            for step in steps:  # every finished step's outputs, before any work
-                if state.done(step.name):
-                    for rec in state.step(step.name).get("outputs") or []:
-                        verify(run, rec, step.name)
+            state = open_state(settings, run)
+            ctx = RunContext(settings, Sources.resolve(settings, run), layout, state)
+            steps = build_steps(ctx)
+            stop_leftovers(run, state, quiet)
+            verify_finished(state, steps)
             ran, skipped = [], []
             for step in steps:
-                if state.done(step.name):
+                if not pending(state, step):
                     skipped.append(step.name)
                     continue
-                execute(ctx, step, quiet)
+                run_step(ctx, step, quiet)
                 ran.append(step.name)
                 write_lineage(ctx)
                 if step.kind in ("grpo", "eval"):
@@ -272,12 +315,12 @@ def run_evolve(settings: EvolveSettings, *, quiet: bool = False) -> dict:
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
-    datasets = [{"version": state.summary(f"round-{r}/push").get("version"),
-                 "content_hash": state.summary(f"round-{r}/push").get("content_hash"),
-                 "location": ctx.dataset_dir(r) or ctx.repo_id}
-                for r in range(1, settings.rounds + 1)]
+    rounds = [layout.round(r) for r in range(1, settings.rounds + 1)]
+    datasets = [{"version": state.summary(rl.step("push")).get("version"),
+                 "content_hash": state.summary(rl.step("push")).get("content_hash"),
+                 "location": ctx.dataset_dir(rl.r) or ctx.repo_id} for rl in rounds]
     return {"run_dir": str(run), "rounds": settings.rounds, "steps_run": ran,
             "steps_skipped": skipped, "datasets": datasets,
-            "models": [ctx.model(r) for r in range(1, settings.rounds + 1)],
-            "lineage": str(run / LINEAGE_NAME), "report": str(run / REPORT_MD),
-            "plot": str(run / REPORT_PNG), "seconds": round(time.perf_counter() - started, 1)}
+            "models": [rl.model for rl in rounds], "lineage": str(layout.lineage),
+            "report": str(layout.report_md), "plot": str(layout.report_png),
+            "seconds": round(time.perf_counter() - started, 1)}

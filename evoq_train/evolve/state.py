@@ -2,9 +2,11 @@
 
 The file is rewritten atomically (temp file, fsync, rename) after every change, so a crash
 at any moment leaves the previous or the next version. It holds the settings the run was
-started with (and their fingerprint) and one record per step::
+started with (paths relative to RUN, and their fingerprint), the contents of the pool and
+eval images it reads (hashed), and one record per step::
 
     {"schema_version": 1, "stage": "evolve", "fingerprint": "sha256:...", "settings": {...},
+     "contents": {"pool": {"images": 6, "sha256": ...}, "evals": {"koniq": {...}}},
      "rounds": 2, "created_at": ..., "updated_at": ...,
      "steps": {"round-1/vote": {"round": 1, "kind": "vote", "status": "running" | "done",
                                 "attempts": 1, "command": [...], "log": "logs/round-1-vote.log",
@@ -34,8 +36,8 @@ from evoq_data.core.io import write_json_atomic
 from evoq_data.core.manifests import read_manifest
 
 from .config import changed_fields, fingerprint, option_name
+from .layout import STATE
 
-STATE_NAME = "state.json"
 SCHEMA_VERSION = 1
 
 
@@ -66,13 +68,6 @@ def tree_hash(files: dict[str, str]) -> str:
     for rel in sorted(files):
         h.update(f"{rel}\0{files[rel]}\n".encode())
     return "sha256:" + h.hexdigest()
-
-
-def content_hash(path: Path, exclude: tuple[str, ...] = ()) -> str:
-    """``sha256:<hex>`` of a file's bytes, or of a folder by :func:`tree_hash`."""
-    if path.is_file():
-        return "sha256:" + file_sha256(path)
-    return tree_hash(folder_files(path, exclude))
 
 
 def resolve(run: Path, rel: str) -> Path:
@@ -123,6 +118,67 @@ def verify(run: Path, record: dict, step: str) -> None:
 
 # --- the state file ----------------------------------------------------------------------
 
+def portable_identity(identity: dict, run: Path) -> dict:
+    """The settings as a moved run still matches them: local paths relative to RUN, and
+    the files read by name (recipe, accelerate config, eval manifests) by content only."""
+    import os
+
+    doc = dict(identity)
+    for key in ("pool", "model", "bootstrap_model", "local_dir"):
+        value = doc.get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            doc[key] = os.path.relpath(value, run)
+    for key in ("train_config", "accelerate_config"):
+        if isinstance(doc.get(key), dict):
+            doc[key] = {"sha256": doc[key]["sha256"]}
+    doc["evals"] = [{"name": e["name"], "sha256": e["sha256"]} for e in doc.get("evals", [])]
+    return doc
+
+
+def _bad(path: Path, key: str, want: str) -> EvoqError:
+    return EvoqError(f"{path}: {key} must be {want}; the file was edited or damaged: restore "
+                     "it, or start a new --run-dir")
+
+
+def check_shape(path: Path, data: dict) -> None:
+    """One line naming the file and the key when a state file is not as evolve writes it."""
+    if not isinstance(data.get("settings"), dict):
+        raise _bad(path, "'settings'", "an object")
+    steps = data.get("steps")
+    if not isinstance(steps, dict):
+        raise _bad(path, "'steps'", f"an object of step records by name, not {_kind(steps)}")
+    for name, rec in steps.items():
+        key = f"steps[{name!r}]"
+        if not isinstance(rec, dict):
+            raise _bad(path, key, "an object")
+        if rec.get("status") not in ("running", "done"):
+            raise _bad(path, f"{key}.status", "'running' or 'done'")
+        if not isinstance(rec.get("round"), int):
+            raise _bad(path, f"{key}.round", "an integer")
+        if rec["status"] != "done":
+            continue
+        outputs = rec.get("outputs")
+        if not isinstance(outputs, list):
+            raise _bad(path, f"{key}.outputs", f"a list, not {_kind(outputs)}")
+        for i, out in enumerate(outputs):
+            okey = f"{key}.outputs[{i}]"
+            if not isinstance(out, dict):
+                raise _bad(path, okey, "an object")
+            for field, want in (("path", str), ("sha256", str)):
+                if not isinstance(out.get(field), want):
+                    raise _bad(path, f"{okey}.{field}", "a string")
+            if out.get("kind") not in ("file", "folder"):
+                raise _bad(path, f"{okey}.kind", "'file' or 'folder'")
+            if out["kind"] == "folder" and not isinstance(out.get("files"), dict):
+                raise _bad(path, f"{okey}.files", "an object of file hashes")
+        if rec.get("summary") is not None and not isinstance(rec["summary"], dict):
+            raise _bad(path, f"{key}.summary", "an object")
+
+
+def _kind(value) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
 def _short(value) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -137,18 +193,26 @@ class RunState:
 
     @property
     def path(self) -> Path:
-        return self.run / STATE_NAME
+        return self.run / STATE
 
     @classmethod
-    def open(cls, run: Path, identity: dict, rounds: int) -> RunState:
-        """The state of RUN; refuses a run made with other settings, naming the fields."""
-        path = run / STATE_NAME
+    def open(cls, run: Path, identity: dict, rounds: int, *, contents: dict | None = None,
+             legacy: dict | None = None) -> RunState:
+        """The state of RUN; refuses a run made with other settings, naming the fields, or
+        whose inputs' ``contents`` changed. ``legacy``: the identity as evolve recorded it
+        before paths were relative to RUN (such a state is rewritten with ``identity``)."""
+        from .checks import changed_contents
+
+        path = run / STATE
         digest = fingerprint(identity)
         if path.is_file():
             data = read_manifest(path, "evolve state")
             if data.get("stage") != "evolve" or data.get("schema_version") != SCHEMA_VERSION:
                 raise EvoqError(f"{path} is not an evolve state file of schema version "
                                 f"{SCHEMA_VERSION}")
+            check_shape(path, data)
+            if legacy is not None and data.get("fingerprint") == fingerprint(legacy):
+                data["settings"], data["fingerprint"] = identity, digest
             if data.get("fingerprint") != digest:
                 old = data.get("settings") or {}
                 fields = changed_fields(old, identity)
@@ -156,17 +220,22 @@ class RunState:
                                     f"{_short(identity.get(f))}" for f in fields)
                 raise EvoqError(f"{run} holds a run started with other settings ({details}); "
                                 "rerun with the original settings or use a new --run-dir")
+            if contents is not None and data.get("contents") is not None:
+                change = changed_contents(data["contents"], contents)
+                if change:
+                    raise EvoqError(f"{run}: {change}; restore them, or start a new --run-dir")
             state = cls(run, data)
-            if data.get("rounds") != rounds:
-                data["rounds"] = rounds
-                state.save()
+            data["rounds"] = rounds
+            if contents is not None:
+                data["contents"] = contents
+            state.save()
             return state
         if run.exists() and any(not p.name.startswith(".") for p in run.iterdir()):
-            raise EvoqError(f"--run-dir {run} is not empty and holds no {STATE_NAME}; give a new "
+            raise EvoqError(f"--run-dir {run} is not empty and holds no {STATE}; give a new "
                             "or empty folder (or the folder of an earlier evolve run)")
         data = {"schema_version": SCHEMA_VERSION, "stage": "evolve", "evoq_version": __version__,
-                "fingerprint": digest, "settings": identity, "rounds": rounds,
-                "created_at": now(), "updated_at": now(), "steps": {}}
+                "fingerprint": digest, "settings": identity, "contents": contents,
+                "rounds": rounds, "created_at": now(), "updated_at": now(), "steps": {}}
         state = cls(run, data)
         state.save()
         return state
@@ -209,6 +278,10 @@ class RunState:
         rec.update(status="done", outputs=outputs, summary=summary, finished_at=now(),
                    seconds=round(seconds, 3), pid=None)
         self.save()
+
+    def last_round(self) -> int:
+        """The highest round a step was recorded for (0: none)."""
+        return max((rec["round"] for rec in self.steps.values()), default=0)
 
     def summary(self, name: str) -> dict:
         rec = self.step(name) or {}
