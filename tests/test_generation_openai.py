@@ -28,7 +28,7 @@ from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.engines import GenRequest, Sampling, get_engine
 from evoq_data.generation.prompts import compare_prompt
-from evoq_data.votes.run import plan_votes
+from evoq_data.votes.plan import plan_votes
 
 K = 4
 SECRET = "sk-test-do-not-log-0123456789"

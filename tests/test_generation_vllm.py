@@ -13,7 +13,7 @@ from conftest import read_votes as _votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.votes.run import plan_votes
+from evoq_data.votes.plan import plan_votes
 
 vllm = pytest.importorskip("vllm")
 

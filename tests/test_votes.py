@@ -21,7 +21,8 @@ from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.prompts import compare_prompt
 from evoq_data.pairs.sample import run_pairs
-from evoq_data.votes.run import plan_votes, run_vote, shard_of
+from evoq_data.votes.plan import plan_votes, shard_of
+from evoq_data.votes.run import run_vote
 
 runner = CliRunner()
 FAST = dict(quiet=True)
