@@ -162,6 +162,13 @@ def _cli_vote(pairs, out, *extra) -> list[str]:
             "--out", str(out), "--quiet", "--runner", "ray", *extra]
 
 
+def _no_ray_lines(stderr: str) -> None:
+    """Nothing of Ray's own on stderr: no token notice, no core-worker log line."""
+    for marker in ("Token authentication", "token", "core_worker", ".cc:", "UserWarning",
+                   "Started a local Ray instance", "Connecting to existing Ray cluster"):
+        assert marker not in stderr, stderr[-2000:]
+
+
 def test_driver_killed_then_rerun_gives_the_uninterrupted_votes(cluster, many_pairs,
                                                                 tmp_path):
     """The CLI joins the module's cluster (--ray-address HOST:PORT); SIGKILL of the driver
@@ -182,6 +189,7 @@ def test_driver_killed_then_rerun_gives_the_uninterrupted_votes(cluster, many_pa
     assert len(on_disk) % 2 == 0  # complete pairs only
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    _no_ray_lines(done.stderr)  # --quiet
     summary = json.loads(done.stdout)
     assert summary["pairs_already_done"] >= len(on_disk) // 2
     assert summary["pairs_already_done"] + summary["pairs_voted"] == 16
@@ -209,7 +217,10 @@ def test_the_cli_starts_and_stops_its_own_local_cluster(pairs_file, tmp_path):
         time.sleep(0.2)
     stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stderr[-2000:]
-    assert json.loads(stdout)["votes"] == 12
+    summary = json.loads(stdout)  # stdout holds the summary alone
+    assert summary["votes"] == 12
+    assert stderr == ""  # --quiet: not a line of Ray's (its token notice, its core worker)
+    assert 0 < summary["load_seconds"] < summary["seconds"]
     assert {"raylet", "gcs_server"} <= names  # the command did start a cluster
     time.sleep(3)
     left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

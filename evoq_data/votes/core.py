@@ -10,6 +10,7 @@ Messages between a runner and the stage are typed: a :class:`VoteJob` goes to ev
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,16 +183,18 @@ class ChunkDone:
     invalid: int
     stop_reasons: dict[str, int] = field(default_factory=dict)  # stop_reason -> pairs
     shard: str = ""  # the shard file's name
+    started_at: float = 0.0  # when the worker began voting it (epoch seconds)
 
 
-def chunk_report(table: pa.Table, pairs: int, shard: str = "") -> ChunkDone:
+def chunk_report(table: pa.Table, pairs: int, shard: str = "",
+                 started_at: float = 0.0) -> ChunkDone:
     """The counts of one written chunk."""
     invalid = int(pa.compute.sum(pa.compute.is_null(table.column("answer"))).as_py() or 0)
     firsts = pa.compute.equal(table.column("vote_index"), 0)
     reasons: dict[str, int] = {}
     for reason in table.column("stop_reason").filter(firsts).to_pylist():
         reasons[reason] = reasons.get(reason, 0) + 1
-    return ChunkDone(pairs, table.num_rows, invalid, reasons, shard)
+    return ChunkDone(pairs, table.num_rows, invalid, reasons, shard, started_at)
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class VoteJob:
 
     def vote(self, eng: Engine, chunk: list[dict]) -> ChunkDone:
         """Vote ``chunk`` and write it as one shard file (temp file, fsync, rename)."""
+        started_at = time.time()
         table = vote_chunk(eng, chunk, self.settings)
         path = write_shard(table, self.votes_dir, self.shard_index, self.num_shards)
-        return chunk_report(table, len(chunk), path.name)
+        return chunk_report(table, len(chunk), path.name, started_at)

@@ -20,8 +20,10 @@ from evoq_data.generation.engines import Sampling, engine_class
 from evoq_data.generation.prompts import Prompt
 from evoq_data.generation.spec import GenerationSpec
 from evoq_data.votes.stop import MODES, STOPS
+from evoq_data.votes.store import MAX_SHARDS
 
 ORDERS = ("random", "balanced")
+MAX_VOTES_PER_PAIR = 4096  # 128 x the paper's K: a pair's plan and answers fit in memory
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class VoteSettings:
             raise EvoqError(f"unknown --order {self.order!r}; choose one of {', '.join(ORDERS)}")
         if k < 1:
             raise EvoqError(f"--votes-per-pair must be at least 1, got {k}")
+        if k > MAX_VOTES_PER_PAIR:
+            raise EvoqError(f"--votes-per-pair must be at most {MAX_VOTES_PER_PAIR} (the "
+                            f"paper's K is 32), got {k}")
         if self.mode == "logprob":
             if self.prompt.reasoning:
                 raise EvoqError("--mode logprob reads the first answer token; it needs "
@@ -119,7 +124,10 @@ def vote_settings(spec: GenerationSpec, *, votes_per_pair: int | None, seed: int
 
 
 def check_sharding(num_shards: int, shard_index: int, chunk_pairs: int) -> None:
-    """Refuse a shard index outside [0, num_shards) and an empty chunk."""
+    """Refuse a shard index outside [0, num_shards), more shards than shard file names
+    hold, and an empty chunk."""
+    if num_shards > MAX_SHARDS:
+        raise EvoqError(f"--num-shards must be at most {MAX_SHARDS}, got {num_shards}")
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise EvoqError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
     if chunk_pairs < 1:

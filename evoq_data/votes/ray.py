@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 from evoq_data.core.errors import EvoqError, require
 from evoq_data.generation.engines import Engine
+from evoq_data.generation.streams import stderr_silenced
 from evoq_data.votes.core import ChunkDone, VoteJob
-from evoq_data.votes.store import shard_name
+from evoq_data.votes.store import attempts_file
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +158,32 @@ def plan_pool(options: RayOptions, engine: str, engine_args: dict,
 
 
 @contextmanager
+def _quiet_ray(quiet: bool):
+    """With ``quiet``, no line of Ray's own on stderr while this process runs Ray: its
+    Python loggers (the token-authentication notice, the cluster start) below ERROR, and
+    what its native core worker writes to stderr dropped (Ray keeps it in its session logs,
+    ``/tmp/ray/session_latest/logs``). The run's own error is raised, and printed after."""
+    if not quiet:
+        yield
+        return
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with stderr_silenced():
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
 def ray_session(options: RayOptions, quiet: bool = False):
     """Connect to (or start) the Ray cluster of ``options``; yield the ``ray`` module.
 
     A cluster this call started is stopped on exit, and a cluster it joined is left. When
     this process is already connected to Ray (a notebook, the test-suite), that connection is
-    used as it is and left open."""
+    used as it is and left open. ``quiet``: no line of Ray's own on stderr (the workers' logs
+    are not forwarded, and see :func:`_quiet_ray`)."""
     ray = require_ray()
     if ray.is_initialized():
         yield ray
@@ -177,16 +198,17 @@ def ray_session(options: RayOptions, quiet: bool = False):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False,
                       object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-    try:
-        ray.init(address=address, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise EvoqError(f"cannot start or join the Ray cluster at --ray-address {address} "
-                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                        ) from exc
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    with _quiet_ray(quiet):
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise EvoqError(
+                f"cannot start or join the Ray cluster at --ray-address {address} "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def _evoq_error_in(exc: BaseException) -> str | None:
@@ -232,8 +254,7 @@ class VoteWorker:
         """Count an attempt at ``chunk`` in a temp file of this shard (removed with the
         other temp files when the run ends or starts); refuse one attempt too many."""
         job = self.job
-        path = job.votes_dir / (f".votes-{shard_name(job.shard_index, job.num_shards)}-"
-                                f"chunk{chunk}.attempts.tmp")
+        path = attempts_file(job.votes_dir, job.shard_index, job.num_shards, chunk)
         try:
             attempts = int(path.read_text() or 0) + 1
         except (FileNotFoundError, ValueError):
@@ -304,8 +325,9 @@ def _vote_on_cluster(ray, job: VoteJob, chunks: list[list[dict]],
 
     spec = job.spec
     plan = plan_pool(options, spec.engine, spec.engine_args, ray.cluster_resources())
+    workers = min(plan.workers, len(chunks))  # an actor without a chunk would only load
     log.info("voting %d chunks on %d Ray worker(s), %g GPU and %g CPU each", len(chunks),
-             plan.workers, plan.gpus_per_worker, plan.cpus_per_worker)
+             workers, plan.gpus_per_worker, plan.cpus_per_worker)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows its own bar of pairs
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # no chatter beside the bar
@@ -314,7 +336,7 @@ def _vote_on_cluster(ray, job: VoteJob, chunks: list[list[dict]],
     ds = ray.data.from_arrow(tables)  # one block per chunk
     voted = ds.map_batches(
         VoteWorker, batch_size=None, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=plan.workers),
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
         fn_constructor_kwargs=dict(job=job, cwd=os.getcwd()))
     try:

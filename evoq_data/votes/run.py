@@ -18,6 +18,7 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import file_sha256
 from evoq_data.core.manifests import new_manifest
 from evoq_data.generation.spec import GenerationSpec, check_model, open_engine
+from evoq_data.generation.streams import stdout_to_stderr
 from evoq_data.votes.core import ChunkDone, VoteJob
 from evoq_data.votes.local import LocalRunner
 from evoq_data.votes.plan import (
@@ -51,7 +52,7 @@ def vote_manifest(spec: GenerationSpec, settings: VoteSettings, *, pairs: str | 
         prompt_template=prompt.template, temperature=sampling.temperature,
         top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=settings.seed,
         votes_per_pair=settings.votes_per_pair, order=settings.order, **settings.identity(),
-        reasoning=spec.reasoning,
+        reasoning=spec.reasoning, engine_args=provenance["engine_args"],
         num_shards=num_shards, pairs_file=str(Path(pairs).resolve()),
         pairs_sha256=file_sha256(pairs), runner=runner)
     if spec.engine == "piqe":  # the stochastic judge is another judge: named as such
@@ -62,12 +63,18 @@ def vote_manifest(spec: GenerationSpec, settings: VoteSettings, *, pairs: str | 
 
 
 class _Tally:
-    """The summary's counts, chunk by chunk."""
+    """The summary's counts, chunk by chunk, and its times: ``load_seconds`` from the
+    runner's start to the first chunk a worker began voting (engine start and model load;
+    with Ray also the cluster's and the actors' start), ``vote_seconds`` the rest."""
 
     def __init__(self, summary: dict, votes_per_pair: int) -> None:
         self.summary, self.k = summary, votes_per_pair
+        self.started = time.time()
+        self.first_chunk: float | None = None
 
     def add(self, done: ChunkDone) -> None:
+        if self.first_chunk is None or done.started_at < self.first_chunk:
+            self.first_chunk = done.started_at
         s = self.summary
         s["pairs_voted"] += done.pairs
         s["votes"] += done.votes
@@ -76,6 +83,17 @@ class _Tally:
             s["stop_reasons"][reason] = s["stop_reasons"].get(reason, 0) + n
         s["invalid_votes"] += done.invalid
         s["shards_written"] += 1
+
+    def rate(self) -> float:
+        """Votes per second so far."""
+        return self.summary["votes"] / max(time.time() - self.started, 1e-9)
+
+    def times(self) -> dict:
+        seconds = time.time() - self.started
+        load = seconds if self.first_chunk is None else self.first_chunk - self.started
+        load = min(max(load, 0.0), seconds)
+        return {"load_seconds": round(load, 3), "vote_seconds": round(seconds - load, 3),
+                "seconds": round(seconds, 3)}
 
 
 def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
@@ -89,7 +107,9 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
     ``votes_per_pair``: K (default 32); in logprob mode 2 rows per pair, whatever K.
     ``runner``: ``local`` votes in this process; ``ray`` votes on a pool of Ray actors
     (:mod:`evoq_data.votes.ray`, settings in ``ray_options``). Both write the same votes into
-    the same store; everything but the voting loop is shared."""
+    the same store; everything but the voting loop is shared. What the engines' libraries
+    print goes to stderr while the stage runs (stdout is for the command's summary:
+    :func:`~evoq_data.generation.streams.stdout_to_stderr`)."""
     from tqdm.auto import tqdm
 
     if runner not in RUNNERS:
@@ -107,6 +127,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
     new_folder = not votes_dir.exists()
     manifest = vote_manifest(spec, settings, pairs=pairs, num_shards=num_shards, runner=runner)
     with ExitStack() as stack:  # closes the engine and releases the shard lock on any exit
+        stack.enter_context(stdout_to_stderr())
         eng = None
         if spec.engine == "openai" and not spec.model:
             # the served model's id is known only once connected: record it, not "openai"
@@ -128,7 +149,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
                    "votes_planned": 0, "invalid_votes": 0, "stop_reasons": {},
                    "shards_written": 0}
         if not todo:
-            return summary
+            return {**summary, "load_seconds": 0.0, "vote_seconds": 0.0, "seconds": 0.0}
         stack.enter_context(shard_lock(votes_dir, shard_index, num_shards))
         remove_stale_temp_files(votes_dir, shard_index, num_shards)
         # on exit, in this order: the runner stops (Ray's actors end), the temp files of
@@ -136,6 +157,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         stack.callback(remove_stale_temp_files, votes_dir, shard_index, num_shards)
         todo = pairs_to_do()  # again, under the lock
         summary["pairs_already_done"] = len(mine) - len(todo)
+        tally = _Tally(summary, settings.votes_per_pair)
         job = VoteJob(spec, manifest["model_revision"], settings, votes_dir.resolve(),
                       shard_index, num_shards)
         done_chunks = voter.vote(job, chunks_of(todo, chunk_pairs), engine=eng)
@@ -143,19 +165,14 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
         bar = stack.enter_context(tqdm(total=len(mine), initial=len(mine) - len(todo),
                                        desc="pairs", unit="pair", disable=quiet,
                                        dynamic_ncols=True))
-        tally = _Tally(summary, settings.votes_per_pair)
-        started = time.perf_counter()
         try:
             for done in done_chunks:
                 tally.add(done)
                 bar.update(done.pairs)
-                bar.set_postfix(
-                    votes_s=f"{summary['votes'] / (time.perf_counter() - started):.1f}",
-                    invalid=summary["invalid_votes"])
+                bar.set_postfix(votes_s=f"{tally.rate():.1f}", invalid=summary["invalid_votes"])
         except BaseException:
             done_chunks.close()  # the runner stops first: no worker writes after this
             if claimed:  # a run that wrote no vote (an engine that failed to start) leaves
                 release_manifest(votes_dir, remove_folder=new_folder)  # no trace
             raise
-        summary["seconds"] = round(time.perf_counter() - started, 3)
-        return summary
+        return {**summary, **tally.times()}
