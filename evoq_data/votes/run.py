@@ -85,8 +85,9 @@ class _Tally:
         s["shards_written"] += 1
 
     def rate(self) -> float:
-        """Votes per second so far."""
-        return self.summary["votes"] / max(time.time() - self.started, 1e-9)
+        """Votes per second since the first chunk began (the engine's load apart)."""
+        since = self.started if self.first_chunk is None else self.first_chunk
+        return self.summary["votes"] / max(time.time() - since, 1e-9)
 
     def times(self) -> dict:
         seconds = time.time() - self.started
