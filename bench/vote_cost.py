@@ -65,7 +65,8 @@ def run_settings(eng, pairs: list[dict], prompt, sampling, k: int, wave: int, se
 
     import pyarrow as pa
 
-    from evoq_data.votes.run import VoteSettings, vote_chunk
+    from evoq_data.votes.core import vote_chunk
+    from evoq_data.votes.plan import VoteSettings
 
     results = []
     for name, stop, confidence in SETTINGS:
@@ -129,7 +130,7 @@ def tiny_part(root: Path, args) -> str:
     from evoq_data.generation.engines import GenRequest, Sampling, get_engine
     from evoq_data.generation.prompts import compare_prompt
     from evoq_data.testing.tiny_vlm import build_tiny_vlm
-    from evoq_data.votes.run import plan_votes
+    from evoq_data.votes.plan import plan_votes
     from evoq_data.votes.store import read_pairs
 
     model = str(build_tiny_vlm(root / "model"))

@@ -78,7 +78,7 @@ def main() -> None:
     from evoq_data.generation.spec import GenerationSpec
     from evoq_data.pairs.sample import run_pairs
     from evoq_data.testing.tiny_vlm import build_tiny_vlm
-    from evoq_data.votes.ray_runner import RayOptions
+    from evoq_data.votes.ray import RayOptions
     from evoq_data.votes.run import run_vote
 
     root = Path(tempfile.mkdtemp(prefix="evoq-scaling-"))

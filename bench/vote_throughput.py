@@ -52,7 +52,7 @@ def build_requests(pairs_path: Path, k: int, seed: int, reasoning: bool):
 
     from evoq_data.generation.engines import GenRequest
     from evoq_data.generation.prompts import compare_prompt
-    from evoq_data.votes.run import plan_votes
+    from evoq_data.votes.plan import plan_votes
 
     prompt = compare_prompt(reasoning)
     requests = []

@@ -150,6 +150,8 @@ def test_score_and_compare_on_tiny_vlm(tiny_vlm, photos, tmp_path):
     (["score", "--images", "{tmp}/a.png", "--engine", "transformers"], "needs --model"),
     (["score", "--images", "{tmp}/a.png", "--engine", "piqe", "--samples", "0"],
      "--samples must be at least 1"),
+    (["score", "--images", "{tmp}/a.png", "--engine", "piqe", "--samples", "1000000000000"],
+     "--samples must be at most 4096"),
     (["compare", "{tmp}/a.png", "{tmp}/missing.png", "--engine", "piqe"], "cannot read image"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -236,7 +238,7 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
         "model": "piqe", "model_revision": spec("piqe").provenance()["model_revision"],
         "engine": "piqe", "prompt_id": "score-v1+reasoning",
         "prompt_sha256": spec("piqe").score_prompt.sha256, "temperature": 1.0, "top_p": 1.0,
-        "max_tokens": 1024, "reasoning": True, "seed": 0, "samples": 3}))
+        "max_tokens": 1024, "reasoning": True, "seed": 0, "samples": 3, "engine_args": {}}))
     res = runner.invoke(app, ["score", "--images", str(images), "--engine", "piqe",
                               "--samples", "2", "--out", str(out), "-q"])
     assert_user_error(res, str(parts), "samples: 3 -> 2", "remove")
@@ -246,6 +248,42 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
                               "--samples", "3", "--out", str(out), "-q"])
     assert res.exit_code == 0, res.output
     assert pq.read_metadata(out).num_rows == 9 and not parts.exists()
+
+
+def test_a_resume_with_other_engine_args_is_refused(tmp_path):
+    """Every --engine-arg is recorded and compared: an unfinished run resumed with another
+    random_crop would mix scores of two judges."""
+    from conftest import assert_user_error
+
+    pytest.importorskip("pypiqe")
+    images = _pool(tmp_path / "pool", 3)
+    out = tmp_path / "s.parquet"
+    parts = tmp_path / "s.parts"
+    parts.mkdir()  # an unfinished run of the stochastic judge
+    judge = spec("piqe", engine_args={"random_crop": 0.7})
+    (parts / "settings.json").write_text(json.dumps({
+        "model": "piqe", "model_revision": judge.provenance()["model_revision"],
+        "engine": "piqe", "prompt_id": "score-v1+reasoning",
+        "prompt_sha256": judge.score_prompt.sha256, "temperature": 1.0, "top_p": 1.0,
+        "max_tokens": 1024, "reasoning": True, "seed": 0, "samples": 2,
+        "engine_args": {"random_crop": 0.7}}))
+
+    def score(*extra):
+        return runner.invoke(app, ["score", "--images", str(images), "--engine", "piqe",
+                                   "--samples", "2", "--out", str(out), "-q", *extra])
+
+    assert_user_error(score("--engine-arg", "random_crop=0.5"),
+                      "--engine-arg random_crop: 0.7 -> 0.5", str(parts))
+    assert_user_error(score(), "--engine-arg random_crop: 0.7 -> (not given)")
+    assert not out.exists()
+    res = score("--engine-arg", "random_crop=0.7")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["load_seconds"] >= 0 and summary["score_seconds"] > 0
+    assert summary["load_seconds"] + summary["score_seconds"] == \
+        pytest.approx(summary["seconds"], abs=0.002)
+    manifest = json.loads((tmp_path / "s.manifest.json").read_text())
+    assert manifest["engine_args"] == {"random_crop": 0.7}
 
 
 def test_a_folder_with_one_usable_image_is_scored(tmp_path):

@@ -28,7 +28,7 @@ from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.engines import GenRequest, Sampling, get_engine
 from evoq_data.generation.prompts import compare_prompt
-from evoq_data.votes.run import plan_votes
+from evoq_data.votes.plan import plan_votes
 
 K = 4
 SECRET = "sk-test-do-not-log-0123456789"
@@ -311,3 +311,32 @@ def test_score_with_openai_without_model_uses_the_served_model(vllm_server, tiny
     assert {r["engine"] for r in rows} == {"openai"}
     manifest = json.loads((tmp_path / "scores.manifest.json").read_text())
     assert manifest["model"] == str(tiny_vlm) and manifest["schema_version"]
+
+
+def test_vote_stdout_is_the_summary_alone_and_connection_args_may_change(fake_endpoint,
+                                                                        pairs_file, tmp_path):
+    """`evoq-data vote --engine openai ... | jq` works; a resume may reach the server at
+    another address, with another --concurrency or retry settings (they decide no answer),
+    but not with another engine argument."""
+    out = tmp_path / "v"
+
+    def vote(url, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs_file),
+             "--engine", "openai", "--model", "m", "--base-url", url, "-k", "2", "--out",
+             str(out), "--quiet", *extra], capture_output=True, text=True)
+
+    done = vote(fake_endpoint(_Script([])))
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["votes"] == 6 and summary["load_seconds"] >= 0
+    recorded = json.loads((out / "manifest.json").read_text())["engine_args"]
+    assert recorded["concurrency"] == 8 and recorded["base_url"].startswith("http://127.0.0.1:")
+    moved = vote(fake_endpoint(_Script([])), "--concurrency", "2",
+                 "--engine-arg", "max_retries=9")
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert json.loads(moved.stdout)["pairs_already_done"] == 3
+    refused = vote(fake_endpoint(_Script([])), "--engine-arg", 'extra_body={"top_k": 5}')
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "--engine-arg extra_body: (not given) -> {'top_k': 5}" in refused.stderr

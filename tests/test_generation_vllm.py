@@ -13,7 +13,7 @@ from conftest import read_votes as _votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.votes.run import plan_votes
+from evoq_data.votes.plan import plan_votes
 
 vllm = pytest.importorskip("vllm")
 
@@ -224,3 +224,32 @@ def test_vllm_logprob_rows_match_the_transformers_probabilities(tiny_vlm, pairs_
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["mode"] == "logprob"
+
+
+def test_vote_and_score_stdout_hold_the_summary_alone(tiny_vlm, pairs_file, tmp_path):
+    """vLLM logs to stdout by default; `evoq-data vote/score --engine vllm ... | jq` still
+    works: its lines go to stderr, stdout is the JSON summary alone, with the engine's load
+    time apart."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    common = ["--model", str(tiny_vlm), "--engine", "vllm", "--max-tokens", "4",
+              "--engine-arg", f"kv_cache_memory_bytes={KV}", "--quiet"]
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "INFO"}  # vLLM's default: it does log
+    photos = tmp_path / "photos"
+    make_images(photos, 2, seed=8)
+    for argv in (["vote", "--pairs", str(pairs_file), "-k", "2", "--out", str(tmp_path / "v")],
+                 ["score", "--images", str(photos), "--samples", "2", "--out",
+                  str(tmp_path / "scores.parquet")]):
+        done = subprocess.run([sys.executable, "-m", "evoq_data.cli", *argv, *common],
+                              capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads(done.stdout)
+        assert summary["load_seconds"] > 0
+        assert "INFO" in done.stderr  # vLLM did log: on stderr
+        if argv[0] == "vote":
+            assert summary["votes"] == 8 and summary["vote_seconds"] > 0
+        else:
+            assert summary["samples"] == 4 and summary["score_seconds"] > 0

@@ -21,7 +21,8 @@ from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.prompts import compare_prompt
 from evoq_data.pairs.sample import run_pairs
-from evoq_data.votes.run import plan_votes, run_vote, shard_of
+from evoq_data.votes.plan import plan_votes, shard_of
+from evoq_data.votes.run import run_vote
 
 runner = CliRunner()
 FAST = dict(quiet=True)
@@ -247,3 +248,97 @@ def test_two_workers_with_other_settings_started_together_one_is_refused(tmp_pat
     assert json.loads((out / "manifest.json").read_text())["seed"] == winner_seed
     winner_shard = 0 if winner_seed == 1 else 1
     assert all(f"-{winner_shard:05d}-of-00002-" in p.name for p in out.glob("votes-*.parquet"))
+
+
+def _small_pairs(tmp_path) -> Path:
+    """4 pairs of 4 small images."""
+    from conftest import make_images
+
+    make_images(tmp_path / "pool", 4)
+    pairs = tmp_path / "pairs.parquet"
+    run_pairs(str(tmp_path / "pool"), 4, 0, pairs, quiet=True)
+    return pairs
+
+
+def test_a_resume_with_other_engine_args_is_refused(tiny_vlm, pairs_file, tmp_path):
+    """Every --engine-arg is recorded in the manifest and compared on resume: a folder never
+    mixes votes of two settings."""
+    out = tmp_path / "v"
+
+    def vote(*engine_args):
+        args = [a for value in engine_args for a in ("--engine-arg", value)]
+        return runner.invoke(app, ["vote", "--pairs", str(pairs_file), "--model",
+                                   str(tiny_vlm), "--max-tokens", "4", "-k", "2", "--out",
+                                   str(out), "-q", *args])
+
+    first = vote("max_pixels=200704", "dtype=float32")
+    assert first.exit_code == 0, first.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine_args"] == {"max_pixels": 200704, "dtype": "float32"}
+    assert_user_error(vote("max_pixels=100352", "dtype=float32"),
+                      "--engine-arg max_pixels: 200704 -> 100352", "use a new --out folder")
+    assert_user_error(vote("max_pixels=200704"), "--engine-arg dtype: 'float32' -> (not given)")
+    assert_user_error(vote("max_pixels=200704", "dtype=float32", "min_pixels=3136"),
+                      "--engine-arg min_pixels: (not given) -> 3136")
+    assert json.loads((out / "manifest.json").read_text()) == manifest  # nothing claimed
+    again = vote("dtype=float32", "max_pixels=200704")  # the same settings, in any order
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["pairs_already_done"] == 6
+    assert len(read_votes(out)) == 12
+
+
+def test_a_folder_of_an_older_evoq_without_engine_args_is_refused(tmp_path):
+    pytest.importorskip("pypiqe")
+    pairs = _small_pairs(tmp_path)
+    out = tmp_path / "v"
+    run_vote(pairs, spec("piqe"), out, votes_per_pair=2, quiet=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine_args"] == {}
+    del manifest["engine_args"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EvoqError, match="--engine-arg: not recorded"):
+        run_vote(pairs, spec("piqe"), out, votes_per_pair=2, quiet=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-k", "1000000000000"], "--votes-per-pair must be at most 4096 (the paper's K is 32), "
+                              "got 1000000000000"),
+    (["-k", "4098", "--order", "balanced"], "--votes-per-pair must be at most 4096"),
+    (["--num-shards", "100000", "--shard-index", "3"], "--num-shards must be at most 99999"),
+])
+def test_sizes_are_checked_before_anything_is_claimed(tmp_path, args, message):
+    """A size too big for memory or for the shard names is one line, exit 1, and leaves
+    nothing behind, so the corrected command runs."""
+    pytest.importorskip("pypiqe")
+    pairs = _small_pairs(tmp_path)
+    out = tmp_path / "v"
+    base = ["vote", "--pairs", str(pairs), "--engine", "piqe", "--out", str(out), "-q"]
+    assert_user_error(runner.invoke(app, base + args), message)
+    assert not out.exists()
+    fixed = runner.invoke(app, base + ["-k", "2"])
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["votes"] == 8
+
+
+@pytest.mark.parametrize("engine", ["piqe", "transformers"])
+def test_stdout_holds_the_summary_alone_and_its_times(engine, tiny_vlm, tmp_path):
+    """`evoq-data vote ... | jq` works: stdout is the JSON summary and nothing else; the
+    summary splits the seconds into engine load and voting."""
+    pytest.importorskip("pypiqe" if engine == "piqe" else "torch")
+    pairs = _small_pairs(tmp_path)
+    model = ["--model", str(tiny_vlm), "--max-tokens", "4"] if engine == "transformers" else []
+    cmd = [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs), "--engine",
+           engine, *model, "-k", "2", "--chunk-pairs", "2", "--out", str(tmp_path / "v")]
+    for extra in (["--quiet"], []):
+        done = subprocess.run(cmd + extra, capture_output=True, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads(done.stdout)
+        if extra:  # the first run votes; the second finds everything done
+            assert (summary["votes"], summary["shards_written"]) == (8, 2)
+            assert summary["load_seconds"] > 0 and summary["vote_seconds"] > 0
+            assert summary["load_seconds"] + summary["vote_seconds"] == \
+                pytest.approx(summary["seconds"], abs=0.002)
+        else:
+            assert summary["pairs_already_done"] == 4
+            assert (summary["load_seconds"], summary["vote_seconds"]) == (0, 0)

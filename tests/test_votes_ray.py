@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+import ray_faults
 from conftest import assert_user_error, make_images, read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
-from evoq_data.votes.ray_runner import FAULT_ENV, RayOptions, plan_pool
+from evoq_data.votes.ray import RayOptions, plan_pool
 from evoq_data.votes.run import run_vote
 
 runner = CliRunner()
@@ -124,8 +125,7 @@ def test_a_worker_killed_mid_run_is_retried_and_loses_nothing(cluster, many_pair
     args = dict(votes_per_pair=2, seed=1, chunk_pairs=1, quiet=True)
     run_vote(many_pairs, spec("piqe"), tmp_path / "local", **args)
     marker = tmp_path / "killed"
-    monkeypatch.setenv(FAULT_ENV, json.dumps({"marker": str(marker), "chunk": 2,
-                                              "when": when}))
+    ray_faults.install(monkeypatch, marker=marker, chunk=2, when=when)
     summary = run_vote(many_pairs, spec("piqe"), tmp_path / "ray", runner="ray",
                        ray_options=RayOptions(workers=1), **args)
     assert marker.read_text() == "1", "the worker should have been killed once"
@@ -144,15 +144,14 @@ def test_a_chunk_that_always_kills_its_worker_fails_the_run(cluster, pairs_file,
     other chunks, and a rerun finishes the job."""
     args = dict(votes_per_pair=2, seed=1, chunk_pairs=2, quiet=True)
     marker = tmp_path / "kills"
-    monkeypatch.setenv(FAULT_ENV, json.dumps({"marker": str(marker), "chunk": 1,
-                                              "when": "before_write", "times": 99}))
+    ray_faults.install(monkeypatch, marker=marker, chunk=1, when="before_write", times=99)
     out = tmp_path / "ray"
     with pytest.raises(EvoqError, match="died 4 times"):
         run_vote(pairs_file, spec("piqe"), out, runner="ray",
                  ray_options=RayOptions(workers=1), **args)
     assert marker.read_text() == "4"
     assert 0 < len(read_votes(out)) < 12
-    monkeypatch.delenv(FAULT_ENV)
+    monkeypatch.undo()  # the product's worker again
     summary = run_vote(pairs_file, spec("piqe"), out, runner="ray", **args)
     assert len(read_votes(out)) == 12 and summary["pairs_already_done"] > 0
 
@@ -161,6 +160,13 @@ def _cli_vote(pairs, out, *extra) -> list[str]:
     return [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs),
             "--engine", "piqe", "-k", "2", "--seed", "3", "--chunk-pairs", "1",
             "--out", str(out), "--quiet", "--runner", "ray", *extra]
+
+
+def _no_ray_lines(stderr: str) -> None:
+    """Nothing of Ray's own on stderr: no token notice, no core-worker log line."""
+    for marker in ("Token authentication", "token", "core_worker", ".cc:", "UserWarning",
+                   "Started a local Ray instance", "Connecting to existing Ray cluster"):
+        assert marker not in stderr, stderr[-2000:]
 
 
 def test_driver_killed_then_rerun_gives_the_uninterrupted_votes(cluster, many_pairs,
@@ -183,6 +189,7 @@ def test_driver_killed_then_rerun_gives_the_uninterrupted_votes(cluster, many_pa
     assert len(on_disk) % 2 == 0  # complete pairs only
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    _no_ray_lines(done.stderr)  # --quiet
     summary = json.loads(done.stdout)
     assert summary["pairs_already_done"] >= len(on_disk) // 2
     assert summary["pairs_already_done"] + summary["pairs_voted"] == 16
@@ -210,7 +217,10 @@ def test_the_cli_starts_and_stops_its_own_local_cluster(pairs_file, tmp_path):
         time.sleep(0.2)
     stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stderr[-2000:]
-    assert json.loads(stdout)["votes"] == 12
+    summary = json.loads(stdout)  # stdout holds the summary alone
+    assert summary["votes"] == 12
+    assert stderr == ""  # --quiet: not a line of Ray's (its token notice, its core worker)
+    assert 0 < summary["load_seconds"] < summary["seconds"]
     assert {"raylet", "gcs_server"} <= names  # the command did start a cluster
     time.sleep(3)
     left = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -309,7 +319,7 @@ def test_no_ray_installed_says_which_extra(tmp_path, pairs_file, monkeypatch):
 
 def test_importing_evoq_imports_no_ray():
     code = ("import sys, evoq_data.cli.commands, evoq_data.votes.run, "
-            "evoq_data.votes.ray_runner; print('ray' in sys.modules)")
+            "evoq_data.votes.ray; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, check=True)
     assert out.stdout.strip() == "False"

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
-from evoq_data.votes.run import plan_votes, run_vote
+from evoq_data.votes.plan import plan_votes
+from evoq_data.votes.run import run_vote
 from evoq_data.votes.stop import beta_tails, is_confident, is_decided, stop_reason
 
 runner = CliRunner()

@@ -89,7 +89,7 @@ def vote_cmd(
 
     Example: evoq-data vote ... --order balanced --stop decided --wave 8
     """
-    from evoq_data.votes.ray_runner import runner_options
+    from evoq_data.votes.ray import runner_options
     from evoq_data.votes.run import run_vote
 
     ray_options = runner_options(runner, address=ray_address, workers=workers,

@@ -35,7 +35,13 @@ from evoq_data.core.manifests import manifest_path, new_manifest, read_manifest,
 from evoq_data.core.schemas import SCORES_SCHEMA
 from evoq_data.generation.engines import GenRequest
 from evoq_data.generation.parse import OK, parse_score
-from evoq_data.generation.spec import GenerationSpec, check_model, open_engine
+from evoq_data.generation.spec import (
+    GenerationSpec,
+    check_model,
+    engine_args_changes,
+    open_engine,
+)
+from evoq_data.generation.streams import stdout_to_stderr
 from evoq_data.images.pool import images_of
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,7 @@ SUMMARY_SCHEMA = pa.schema([
     ("total_samples", pa.int64()),
 ])
 SUMMARY_COLUMNS = tuple(SUMMARY_SCHEMA.names)
+MAX_SAMPLES = 4096  # K scores per image; the paper's score prompt is asked 8 times
 
 
 
@@ -113,9 +120,11 @@ def _claim_settings(parts: Path, settings: dict, out: Path) -> None:
     if create_json_exclusive(settings, path):
         return
     old = read_manifest(path, "score settings")
-    diff = [f for f in IDENTITY_FIELDS if old.get(f) != settings.get(f)]
+    diff = [f"{f}: {old.get(f)!r} -> {settings.get(f)!r}" for f in IDENTITY_FIELDS
+            if old.get(f) != settings.get(f)]
+    diff += engine_args_changes(old.get("engine_args"), settings["engine_args"])
     if diff:
-        details = "; ".join(f"{f}: {old.get(f)!r} -> {settings.get(f)!r}" for f in diff)
+        details = "; ".join(diff)
         raise EvoqError(f"{parts} holds the samples of an unfinished score run with other "
                         f"settings ({details}); rerun with those settings to finish it, or "
                         f"remove {parts} (or choose another --out) to start over")
@@ -188,11 +197,24 @@ def _score_chunk(eng, chunk, spec: GenerationSpec, samples: int, seed: int) -> p
 def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
               samples: int = 8, seed: int = 0, chunk_images: int = 32,
               image_column: str = "image", split: str = "train", quiet: bool = False) -> dict:
-    """The ``evoq-data score`` stage. Returns a summary with the paths written."""
-    from tqdm.auto import tqdm
+    """The ``evoq-data score`` stage. Returns a summary with the paths written.
 
+    What the engine's libraries print goes to stderr while it runs (stdout is for the
+    summary, :func:`~evoq_data.generation.streams.stdout_to_stderr`)."""
     if samples < 1:
         raise EvoqError(f"--samples must be at least 1, got {samples}")
+    if samples > MAX_SAMPLES:
+        raise EvoqError(f"--samples must be at most {MAX_SAMPLES}, got {samples}")
+    with stdout_to_stderr():
+        return _run_score(images, spec, out, samples=samples, seed=seed,
+                          chunk_images=chunk_images, image_column=image_column, split=split,
+                          quiet=quiet)
+
+
+def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
+               chunk_images: int, image_column: str, split: str, quiet: bool) -> dict:
+    from tqdm.auto import tqdm
+
     if chunk_images < 1:
         raise EvoqError(f"--chunk-images must be at least 1, got {chunk_images}")
     out = Path(out)
@@ -209,7 +231,8 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
                 "engine": spec.engine, "prompt_id": prompt.prompt_id,
                 "prompt_sha256": prompt.sha256, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-                "reasoning": spec.reasoning, "seed": seed, "samples": samples}
+                "reasoning": spec.reasoning, "seed": seed, "samples": samples,
+                "engine_args": provenance["engine_args"]}
     parts = parts_dir(out)
     started = time.perf_counter()
     _claim_settings(parts, settings, out)
@@ -222,8 +245,11 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
         todo = [im for im in unique if im.image_id not in done]
         already = len(unique) - len(todo)
         eng = None
+        load_seconds = 0.0
         if todo:
+            loading = time.perf_counter()
             eng = open_engine(spec, settings["model_revision"])
+            load_seconds = time.perf_counter() - loading
             stack.callback(eng.close)
         bar = stack.enter_context(tqdm(total=len(unique), initial=already, desc="images",
                                        unit="img", disable=quiet, dynamic_ncols=True))
@@ -256,12 +282,15 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
         engine=engine_name, prompt_id=prompt.prompt_id, prompt_sha256=prompt.sha256,
         prompt_template=prompt.template, temperature=sampling.temperature,
         top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed, samples=samples,
-        reasoning=spec.reasoning, images=len(pool), invalid_samples=invalid)
+        reasoning=spec.reasoning, engine_args=settings["engine_args"], images=len(pool),
+        invalid_samples=invalid)
     write_manifest(out, manifest)
     shutil.rmtree(parts, ignore_errors=True)
     unscored = sum(1 for v in summary.column("score_mean").to_pylist() if v is None)
+    seconds = time.perf_counter() - started
     return {"out": str(out), "summary": str(summary_path(out)),
             "manifest": str(manifest_path(out)), "images": len(pool),
             "images_already_scored": already, "samples": table.num_rows,
             "invalid_samples": invalid, "images_without_valid_score": unscored,
-            "seconds": round(time.perf_counter() - started, 3)}
+            "load_seconds": round(load_seconds, 3),
+            "score_seconds": round(seconds - load_seconds, 3), "seconds": round(seconds, 3)}

@@ -201,3 +201,29 @@ def open_engine(spec: GenerationSpec, revision: str | None = None) -> Engine:
         options.setdefault("revision", spec.model_revision)
     return get_engine(spec.engine, spec.model,
                       model_revision=revision or spec.provenance_revision(), **options)
+
+
+# The openai engine's transport: where it connects, how many requests it sends at once, how
+# long it waits and retries. They decide no answer (the served model's id is recorded and
+# compared), so a run may be resumed with other values.
+RESUMABLE_ENGINE_ARGS = ("base_url", "concurrency", "max_retries", "timeout", "backoff",
+                         "max_backoff")
+
+
+def engine_args_changes(recorded: dict | None, given: dict) -> list[str]:
+    """How the engine arguments ``given`` now differ from those ``recorded`` with a run
+    (:meth:`GenerationSpec.provenance`'s ``engine_args``), one ``--engine-arg KEY: old ->
+    new`` phrase per argument; ``recorded`` None (a run of an older evoq, which did not
+    record them) is a difference of its own."""
+    if recorded is None:
+        return ["--engine-arg: not recorded (made by an older evoq)"]
+    missing = object()
+    changes = []
+    for key in sorted(set(recorded) | set(given)):
+        if key in RESUMABLE_ENGINE_ARGS:
+            continue
+        old, new = recorded.get(key, missing), given.get(key, missing)
+        if old != new:
+            show = lambda v: "(not given)" if v is missing else repr(v)  # noqa: E731
+            changes.append(f"--engine-arg {key}: {show(old)} -> {show(new)}")
+    return changes

@@ -26,11 +26,14 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import create_json_exclusive
 from evoq_data.core.manifests import read_manifest
 from evoq_data.core.schemas import PAIRS_COLUMNS, check_columns
+from evoq_data.generation.spec import engine_args_changes
 
 log = logging.getLogger(__name__)
 
 SHARD_GLOB = "votes-*.parquet"
-# Fields that must match to add votes to an existing VOTES_DIR.
+MAX_SHARDS = 99_999  # a shard file's name holds its index and count in five digits
+# Fields that must match to add votes to an existing VOTES_DIR (and every --engine-arg but the
+# openai engine's transport: generation.spec.engine_args_changes).
 IDENTITY_FIELDS = (
     "model", "model_revision", "engine", "prompt_id", "prompt_sha256", "temperature", "top_p",
     "max_tokens", "seed", "votes_per_pair", "order", "mode", "stop", "wave", "confidence",
@@ -43,7 +46,10 @@ def shard_name(shard_index: int, num_shards: int) -> str:
 
 
 def _identity_diff(old: dict, new: dict) -> list[str]:
-    return [f for f in IDENTITY_FIELDS if old.get(f) != new.get(f)]
+    """What differs, one ``field: old -> new`` phrase each."""
+    diff = [f"{f}: {old.get(f)!r} -> {new.get(f)!r}" for f in IDENTITY_FIELDS
+            if old.get(f) != new.get(f)]
+    return diff + engine_args_changes(old.get("engine_args"), new.get("engine_args") or {})
 
 
 def claim_manifest(votes_dir: Path, manifest: dict) -> bool:
@@ -59,7 +65,7 @@ def claim_manifest(votes_dir: Path, manifest: dict) -> bool:
     old = read_manifest(path, "vote manifest")
     diff = _identity_diff(old, manifest)
     if diff:
-        details = "; ".join(f"{f}: {old.get(f)!r} -> {manifest.get(f)!r}" for f in diff)
+        details = "; ".join(diff)
         raise EvoqError(
             f"{votes_dir} already holds votes made with other settings ({details}); "
             "use a new --out folder or the original settings"
@@ -108,8 +114,15 @@ def write_shard(table: pa.Table, votes_dir: Path, shard_index: int, num_shards: 
     return final
 
 
+def attempts_file(votes_dir: Path, shard_index: int, num_shards: int, chunk: int) -> Path:
+    """Where a Ray worker counts its attempts at chunk number ``chunk`` of this shard: a
+    temp file, removed with the others."""
+    return votes_dir / f".votes-{shard_name(shard_index, num_shards)}-chunk{chunk}.attempts.tmp"
+
+
 def remove_stale_temp_files(votes_dir: Path, shard_index: int, num_shards: int) -> None:
-    """Temp files a killed worker of this shard left behind (called under the shard lock)."""
+    """Temp files a killed worker of this shard left behind, and the Ray workers' attempt
+    counts (called under the shard lock)."""
     for stale in votes_dir.glob(f".votes-{shard_name(shard_index, num_shards)}-*.tmp"):
         stale.unlink(missing_ok=True)
 

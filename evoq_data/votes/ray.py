@@ -1,17 +1,18 @@
 """``evoq-data vote --runner ray``: the same votes, voted by a pool of Ray actors.
 
-The driver (the ``evoq-data vote`` process) does everything the local runner does before and
-after voting: it checks the settings, claims the manifest, holds the shard lock and finds the
-pairs still to vote (:func:`evoq_data.votes.run.run_vote`). It then hands the chunks of
-``--chunk-pairs`` pairs to Ray Data, one block per chunk (:func:`ray.data.from_arrow`), and
-maps them over a fixed pool of ``--workers`` actors (:class:`VoteWorker`). Each actor opens
-one evoq engine from the run's :class:`~evoq_data.generation.spec.GenerationSpec` when it
-starts and, per chunk, calls the same :func:`~evoq_data.votes.run.vote_chunk` with the same
-:class:`~evoq_data.votes.run.VoteSettings` as the local runner, so the votes are the same,
-row for row (all but ``created_at``); every setting of ``VoteSettings`` reaches the actors.
+The driver (the ``evoq-data vote`` process) does everything it does for the local runner
+before and after voting (:func:`evoq_data.votes.run.run_vote`): it checks the settings,
+claims the manifest, holds the shard lock and finds the pairs still to vote. The
+:class:`RayRunner` then hands the chunks of ``--chunk-pairs`` pairs to Ray Data, one block
+per chunk (:func:`ray.data.from_arrow`), and maps them over a fixed pool of ``--workers``
+actors (:class:`VoteWorker`). Each actor gets the run's
+:class:`~evoq_data.votes.core.VoteJob`, opens one evoq engine from it when it starts and, per
+chunk, calls the same :meth:`~evoq_data.votes.core.VoteJob.vote` as the local runner, so the
+votes are the same, row for row (all but ``created_at``).
 
 **The actor writes the shard file** (:func:`~evoq_data.votes.store.write_shard`: temp file,
-fsync, rename, named after the chunk's pair ids) and returns only a one-row summary. The
+fsync, rename, named after the chunk's pair ids) and returns only its
+:class:`~evoq_data.votes.core.ChunkDone` (Ray carries it pickled, as itself). The
 actors must read the pairs' image files anyway, so VOTES_DIR on the same shared filesystem
 costs nothing more, and the votes never travel through the object store or queue up in the
 driver. Faults:
@@ -34,22 +35,23 @@ Ray is imported only inside the functions here, so importing this module is free
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from evoq_data.core.errors import EvoqError, require
+from evoq_data.generation.engines import Engine
+from evoq_data.generation.streams import stderr_silenced
+from evoq_data.votes.core import ChunkDone, VoteJob
+from evoq_data.votes.store import attempts_file
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 4  # a chunk that killed its worker this many times fails the run
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # a started local cluster: chunks of pairs are small
-FAULT_ENV = "EVOQ_RAY_TEST_FAULT"  # tests only: kill an actor once (see VoteWorker._fault)
 GPU_ENGINES = ("transformers", "vllm")  # engines that use a GPU where there is one
 
 
@@ -117,7 +119,7 @@ def _parallel_gpus(engine: str, engine_args: dict) -> int:
 
 
 @dataclass(frozen=True)
-class Plan:
+class PoolPlan:
     """The actor pool a run gets on the cluster it joined."""
 
     workers: int
@@ -128,7 +130,7 @@ class Plan:
 
 
 def plan_pool(options: RayOptions, engine: str, engine_args: dict,
-              resources: dict) -> Plan:
+              resources: dict) -> PoolPlan:
     """Actors and resources per actor, checked against the cluster's ``resources`` (a fixed
     pool larger than the cluster would wait forever: refused instead)."""
     cpus_total = float(resources.get("CPU", 0))
@@ -152,7 +154,26 @@ def plan_pool(options: RayOptions, engine: str, engine_args: dict,
                 f"the Ray cluster has {total:g} {name}(s) but --workers {workers} x "
                 f"--{name.lower()}s-per-worker {per:g} needs {workers * per:g}; "
                 f"use fewer workers or a bigger cluster")
-    return Plan(workers, gpus, cpus, cpus_total, gpus_total)
+    return PoolPlan(workers, gpus, cpus, cpus_total, gpus_total)
+
+
+@contextmanager
+def _quiet_ray(quiet: bool):
+    """With ``quiet``, no line of Ray's own on stderr while this process runs Ray: its
+    Python loggers (the token-authentication notice, the cluster start) below ERROR, and
+    what its native core worker writes to stderr dropped (Ray keeps it in its session logs,
+    ``/tmp/ray/session_latest/logs``). The run's own error is raised, and printed after."""
+    if not quiet:
+        yield
+        return
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with stderr_silenced():
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager
@@ -161,7 +182,8 @@ def ray_session(options: RayOptions, quiet: bool = False):
 
     A cluster this call started is stopped on exit, and a cluster it joined is left. When
     this process is already connected to Ray (a notebook, the test-suite), that connection is
-    used as it is and left open."""
+    used as it is and left open. ``quiet``: no line of Ray's own on stderr (the workers' logs
+    are not forwarded, and see :func:`_quiet_ray`)."""
     ray = require_ray()
     if ray.is_initialized():
         yield ray
@@ -176,16 +198,17 @@ def ray_session(options: RayOptions, quiet: bool = False):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False,
                       object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-    try:
-        ray.init(address=address, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise EvoqError(f"cannot start or join the Ray cluster at --ray-address {address} "
-                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                        ) from exc
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    with _quiet_ray(quiet):
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise EvoqError(
+                f"cannot start or join the Ray cluster at --ray-address {address} "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def _evoq_error_in(exc: BaseException) -> str | None:
@@ -221,41 +244,17 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class VoteWorker:
     """One Ray actor: one engine, opened once; votes and writes whole chunks."""
 
-    def __init__(self, spec, revision: str, settings, votes_dir: str, shard_index: int,
-                 num_shards: int, cwd: str, fault: str | None = None) -> None:
+    def __init__(self, job: VoteJob, cwd: str) -> None:
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # a relative --model means what it means to the driver
-        from evoq_data.generation.spec import open_engine
-
-        self.engine = open_engine(spec, revision)
-        self.settings = settings
-        self.votes_dir = Path(votes_dir)
-        self.shard_index, self.num_shards = shard_index, num_shards
-        self.fault = json.loads(fault) if fault else None
-
-    def _fault(self, chunk: int, when: str) -> None:
-        """Tests only: SIGKILL this actor at chunk ``fault["chunk"]``, before or after
-        writing its shard, ``fault["times"]`` times in all (default once): the kills so far
-        are counted in the file ``fault["marker"]``, which outlives the actor."""
-        import signal
-
-        f = self.fault
-        if not f or f["chunk"] != chunk or f["when"] != when:
-            return
-        marker = Path(f["marker"])
-        kills = int(marker.read_text() or 0) if marker.exists() else 0
-        if kills >= f.get("times", 1):
-            return
-        marker.write_text(str(kills + 1))
-        os.kill(os.getpid(), signal.SIGKILL)
+        self.job = job
+        self.engine = job.open_engine()
 
     def _attempt(self, chunk: int, pairs: list[dict]) -> None:
         """Count an attempt at ``chunk`` in a temp file of this shard (removed with the
         other temp files when the run ends or starts); refuse one attempt too many."""
-        from evoq_data.votes.store import shard_name
-
-        path = self.votes_dir / (f".votes-{shard_name(self.shard_index, self.num_shards)}-"
-                                 f"chunk{chunk}.attempts.tmp")
+        job = self.job
+        path = attempts_file(job.votes_dir, job.shard_index, job.num_shards, chunk)
         try:
             attempts = int(path.read_text() or 0) + 1
         except (FileNotFoundError, ValueError):
@@ -267,27 +266,23 @@ class VoteWorker:
                 "Ray logs); the chunks written are kept: fix the cause and rerun to resume")
         path.write_text(str(attempts))
 
-    def __call__(self, batch):
-        import pyarrow as pa
+    def vote_chunk(self, chunk: int, pairs: list[dict]) -> ChunkDone:
+        """Vote chunk number ``chunk`` and write its shard file."""
+        return self.job.vote(self.engine, pairs)
 
-        from evoq_data.votes.run import chunk_report, vote_chunk
-        from evoq_data.votes.store import write_shard
+    def __call__(self, batch) -> dict:
+        import numpy as np
 
         chunk_ids = batch.column("_chunk").to_pylist()
         rows = batch.drop_columns(["_chunk"]).to_pylist()
-        results = []
+        done = []
         for chunk in dict.fromkeys(chunk_ids):  # whole chunks, in order
             pairs = [r for r, c in zip(rows, chunk_ids, strict=True) if c == chunk]
             self._attempt(chunk, pairs)
-            self._fault(chunk, "before_write")
-            table = vote_chunk(self.engine, pairs, self.settings)
-            shard = write_shard(table, self.votes_dir, self.shard_index, self.num_shards)
-            self._fault(chunk, "after_write")
-            done = chunk_report(table, len(pairs))
-            results.append({"chunk": chunk, "pairs": len(pairs), "votes": table.num_rows,
-                            "invalid": done.invalid, "stop_reasons": done.stop_reasons,
-                            "shard": shard.name})
-        return pa.Table.from_pylist(results)
+            done.append(self.vote_chunk(chunk, pairs))
+        out = np.empty(len(done), dtype=object)  # ChunkDone objects, pickled by Ray as is
+        out[:] = done
+        return {"done": out}
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
@@ -298,28 +293,41 @@ class VoteWorker:
                 pass
 
 
-def vote_on_ray(chunks: list[list[dict]], spec, settings, *, revision: str, votes_dir: Path,
-                shard_index: int, num_shards: int, options: RayOptions,
-                quiet: bool = False) -> Iterator[dict]:
-    """Vote ``chunks`` (lists of pairs-file rows) on a Ray cluster; yield one summary per
-    chunk written (keys chunk, pairs, votes, invalid, shard) as the chunks complete.
+class RayRunner:
+    """Votes on a pool of Ray actors (settings: :class:`RayOptions`). Ray is imported (or
+    its absence reported in one line) when the runner is made, before anything is
+    written."""
 
-    Ray is joined or started at the first ``next()`` and stopped (a cluster started here) or
-    left when the generator finishes or is closed."""
-    with ray_session(options, quiet=quiet) as ray:
-        yield from _vote_on_cluster(ray, chunks, spec, settings, revision=revision,
-                                    votes_dir=votes_dir, shard_index=shard_index,
-                                    num_shards=num_shards, options=options)
+    name = "ray"
+
+    def __init__(self, options: RayOptions | None = None, *, quiet: bool = False) -> None:
+        require_ray()
+        self.options = options or RayOptions()
+        self.options.check()
+        self.quiet = quiet
+
+    def vote(self, job: VoteJob, chunks: list[list[dict]],
+             engine: Engine | None = None) -> Iterator[ChunkDone]:
+        """Vote ``chunks`` on the cluster; yield one :class:`ChunkDone` per chunk written,
+        as the chunks complete. ``engine`` (one the driver opened) is not used: each actor
+        opens its own.
+
+        Ray is joined or started at the first ``next()`` and stopped (a cluster started
+        here) or left when the generator finishes or is closed."""
+        with ray_session(self.options, quiet=self.quiet) as ray:
+            yield from _vote_on_cluster(ray, job, chunks, self.options)
 
 
-def _vote_on_cluster(ray, chunks, spec, settings, *, revision, votes_dir, shard_index,
-                     num_shards, options) -> Iterator[dict]:
+def _vote_on_cluster(ray, job: VoteJob, chunks: list[list[dict]],
+                     options: RayOptions) -> Iterator[ChunkDone]:
     import pyarrow as pa
     import ray.data
 
+    spec = job.spec
     plan = plan_pool(options, spec.engine, spec.engine_args, ray.cluster_resources())
+    workers = min(plan.workers, len(chunks))  # an actor without a chunk would only load
     log.info("voting %d chunks on %d Ray worker(s), %g GPU and %g CPU each", len(chunks),
-             plan.workers, plan.gpus_per_worker, plan.cpus_per_worker)
+             workers, plan.gpus_per_worker, plan.cpus_per_worker)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows its own bar of pairs
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # no chatter beside the bar
@@ -328,15 +336,12 @@ def _vote_on_cluster(ray, chunks, spec, settings, *, revision, votes_dir, shard_
     ds = ray.data.from_arrow(tables)  # one block per chunk
     voted = ds.map_batches(
         VoteWorker, batch_size=None, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=plan.workers),
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
-        fn_constructor_kwargs=dict(spec=spec, revision=revision, settings=settings,
-                                   votes_dir=str(votes_dir.resolve()),
-                                   shard_index=shard_index, num_shards=num_shards,
-                                   cwd=os.getcwd(), fault=os.environ.get(FAULT_ENV)))
+        fn_constructor_kwargs=dict(job=job, cwd=os.getcwd()))
     try:
-        for batch in voted.iter_batches(batch_size=None, batch_format="pyarrow"):
-            yield from batch.to_pylist()
+        for batch in voted.iter_batches(batch_size=None, batch_format="numpy"):
+            yield from batch["done"]
     except Exception as exc:
         user = _evoq_error_in(exc)
         if user is not None:
