@@ -118,16 +118,3 @@ def input_contents(settings: EvolveSettings) -> dict:
         out["evals"][name] = {"images": len(images),
                               "sha256": _tree([(str(i), p) for i, p in enumerate(images)])}
     return out
-
-
-def changed_contents(old: dict, new: dict) -> str | None:
-    """A description of what changed between two :func:`input_contents`, else None."""
-    if old.get("pool") != new.get("pool"):
-        before, now = old.get("pool") or {}, new.get("pool") or {}
-        return (f"the images of --pool changed since the run started ({before.get('images')} "
-                f"image file(s) then, {now.get('images')} now, other contents)")
-    for name in sorted(set(old.get("evals") or {}) | set(new.get("evals") or {})):
-        if (old.get("evals") or {}).get(name) != (new.get("evals") or {}).get(name):
-            return (f"the images of --eval {name} changed since the run started (their SRCC "
-                    "would no longer compare across rounds)")
-    return None

@@ -201,8 +201,6 @@ class RunState:
         """The state of RUN; refuses a run made with other settings, naming the fields, or
         whose inputs' ``contents`` changed. ``legacy``: the identity as evolve recorded it
         before paths were relative to RUN (such a state is rewritten with ``identity``)."""
-        from .checks import changed_contents
-
         path = run / STATE
         digest = fingerprint(identity)
         if path.is_file():
@@ -286,3 +284,16 @@ class RunState:
     def summary(self, name: str) -> dict:
         rec = self.step(name) or {}
         return rec.get("summary") or {}
+
+
+def changed_contents(old: dict, new: dict) -> str | None:
+    """A description of what changed between two :func:`input_contents`, else None."""
+    if old.get("pool") != new.get("pool"):
+        before, now = old.get("pool") or {}, new.get("pool") or {}
+        return (f"the images of --pool changed since the run started ({before.get('images')} "
+                f"image file(s) then, {now.get('images')} now, other contents)")
+    for name in sorted(set(old.get("evals") or {}) | set(new.get("evals") or {})):
+        if (old.get("evals") or {}).get(name) != (new.get("evals") or {}).get(name):
+            return (f"the images of --eval {name} changed since the run started (their SRCC "
+                    "would no longer compare across rounds)")
+    return None
