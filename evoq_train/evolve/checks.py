@@ -17,8 +17,7 @@ from pathlib import Path
 
 from evoq_data.core.errors import EvoqError
 
-from .config import (EvolveSettings, check_eval, check_pool_labels_file, eval_images,
-                     local_or_hub)
+from .config import EvolveSettings, check_eval, check_pool_labels_file, eval_images, local_or_hub
 
 
 def _inside(path: Path, folder: Path) -> bool:
