@@ -63,9 +63,6 @@ def check_places(settings: EvolveSettings) -> None:
 def check_eval_contents(settings: EvolveSettings) -> None:
     """Every --eval manifest: a finite numeric MOS in every row, and images that decode as
     the judge will see them; else one line naming the file and row."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     from evoq_data.evaluate.metrics import _read_table
     from evoq_data.images.pool import check_image_bytes
 
@@ -74,17 +71,8 @@ def check_eval_contents(settings: EvolveSettings) -> None:
         table = _read_table(labels)
         column = next(c for c in table.column_names if c.lower() == "mos")
         values = table.column(column)
-        try:
-            mos = pc.cast(values, pa.float64()).to_pylist()
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            mos = []
-            for v in values.to_pylist():
-                try:
-                    mos.append(float(v))
-                except (TypeError, ValueError):
-                    mos.append(None)
-        for row, (v, raw) in enumerate(zip(mos, values.to_pylist(), strict=True)):
-            if v is None or not math.isfinite(v):
+        for row, (v, raw) in enumerate(zip(_numbers(values), values.to_pylist(), strict=True)):
+            if v is None:
                 raise EvoqError(f"--eval {name}: {labels} row {row + 1}: MOS {raw!r} is not a "
                                 "number")
         for image in eval_images(labels):
