@@ -309,8 +309,11 @@ def test_lineage_contents(two_rounds, answering_vlm, inputs):
 def test_report(two_rounds, inputs):
     run = two_rounds["run"]
     report = (run / "report.md").read_text()
-    rows = [ln for ln in report.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    lines = report.splitlines()
+    head = lines.index(next(ln for ln in lines if ln.startswith("| round | voted by")))
+    rows = lines[head + 2:head + 5]
     assert [r.split("|")[1].strip() for r in rows] == ["0", "1", "2"]
+    assert lines[head + 5] == ""
     stats = json.loads((run / "round-2/prefs/stats.json").read_text())
     cells = [c.strip() for c in rows[2].split("|")[1:-1]]
     assert cells[1:5] == ["model of round 1", "6", "12", "0.0 %"]
