@@ -190,3 +190,47 @@ def test_report_plot_and_lineage_from_the_measured_accuracy(place):
     entry = round_lineage(ctx, 1)
     assert entry["dataset"]["label_accuracy"] == state.summary(
         "round-1/label-accuracy")["label_accuracy"]
+
+
+def test_a_distort_folder_as_pool_with_its_known_order(tmp_path):
+    """--pool-labels may be the distortions.parquet of an `evoq-data distort` pool: accepted
+    when its images are the pool's, refused when they are another folder's; the pairs of
+    known order are those of one reference and one distortion type at different levels."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from evoq_data.images.distort import run_distort
+    from evoq_train.evolve.checks import check_pool_labels
+    from evoq_train.evolve.work import pairs_with_known_order
+
+    make_images(tmp_path / "refs", 2)
+    run_distort(tmp_path / "refs", tmp_path / "pool", distortions=["blur", "noise"],
+                quiet=True)
+    (tmp_path / "model").mkdir()
+    manifest = tmp_path / "pool" / "distortions.parquet"
+
+    def settings(pool: Path) -> EvolveSettings:
+        return EvolveSettings(pool=str(pool), model=str(tmp_path / "model"),
+                              run_dir=str(tmp_path / "run"), pool_labels=str(manifest))
+
+    check_pool_labels(settings(tmp_path / "pool"))  # accepted
+    other = tmp_path / "other"
+    make_images(other, 2, seed=4)
+    rows = pq.read_table(manifest).to_pylist()
+    assert len(rows) == 2 * (1 + 2 * 5)  # per reference: itself, 2 types x 5 levels
+    with pytest.raises(EvoqError, match=r"22 labelled image\(s\) are not images of --pool"):
+        check_pool_labels(settings(other))
+
+    ref0 = rows[0]["reference_id"]
+    by = {(r["reference_id"], r["distortion"], r["level"]): r["image_id"] for r in rows}
+    other_ref = next(r["reference_id"] for r in rows if r["reference_id"] != ref0)
+    pairs = [(by[(ref0, "blur", 1)], by[(ref0, "blur", 3)]),       # known: level 1 better
+             (by[(ref0, "reference", 0)], by[(ref0, "noise", 2)]),  # known: the reference
+             (by[(ref0, "blur", 2)], by[(ref0, "noise", 2)]),       # two types: unknown
+             (by[(ref0, "blur", 2)], by[(other_ref, "blur", 4)])]   # two references: unknown
+    prefs = tmp_path / "prefs"
+    prefs.mkdir()
+    pq.write_table(pa.table({"image_a_id": [a for a, _ in pairs],
+                             "image_b_id": [b for _, b in pairs]}),
+                   prefs / "preferences.parquet")
+    assert pairs_with_known_order(prefs, manifest) == 2
