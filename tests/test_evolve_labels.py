@@ -234,3 +234,30 @@ def test_a_distort_folder_as_pool_with_its_known_order(tmp_path):
                              "image_b_id": [b for _, b in pairs]}),
                    prefs / "preferences.parquet")
     assert pairs_with_known_order(prefs, manifest) == 2
+
+
+def test_pairs_of_known_order_against_mos(place):
+    """Both images labelled with different MOS: known; a MOS tie or an unlabelled image: not
+    (a round with none is not measured)."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from evoq_train.evolve.work import pairs_with_known_order
+
+    root, images = place["root"], place["images"]
+    labels = write_csv(root / "partial.csv", [["path", "mos"], [images[0], 1], [images[1], 2],
+                                              [images[2], 2]])
+    ids = [hashlib.sha256((root / p).read_bytes()).hexdigest() for p in images]
+    prefs = root / "prefs"
+    prefs.mkdir()
+
+    def known(pairs) -> int:
+        pq.write_table(pa.table({"image_a_id": [ids[a] for a, _ in pairs],
+                                 "image_b_id": [ids[b] for _, b in pairs]}),
+                       prefs / "preferences.parquet")
+        return pairs_with_known_order(prefs, labels)
+
+    assert known([(0, 1), (2, 0), (1, 2), (0, 3), (3, 2)]) == 2  # (1, 2): a tie; 3: no MOS
+    assert known([(1, 2), (3, 0)]) == 0
