@@ -60,9 +60,16 @@ def answering_vlm(tiny_vlm, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict:
-    """A pool of 6 images and an eval set of 5 other images with a labels manifest."""
+    """A pool of 6 images with MOS labels (--pool-labels) and an eval set of 5 other images
+    with a labels manifest."""
     root = tmp_path_factory.mktemp("evolve-inputs")
-    make_images(root / "pool", 6)
+    pool = make_images(root / "pool", 6)
+    pool_labels = root / "pool-labels.csv"
+    with open(pool_labels, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "mos"])
+        for i, p in enumerate(pool):
+            writer.writerow([p.relative_to(root).as_posix(), [3, 1, 5, 2, 6, 4][i]])
     images = make_images(root / "eval-set", 5, seed=7)
     labels = root / "labels.csv"
     with open(labels, "w", newline="") as fh:
@@ -70,7 +77,10 @@ def inputs(tmp_path_factory) -> dict:
         writer.writerow(["path", "mos"])
         for i, p in enumerate(images):
             writer.writerow([p.relative_to(root).as_posix(), 1 + 0.7 * i])
-    return {"root": root, "pool": root / "pool", "labels": labels}
+    return {"root": root, "pool": root / "pool", "labels": labels,
+            "pool_labels": pool_labels, "pool_mos": {
+                hashlib.sha256(p.read_bytes()).hexdigest(): [3, 1, 5, 2, 6, 4][i]
+                for i, p in enumerate(pool)}}
 
 
 def evolve_args(run: Path, model: Path, inputs: dict, **over) -> list[str]:
@@ -80,7 +90,8 @@ def evolve_args(run: Path, model: Path, inputs: dict, **over) -> list[str]:
             "--run-dir", str(run), "--engine", "transformers", "--max-tokens", "8",
             "--bootstrap-engine", "piqe", "--train-config", "cpu-smoke",
             "--vote-arg=--no-reasoning", "--vote-arg=--chunk-pairs=1",
-            "--eval", f"small={inputs['labels']}", "--score-samples", "2", "--quiet"]
+            "--eval", f"small={inputs['labels']}", "--score-samples", "2",
+            "--pool-labels", str(inputs["pool_labels"]), "--quiet"]
     for key, value in opts.items():
         args += [key, value]
     for setting in ("max_steps=2", "save_strategy=steps", "save_steps=1", "num_generations=2",
@@ -91,8 +102,8 @@ def evolve_args(run: Path, model: Path, inputs: dict, **over) -> list[str]:
 
 PLAN = ["round-0/eval-images", "round-0/score", "round-0/eval",
         *[f"round-{r}/{s}" for r in (1, 2)
-          for s in ("pairs", "vote", "voted-by", "aggregate", "push", "checkpoints", "grpo",
-                    "score", "eval")]]
+          for s in ("pairs", "vote", "voted-by", "aggregate", "label-accuracy", "push",
+                    "checkpoints", "grpo", "score", "eval")]]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +135,32 @@ def _tree_hash(folder: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def expected_accuracy(run: Path, r: int, mos: dict) -> dict:
+    """Round r's pseudo-label accuracy against the pool's MOS, computed here from the
+    round's preferences.parquet (independently of evoq_data.evaluate.accuracy)."""
+    rows = pq.read_table(run / f"round-{r}/prefs/preferences.parquet").to_pylist()
+    out = {"with_truth": 0, "undecided": 0, "decisive": 0, "correct": 0, "no_truth": 0,
+           "truth_ties": 0}
+    bins: dict = {}
+    for row in rows:
+        a, b, p = row["image_a_id"], row["image_b_id"], row["p_star"]
+        out["with_truth"] += 1  # every pool image is labelled, all MOS distinct
+        if p is None or p == 0.5:
+            out["undecided"] += 1
+            continue
+        right = int((p > 0.5) == (mos[a] > mos[b]))
+        g = row["agreement"]
+        name = "1.0 (unanimous)" if g == 1.0 else \
+            f"[{int(g * 10) / 10:.1f}, {int(g * 10) / 10 + 0.1:.1f})"
+        for t in (out, bins.setdefault(name, {"decisive": 0, "correct": 0})):
+            t["decisive"] += 1
+            t["correct"] += right
+    for t in (out, *bins.values()):
+        t["accuracy"] = t["correct"] / t["decisive"] if t["decisive"] else None
+    out["coverage"] = out["decisive"] / out["with_truth"]
+    return {**out, "by_agreement": bins}
+
+
 def test_two_rounds_end_to_end(two_rounds, answering_vlm, inputs):
     run, summary = two_rounds["run"], two_rounds["summary"]
     print(f"two-round run: {two_rounds['seconds']:.1f} s wall, "
@@ -146,6 +183,21 @@ def test_two_rounds_end_to_end(two_rounds, answering_vlm, inputs):
         assert grpo2[grpo2.index(flag) + 1] == value
     assert "--resume-from-checkpoint" not in grpo2
     assert (run / "logs" / "round-2-grpo.log").is_file()
+
+    # --pool-labels: each round's pseudo-labels measured by `eval --prefs`, which no other
+    # step mentions (nothing trains on the labels).
+    labels = os.path.relpath(inputs["pool_labels"], run)
+    for r in (1, 2):
+        measure = state["steps"][f"round-{r}/label-accuracy"]
+        assert measure["command"] == [sys.executable, "-m", "evoq_data.cli", "eval", "--prefs",
+                                      f"round-{r}/prefs", "--labels", f"pool={labels}",
+                                      "--out", f"round-{r}/label-accuracy"]
+        assert measure["summary"]["label_accuracy"] == expected_accuracy(
+            run, r, inputs["pool_mos"])
+    for name, rec in state["steps"].items():
+        if not name.endswith("/label-accuracy"):
+            assert "pool-labels" not in " ".join(rec["command"] or []), name
+            assert not any("label-accuracy" in i["path"] for i in rec["inputs"]), name
 
     # Fresh pairs each round, from seeds derived from the run seed and the round.
     p1 = pq.read_table(run / "round-1/pairs.parquet").column("pair_id").to_pylist()
@@ -179,6 +231,7 @@ def test_lineage_contents(two_rounds, answering_vlm, inputs):
     base_rev = model_revision_of(str(answering_vlm))
     ds = {r: {"repo_id": "local/run", "version": f"round-{r}",
               "content_hash": meta[r]["content_hash"]} for r in (1, 2)}
+    acc = {r: expected_accuracy(run, r, inputs["pool_mos"]) for r in (1, 2)}
     assert lineage == {
         "schema_version": 1,
         "run": {"base_model": base, "base_model_revision": base_rev,
@@ -190,7 +243,8 @@ def test_lineage_contents(two_rounds, answering_vlm, inputs):
              "dataset": {**ds[1], "location": "datasets/round-1", "commit": None, "pairs": 6,
                          "synthetic_pairs": 0,
                          "voted_by": {"role": "bootstrap judge", "engine": "piqe",
-                                      "model": "piqe", "model_revision": "pypiqe==1.2"}},
+                                      "model": "piqe", "model_revision": "pypiqe==1.2"},
+                         "label_accuracy": acc[1]},
              "model": {"path": "round-1/model", "revision": rev[1],
                        "content_hash": _tree_hash(run / "round-1/model"), "global_steps": 2,
                        "recipe": "cpu-smoke", "trained_on": ds[1],
@@ -202,7 +256,8 @@ def test_lineage_contents(two_rounds, answering_vlm, inputs):
                                       "model": "round-1/model", "model_revision": rev[1],
                                       "round": 1, "trained_on": ds[1],
                                       "trained_from": {"model": base, "role": "base model",
-                                                       "revision": base_rev}}},
+                                                       "revision": base_rev}},
+                         "label_accuracy": acc[2]},
              "model": {"path": "round-2/model", "revision": rev[2],
                        "content_hash": _tree_hash(run / "round-2/model"), "global_steps": 2,
                        "recipe": "cpu-smoke", "trained_on": ds[2],
@@ -251,11 +306,14 @@ def test_lineage_contents(two_rounds, answering_vlm, inputs):
     assert "round-2/model" in lines[3] and lines[3].endswith("round-1/model (model of round 1)")
 
 
-def test_report(two_rounds):
+def test_report(two_rounds, inputs):
     run = two_rounds["run"]
     report = (run / "report.md").read_text()
-    rows = [ln for ln in report.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    lines = report.splitlines()
+    head = lines.index(next(ln for ln in lines if ln.startswith("| round | voted by")))
+    rows = lines[head + 2:head + 5]
     assert [r.split("|")[1].strip() for r in rows] == ["0", "1", "2"]
+    assert lines[head + 5] == ""
     stats = json.loads((run / "round-2/prefs/stats.json").read_text())
     cells = [c.strip() for c in rows[2].split("|")[1:-1]]
     assert cells[1:5] == ["model of round 1", "6", "12", "0.0 %"]
@@ -267,10 +325,18 @@ def test_report(two_rounds):
     last = [h for h in ckpt["log_history"] if "reward" in h][-1]
     assert (end["step"], end["reward"], end["parse_failure_rate"]) == (
         2, last["reward"], last["parse_failure_rate"])
-    assert cells[7] == f"{last['reward']:.3f}"
+    acc = expected_accuracy(run, 2, inputs["pool_mos"])
+    assert cells[7] == ("—" if acc["accuracy"] is None else f"{100 * acc['accuracy']:.1f} %")
+    assert cells[8] == f"{last['reward']:.3f}"
     # The random model writes no valid score: said so, never a made-up correlation.
     assert "- round 2, small: only 0 of 5 image(s) got a valid score" in report
-    assert cells[9:11] == ["—", "—"]
+    assert cells[10:12] == ["—", "—"]
+    # The accuracy table: overall and per agreement bin, as correct/decisive.
+    row2 = next(ln for ln in report.splitlines() if ln.startswith("| 2 | ")
+                and "model of round 1" not in ln)
+    overall = row2.split("|")[2].strip()
+    assert overall == ("—" if acc["accuracy"] is None else
+                       f"{100 * acc['accuracy']:.1f} % ({acc['correct']}/{acc['decisive']})")
     assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -197,3 +197,41 @@ def test_layout_names():
     assert layout.model_round("round-12/model") == 12
     assert layout.model_round("../round-1/model") is None
     assert layout.local_dataset("../out/", 2) == "../out/round-2"
+
+
+def test_pool_labels_add_one_measuring_step_and_change_no_other_command():
+    """--pool-labels never feeds training: the plan gains one `eval --prefs` step after each
+    aggregate; every other step keeps its exact command, inputs and outputs, and none of
+    them names the labels or reads what the measuring step writes."""
+    plain = context()
+    labels = "../../data/pool-labels.csv"
+    labelled = RunContext(context(pool_labels="/data/pool-labels.csv").settings,
+                          Sources(**{**plain.sources.__dict__, "pool_labels": labels}),
+                          plain.layout)
+    before, after = build_steps(plain), build_steps(labelled)
+    names = []
+    for s in before:
+        names.append(s.name)
+        if s.kind == "aggregate":
+            names.append(f"round-{s.round}/label-accuracy")
+    assert [s.name for s in after] == names
+    by = {s.name: s for s in after}
+    for s in before:
+        t = by[s.name]
+        assert (t.argv(FACTS.get(t.kind)), t.inputs, t.outputs) == (
+            s.argv(FACTS.get(s.kind)), s.inputs, s.outputs), s.name
+    for r in (1, 2):
+        step = by[f"round-{r}/label-accuracy"]
+        assert step.argv({"known": 4}) == [
+            *DATA, "eval", "--prefs", f"round-{r}/prefs", "--labels", f"pool={labels}",
+            "--out", f"round-{r}/label-accuracy"]
+        assert step.argv({"known": 0}) is None  # no pair of known order: nothing to measure
+        assert step.inputs == (f"round-{r}/prefs",)
+        assert step.outputs == tuple(f"round-{r}/label-accuracy/accuracy.{e}"
+                                     for e in ("md", "json", "png"))
+    for s in after:
+        if s.kind == "label-accuracy":
+            continue
+        argv = " ".join(s.argv(FACTS.get(s.kind)) or [])
+        assert "pool-labels" not in argv and "label-accuracy" not in argv, s.name
+        assert not any("label-accuracy" in i for i in s.inputs), s.name

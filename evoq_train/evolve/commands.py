@@ -128,3 +128,11 @@ def eval_argv(ctx: RunContext, r: int, sets: list[str]) -> list[str] | None:
             labels += ["--labels", f"{name}={path}"]
     return data_command("eval", "--scores", rl.scores, *labels, "--out", rl.eval) \
         if labels else None
+
+
+def label_accuracy_argv(ctx: RunContext, r: int) -> list[str]:
+    """``evoq-data eval --prefs``: the round's pseudo-labels against --pool-labels (measured
+    only: no other step reads its output)."""
+    rl = ctx.layout.round(r)
+    return data_command("eval", "--prefs", rl.prefs, "--labels",
+                        f"pool={ctx.sources.pool_labels}", "--out", rl.label_accuracy)

@@ -87,6 +87,11 @@ class EvolveSettings:
         "help": "NAME=LABELS (repeatable): a CSV/TSV/Parquet manifest with mos and a path "
                 "column; each round's model (and the base model) is scored on its images and "
                 "evaluated."})
+    pool_labels: str | None = field(default=None, metadata={
+        "help": "Labels of the pool's images, to measure (never to train on) each round's "
+                "pseudo-label accuracy: a CSV/TSV/Parquet manifest with mos and a path or "
+                "image_id column, or a distortions.parquet of `evoq-data distort` (a known "
+                "order)."})
     eval_base: bool = field(default=True, metadata={
         "flag": "--eval-base/--no-eval-base",
         "help": "Also evaluate the base model as round 0 (with --eval)."})
@@ -173,6 +178,8 @@ class EvolveSettings:
                                 "e.g. --vote-arg=--chunk-pairs=256")
         if self.accelerate_config is not None:
             accelerate_file(self.accelerate_config)
+        if self.pool_labels is not None:
+            check_pool_labels_file(self.pool_labels)
         names = [check_eval(spec)[0] for spec in self.evals]
         if len(set(names)) != len(names):
             raise EvoqError(f"--eval names must be distinct, got {', '.join(names)}")
@@ -199,6 +206,11 @@ class EvolveSettings:
         doc["evals"] = [{"name": name, "labels": str(path.resolve()),
                          "sha256": file_sha256(path)}
                         for name, path in (check_eval(spec, deep=False) for spec in self.evals)]
+        if self.pool_labels:
+            path = Path(self.pool_labels).expanduser()
+            doc["pool_labels"] = {"file": str(path.resolve()), "sha256": file_sha256(path)}
+        else:
+            doc.pop("pool_labels")  # a run started before the option keeps its fingerprint
         return doc
 
 
@@ -290,6 +302,18 @@ def check_eval(spec: str, *, deep: bool = True) -> tuple[str, Path]:
     if deep:
         eval_images(path)
     return name, path
+
+
+def check_pool_labels_file(value: str) -> Path:
+    """The --pool-labels file: an existing CSV/TSV/Parquet file (its rows are checked against
+    the pool in :func:`evoq_train.evolve.checks.check_pool_labels`)."""
+    path = Path(value).expanduser()
+    if path.suffix.lower() not in (".csv", ".tsv", ".parquet"):
+        raise EvoqError(f"--pool-labels {value}: give a .csv, .tsv or .parquet labels manifest "
+                        "(or a distortions.parquet)")
+    if not path.is_file():
+        raise EvoqError(f"--pool-labels {value}: labels file not found")
+    return path
 
 
 def eval_images(path: Path) -> list[Path]:

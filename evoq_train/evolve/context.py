@@ -40,6 +40,7 @@ class Sources:
     accelerate_config: str | None = None
     evals: tuple[tuple[str, str], ...] = ()   # (name, labels manifest)
     local_dir: str | None = None
+    pool_labels: str | None = None
 
     @classmethod
     def resolve(cls, settings: EvolveSettings, run: Path) -> Sources:
@@ -58,6 +59,7 @@ class Sources:
             evals=tuple((name, _relative(path, run)) for name, path in
                         (check_eval(spec, deep=False) for spec in s.evals)),
             local_dir=_relative(s.local_dir, run) if s.local_dir else None,
+            pool_labels=_relative(s.pool_labels, run) if s.pool_labels else None,
         )
 
 

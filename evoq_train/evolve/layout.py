@@ -11,6 +11,7 @@ step records names nothing of the machine's layout::
     round-<r>/random-pairs.parquet             with --synthetic-pairs: the random part
     round-<r>/synthetic/{refs,distorted,pairs.parquet}   with --synthetic-pairs: the synthetic part
     round-<r>/voted-by.json                    who voted the round (the aggregate's --lineage)
+    round-<r>/label-accuracy/                  with --pool-labels: accuracy.{md,json,png}
     round-<r>/votes/ prefs/ model/ eval/       VOTES_DIR, PREFS_DIR, the trained model, eval
     datasets/round-<r>/                        the published version (default --local-dir)
 
@@ -113,6 +114,16 @@ class RoundLayout:
     @property
     def prefs_stats(self) -> str:
         return f"{self.prefs}/stats.json"
+
+    @property
+    def label_accuracy(self) -> str:
+        """With --pool-labels: the folder of ``evoq-data eval --prefs`` on the round's prefs."""
+        return f"{self.dir}/label-accuracy"
+
+    @property
+    def label_accuracy_files(self) -> tuple[str, str, str]:
+        """accuracy.md, accuracy.json, accuracy.png of ``evoq-data eval --prefs``."""
+        return tuple(f"{self.label_accuracy}/accuracy.{ext}" for ext in ("md", "json", "png"))
 
     @property
     def model(self) -> str:

@@ -13,6 +13,10 @@ Three places hold it:
   (round, parent model and revision, dataset version and content hash, who voted that
   dataset) and ``README.md`` is rendered again from ``cards/model_card.md.j2``.
 
+With ``--pool-labels``, each dataset entry of lineage.json also holds ``label_accuracy``: its
+pseudo-labels measured against those labels (the round's ``label-accuracy`` step; null when
+no pair had a known order). It is in lineage.json only, never in a card or a training input.
+
 A model is identified by its path (relative to RUN for the run's own models) or Hub id and its
 *revision* as evoq records it with every vote (``sha256:`` of a local folder, the version of a
 classical judge, or ``unknown`` for a Hub id without one); ``content_hash`` is the sha256 of the
@@ -27,7 +31,10 @@ lineage.json::
                  "dataset": {"repo_id", "version", "content_hash", "location", "commit",
                              "pairs", "synthetic_pairs",
                              "voted_by": {"role", "engine", "model", "model_revision",
-                                          ["round", "trained_on"]}} | null,
+                                          ["round", "trained_on"]},
+                             ["label_accuracy": {"accuracy", "correct", "decisive", ...,
+                                                 "by_agreement": {bin: {...}}} | null]
+                             } | null,
                  "model": {"path", "revision", "content_hash", "global_steps", "recipe",
                            "trained_on": {"repo_id", "version", "content_hash"},
                            "parent": {"model", "revision", "role"}} | null}, ...]}
@@ -155,6 +162,9 @@ def round_lineage(ctx: RunContext, r: int) -> dict:
             "synthetic_pairs": (mixed.get("synthetic") or {}).get("pairs", 0),
             "voted_by": (prefs.get("evolve") or {}).get("voted_by"),
         }
+        if ctx.sources.pool_labels:
+            entry["dataset"]["label_accuracy"] = state.summary(
+                rl.step("label-accuracy")).get("label_accuracy")
     if state.done(rl.step("grpo")):
         grpo = state.summary(rl.step("grpo"))
         parent = ctx.parent(r)

@@ -3,7 +3,9 @@
 Per round: pairs, votes, invalid-vote rate, mean agreement, position bias (share of valid votes
 for the first-shown image) from the round's ``prefs/stats.json``; the training reward and the
 parse-failure rate at the last logged step of GRPO; SRCC and PLCC (raw) per ``--eval`` set and
-their weighted average, with round 0 for the base model. A value that is not there yet (or
+their weighted average, with round 0 for the base model; with ``--pool-labels``, the accuracy
+of the round's pseudo-labels against those labels, overall and by agreement bin (measured by
+the round's ``label-accuracy`` step; nothing trains on it). A value that is not there yet (or
 was never logged) is shown as ``—``, never guessed.
 """
 
@@ -82,7 +84,8 @@ def collect(ctx: RunContext) -> list[dict]:
         rl = ctx.layout.round(r)
         row: dict = {"round": r, "voted_by": None, "pairs": None, "votes": None,
                      "invalid_rate": None, "agreement": None, "position_bias": None,
-                     "reward": None, "parse_failure_rate": None, "eval": {}}
+                     "reward": None, "parse_failure_rate": None, "eval": {},
+                     "label_accuracy": None, "label_note": None}
         if r >= 1:
             row["voted_by"] = ctx.voter(r).role
             if state.done(rl.step("aggregate")):
@@ -92,6 +95,9 @@ def collect(ctx: RunContext) -> list[dict]:
                 row["votes"], row["invalid_rate"] = votes.get("total"), votes.get("invalid_rate")
                 row["agreement"] = (stats.get("agreement") or {}).get("mean")
                 row["position_bias"] = (stats.get("position_bias") or {}).get("share_first_shown")
+            measured = state.summary(rl.step("label-accuracy"))
+            row["label_accuracy"] = measured.get("label_accuracy")
+            row["label_note"] = measured.get("skipped")
             end = state.summary(rl.step("grpo")).get("train_end") or {}
             row["reward"], row["parse_failure_rate"] = end.get("reward"), \
                 end.get("parse_failure_rate")
@@ -114,11 +120,50 @@ def _fmt(v, pct: bool = False) -> str:
     return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
 
 
+def agreement_bins(rows: list[dict]) -> list[str]:
+    """The agreement bins of the rounds' label accuracy, in the order of ``eval --prefs``."""
+    from evoq_data.evaluate.accuracy import BUCKETS, bucket_of
+
+    order = [bucket_of(lo) for lo, _ in BUCKETS]
+    found = {b for row in rows for b in ((row["label_accuracy"] or {}).get("by_agreement")
+                                         or {})}
+    return [b for b in order if b in found] + sorted(found - set(order))
+
+
+def _accuracy_cell(m: dict | None) -> str:
+    if not m or m.get("accuracy") is None:
+        return "—"
+    return f"{_fmt(m['accuracy'], True)} ({m['correct']}/{m['decisive']})"
+
+
+def label_accuracy_markdown(ctx: RunContext, rows: list[dict]) -> list[str]:
+    """The per-round accuracy of the pseudo-labels against --pool-labels, by agreement bin."""
+    voted = [row for row in rows if row["round"] >= 1]
+    bins = agreement_bins(voted)
+    head = ["round", "all decisive pairs", *[f"agreement {b}" for b in bins]]
+    lines = ["", f"Pseudo-label accuracy against `--pool-labels` (`{ctx.sources.pool_labels}`): "
+             "the share of decisive pairs (p* != 0.5) whose pseudo-label orders the two images "
+             "as the labels do (correct/decisive), overall and by the pair's agreement. "
+             "Measured only: no step trains on these labels.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in voted:
+        acc = row["label_accuracy"] or {}
+        by = acc.get("by_agreement") or {}
+        lines.append("| " + " | ".join([str(row["round"]), _accuracy_cell(acc),
+                                        *[_accuracy_cell(by.get(b)) for b in bins]]) + " |")
+    notes = [f"- round {row['round']}: {row['label_note']}" for row in voted
+             if row["label_note"]]
+    if notes:
+        lines += ["", "Not measured:", *notes]
+    return lines
+
+
 def render_markdown(ctx: RunContext, rows: list[dict], plot: str | None) -> str:
     s = ctx.settings
+    labelled = bool(ctx.sources.pool_labels)
     names = sorted({n for row in rows for n in row["eval"]}, key=lambda n: (n == "WAVG", n))
     head = ["round", "voted by", "pairs", "votes", "invalid", "agreement", "first-shown share",
-            "reward (end)", "parse failures (end)"]
+            *(["label accuracy"] if labelled else []), "reward (end)", "parse failures (end)"]
     for n in names:
         head += [f"{n} SRCC", f"{n} PLCC"]
     lines = [f"# evolve run `{ctx.layout.root.name}`", "",
@@ -132,6 +177,8 @@ def render_markdown(ctx: RunContext, rows: list[dict], plot: str | None) -> str:
         cells = [str(row["round"]), row["voted_by"] or "(base model, not trained)",
                  _fmt(row["pairs"]), _fmt(row["votes"]), _fmt(row["invalid_rate"], True),
                  _fmt(row["agreement"]), _fmt(row["position_bias"], True),
+                 *([_fmt((row["label_accuracy"] or {}).get("accuracy"), True)]
+                   if labelled else []),
                  _fmt(row["reward"]), _fmt(row["parse_failure_rate"], True)]
         for n in names:
             m = row["eval"].get(n) or {}
@@ -141,9 +188,13 @@ def render_markdown(ctx: RunContext, rows: list[dict], plot: str | None) -> str:
              for name, m in row["eval"].items() if m.get("note")]
     if notes:
         lines += ["", "Not evaluated:", *notes]
+    if labelled:
+        lines += label_accuracy_markdown(ctx, rows)
     lines += ["", "invalid: share of votes without a readable answer; agreement: mean majority "
               "share of valid votes per pair; first-shown share: valid votes for the image shown "
-              "first (0.5 = no position bias); reward and parse failures: the last logged GRPO "
+              "first (0.5 = no position bias); "
+              + ("label accuracy: the pseudo-labels against --pool-labels (above); "
+                 if labelled else "") + "reward and parse failures: the last logged GRPO "
               "step; PLCC: raw Pearson (see each round's eval/metrics.md for the logistic one).",
               ""]
     if plot:
@@ -151,13 +202,15 @@ def render_markdown(ctx: RunContext, rows: list[dict], plot: str | None) -> str:
     return "\n".join(lines)
 
 
-def draw(rows: list[dict], path: Path) -> Path:
+def draw(rows: list[dict], path: Path, *, labelled: bool = False) -> Path:
+    """The plot: votes, training, evaluation by round (and, ``labelled``: the pseudo-label
+    accuracy against --pool-labels, overall and by agreement bin)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4 if labelled else 3, figsize=(17.5 if labelled else 13, 3.6))
     voted = [r for r in rows if r["round"] >= 1]
     x = [r["round"] for r in voted]
     for key, label in (("agreement", "agreement"), ("invalid_rate", "invalid rate"),
@@ -177,6 +230,20 @@ def draw(rows: list[dict], path: Path) -> Path:
             axes[2].plot(xs, [y if y is not None else math.nan for y in ys], style,
                          label=f"{n} {metric.upper()}")
     axes[2].set_title("evaluation (round 0 = base model)")
+    if labelled:
+        def accuracy(m: dict | None) -> float:
+            value = (m or {}).get("accuracy")
+            return value if value is not None else math.nan
+
+        axes[3].plot(x, [accuracy(r["label_accuracy"]) for r in voted], "ko-", lw=2,
+                     label="all decisive pairs")
+        for b in agreement_bins(voted):
+            axes[3].plot(x, [accuracy(((r["label_accuracy"] or {}).get("by_agreement")
+                                       or {}).get(b)) for r in voted], ".--",
+                         label=f"agreement {b}")
+        axes[3].axhline(0.5, color="grey", lw=0.8)
+        axes[3].set_ylim(0, 1.05)
+        axes[3].set_title("pseudo-label accuracy (--pool-labels)")
     for ax in axes:
         ax.set_xlabel("round")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -192,6 +259,6 @@ def draw(rows: list[dict], path: Path) -> Path:
 
 def write_report(ctx: RunContext) -> tuple[Path, Path]:
     rows = collect(ctx)
-    png = draw(rows, ctx.layout.report_png)
+    png = draw(rows, ctx.layout.report_png, labelled=bool(ctx.sources.pool_labels))
     md = write_text_atomic(render_markdown(ctx, rows, REPORT_PNG), ctx.layout.report_md)
     return md, png

@@ -34,7 +34,7 @@ from pathlib import Path
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import make_output_dir
 
-from .checks import check_eval_contents, check_places, input_contents
+from .checks import check_eval_contents, check_places, check_pool_labels, input_contents
 from .config import EvolveSettings
 from .context import RunContext, Sources
 from .layout import RunLayout
@@ -283,6 +283,7 @@ def run_evolve(settings: EvolveSettings, *, quiet: bool = False) -> dict:
     settings.validate()
     check_places(settings)
     check_eval_contents(settings)
+    check_pool_labels(settings)
     run = make_output_dir(Path(settings.run_dir).expanduser(), "--run-dir").resolve()
     layout = RunLayout(run)
     started = time.perf_counter()

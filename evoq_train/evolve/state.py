@@ -128,7 +128,7 @@ def portable_identity(identity: dict, run: Path) -> dict:
         value = doc.get(key)
         if isinstance(value, str) and os.path.isabs(value):
             doc[key] = os.path.relpath(value, run)
-    for key in ("train_config", "accelerate_config"):
+    for key in ("train_config", "accelerate_config", "pool_labels"):
         if isinstance(doc.get(key), dict):
             doc[key] = {"sha256": doc[key]["sha256"]}
     doc["evals"] = [{"name": e["name"], "sha256": e["sha256"]} for e in doc.get("evals", [])]

@@ -63,8 +63,10 @@ def build_steps(ctx: RunContext) -> list[Step]:
         if ctx.mixes(r):
             steps += [references_step(ctx, r), distort_step(ctx, r),
                       synthetic_pairs_step(ctx, r), mix_pairs_step(ctx, r)]
-        steps += [vote_step(ctx, r), voted_by_step(ctx, r), aggregate_step(ctx, r),
-                  push_step(ctx, r), checkpoints_step(ctx, r), grpo_step(ctx, r)]
+        steps += [vote_step(ctx, r), voted_by_step(ctx, r), aggregate_step(ctx, r)]
+        if ctx.sources.pool_labels:
+            steps.append(label_accuracy_step(ctx, r))
+        steps += [push_step(ctx, r), checkpoints_step(ctx, r), grpo_step(ctx, r)]
         if s.evals:
             steps += [score_step(ctx, r), eval_step(ctx, r)]
     return steps
@@ -142,6 +144,30 @@ def aggregate_step(ctx: RunContext, r: int) -> Step:
 
     return _step(ctx, r, "aggregate", outputs=[rl.prefs], inputs=[rl.votes, rl.voted_by],
                  command=lambda _: cmd.aggregate_argv(ctx, r), finish=finish)
+
+
+def label_accuracy_step(ctx: RunContext, r: int) -> Step:
+    """With --pool-labels: `evoq-data eval --prefs` measures the round's pseudo-labels
+    against the labels. A measurement only: no later step reads its folder. A round without a
+    pair of known order is recorded as such (shown as "—" with the reason in the report)."""
+    rl = ctx.layout.round(r)
+
+    def facts() -> dict:
+        return {"known": work.pairs_with_known_order(_path(ctx, rl.prefs),
+                                                     _path(ctx, ctx.sources.pool_labels))}
+
+    def finish(f: dict) -> dict:
+        if not f["known"]:
+            return {"label_accuracy": None,
+                    "skipped": "no pair of the round has both images labelled with "
+                               "different MOS (or a known order)"}
+        return {"label_accuracy": work.read_label_accuracy(
+            _path(ctx, rl.label_accuracy_files[1]))}
+
+    return _step(ctx, r, "label-accuracy", outputs=list(rl.label_accuracy_files),
+                 inputs=[rl.prefs], json_stdout=False, facts=facts,
+                 command=lambda f: cmd.label_accuracy_argv(ctx, r) if f["known"] else None,
+                 finish=finish)
 
 
 def push_step(ctx: RunContext, r: int) -> Step:

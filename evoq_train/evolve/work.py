@@ -6,7 +6,8 @@ Work: choosing the references of a round's synthetic pairs, mixing the random an
 pairs into one pairs file, linking the eval images, and removing the incomplete checkpoints
 a killed training left. Readers: how many synthetic pairs a distorted folder gives, how
 many eval images got a valid score, whether a round's votes gave any pseudo-label, the
-metrics of an eval.
+metrics of an eval, how many of a round's pairs have a known order in --pool-labels and the
+pseudo-label accuracy measured against it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from evoq_data.core.errors import EvoqError
 
 SYNTHETIC_PAIRS_PER_REFERENCE = 75  # 5 distortion types x C(6, 2) pairs of one reference
 METRIC_KEYS = ("n", "srcc", "plcc", "plcc_logistic")
+ACCURACY_KEYS = ("accuracy", "correct", "decisive", "coverage", "with_truth", "undecided",
+                 "no_truth", "truth_ties")
 
 
 # --- work --------------------------------------------------------------------------------
@@ -171,3 +174,26 @@ def read_metrics(metrics_json: Path) -> dict:
     return {"benchmarks": {b["benchmark"]: {k: b.get(k) for k in METRIC_KEYS}
                            for b in doc["benchmarks"]},
             "wavg": {k: doc["wavg"].get(k) for k in METRIC_KEYS}}
+
+
+def pairs_with_known_order(prefs: Path, labels: Path) -> int:
+    """The pairs of a PREFS_DIR whose order --pool-labels knows (both images labelled, not
+    a tie): with none, there is no accuracy to measure in that round."""
+    import pyarrow.parquet as pq
+
+    from evoq_data.evaluate.accuracy import truth_judge
+
+    judge = truth_judge(str(labels))
+    table = pq.read_table(prefs / "preferences.parquet", columns=["image_a_id", "image_b_id"])
+    verdicts = (judge(a, b) for a, b in zip(table.column("image_a_id").to_pylist(),
+                                            table.column("image_b_id").to_pylist(), strict=True))
+    return sum(1 for v in verdicts if v is not None and v[0] != "tie")
+
+
+def read_label_accuracy(accuracy_json: Path) -> dict:
+    """Overall and per agreement bin: the pseudo-label accuracy ``evoq-data eval --prefs``
+    wrote (counts and accuracy; ``None`` where no pair was decisive)."""
+    doc = json.loads(accuracy_json.read_text())
+    return {**{k: doc.get(k) for k in ACCURACY_KEYS},
+            "by_agreement": {b: {k: v.get(k) for k in ("decisive", "correct", "accuracy")}
+                             for b, v in (doc.get("by_agreement") or {}).items()}}
