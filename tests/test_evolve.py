@@ -18,7 +18,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, make_images
+from fixtures.cli import assert_user_error
+from fixtures.images import make_images
 from typer.testing import CliRunner
 
 pytest.importorskip("trl")
@@ -40,22 +40,6 @@ def cli(*args: str):
     from evoq_train.cli import app
 
     return runner.invoke(app, list(args))
-
-
-@pytest.fixture(scope="module")
-def answering_vlm(tiny_vlm, tmp_path_factory) -> Path:
-    """The tiny model, biased to answer "0" and stop (see the module docstring)."""
-    from transformers import AutoTokenizer
-
-    out = tmp_path_factory.mktemp("answering") / "model"
-    shutil.copytree(tiny_vlm, out)
-    tok = AutoTokenizer.from_pretrained(out)
-    zero, eos = tok.encode("0")[0], tok.eos_token_id
-    path = out / "generation_config.json"
-    config = json.loads(path.read_text())
-    config["sequence_bias"] = [[[zero], 50.0], [[zero, eos], 100.0]]
-    path.write_text(json.dumps(config, indent=2))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def test_fidelity_reward_logs_the_spread():
     assert metrics["score_group_constant_frac"] == pytest.approx(0.5)
 
 
-def test_warmup_teaches_the_format_not_quality(tmp_path):
+def test_warmup_teaches_the_format_not_quality(tmp_path, tiny_vlm):
     """A short warm-up (100 steps, half of them on the compare prompt) already makes most
     answers parse, on the score and the compare prompt, with varied values. (The default
     200-step warm-up, 1 compare step in 4: 29/32 score and 30/32 compare answers valid; its
@@ -65,16 +65,14 @@ def test_warmup_teaches_the_format_not_quality(tmp_path):
     import torch
 
     from evoq_data.testing.learning import make_brightness_task
-    from evoq_data.testing.tiny_vlm import build_tiny_vlm
     from evoq_data.testing.warmup import warmup
 
     make_brightness_task(tmp_path / "task", n_train=4, n_heldout=6, n_pairs=2)
     warm = tmp_path / "warm"
-    build_tiny_vlm(tmp_path / "raw")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 spinning threads on a shared 2-core machine: much slower
     try:
-        warmup(tmp_path / "raw", warm, steps=100, compare_every=2, quiet=True)
+        warmup(tiny_vlm, warm, steps=100, compare_every=2, quiet=True)
     finally:
         torch.set_num_threads(threads)
     summary = json.loads((warm / "evoq_warmup.json").read_text())

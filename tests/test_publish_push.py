@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import assert_user_error as assert_error
-from push_fixtures import PAIRS, make_prefs_dir
+from fixtures.cli import assert_user_error as assert_error
+from fixtures.push import PAIRS, make_prefs_dir
 from typer.testing import CliRunner
 
 from evoq_data.cli import app

@@ -6,24 +6,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from collections import defaultdict
 
 import pyarrow.parquet as pq
 import pytest
-from push_fixtures import make_prefs_dir
+from fixtures.ports import free_port as _free_port
+from fixtures.push import make_prefs_dir
 
 pytest.importorskip("trl")
 pytest.importorskip("accelerate")
 
 G = 4  # num_generations of the cpu-smoke recipe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _summary(stdout: str) -> dict:

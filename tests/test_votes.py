@@ -9,29 +9,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, read_votes, spec
+from fixtures.cli import assert_user_error
+from fixtures.votes import read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.prompts import compare_prompt
-from evoq_data.pairs.sample import run_pairs
 from evoq_data.votes.run import plan_votes, run_vote, shard_of
 
 runner = CliRunner()
 FAST = dict(quiet=True)
-
-
-@pytest.fixture
-def pairs_file(image_pool, tmp_path) -> Path:
-    out = tmp_path / "pairs.parquet"
-    run_pairs(str(image_pool), 6, 1, out, quiet=True)
-    return out
 
 
 def test_plan_votes_orders_and_seeds():
@@ -222,7 +214,7 @@ def test_two_workers_with_other_settings_started_together_one_is_refused(tmp_pat
     """The manifest is claimed atomically before any engine loads: of two workers started at
     the same moment on a new VOTES_DIR with different seeds, exactly one votes."""
     pytest.importorskip("pypiqe")
-    from conftest import make_images
+    from fixtures.images import make_images
 
     make_images(tmp_path / "pool", 4)
     pairs = tmp_path / "pairs.parquet"
