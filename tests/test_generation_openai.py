@@ -33,7 +33,14 @@ SECRET = "sk-test-do-not-log-0123456789"
 pairs_file = pairs_fixture(images=4, pairs=3, image_seed=5)
 
 
+@pytest.mark.slow
 def test_openai_vote_through_real_server(vllm_server, tiny_vlm, pairs_file, tmp_path):
+    """Votes through a real vLLM server: rows follow the plan's seeds, and another
+    concurrency gives the same answers.
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     runs = []
     for name, concurrency in (("a", "4"), ("b", "1")):
         result = CliRunner().invoke(app, [
@@ -61,7 +68,14 @@ def test_openai_vote_through_real_server(vllm_server, tiny_vlm, pairs_file, tmp_
     assert len({r["raw_text"] for r in rows}) > 1
 
 
+@pytest.mark.slow
 def test_openai_model_from_server_and_child_seeds(vllm_server, tiny_vlm, pairs_file):
+    """The served model's id from /v1/models; n answers at seed s equal n requests at seeds
+    s, s+1, ...
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     pair = pq.read_table(pairs_file).to_pylist()[0]
     images = (pair["image_a_path"], pair["image_b_path"])
     engine = get_engine("openai", None, base_url=vllm_server, concurrency=2)
@@ -169,7 +183,14 @@ def test_connection_refused_is_retried_then_error(image_pool):
     engine.close()
 
 
+@pytest.mark.slow
 def test_openai_without_model_records_the_served_id(vllm_server, tiny_vlm, pairs_file, tmp_path):
+    """Without --model the served id is recorded in the manifest and every row; a rerun
+    resumes.
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     out = tmp_path / "votes"
     args = ["vote", "--pairs", str(pairs_file), "--engine", "openai", "--base-url", vllm_server,
             "-k", "2", "--max-tokens", "4", "--out", str(out), "--quiet"]
@@ -182,9 +203,14 @@ def test_openai_without_model_records_the_served_id(vllm_server, tiny_vlm, pairs
     assert json.loads(again.stdout)["pairs_already_done"] == 3
 
 
+@pytest.mark.slow
 def test_score_with_openai_without_model_uses_the_served_model(vllm_server, tiny_vlm, tmp_path):
     """`score --engine openai` needs no --model (the one rule of GenerationSpec): the served
-    model's id is recorded in every row and in the manifest."""
+    model's id is recorded in every row and in the manifest.
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     photos = tmp_path / "photos"
     make_images(photos, 2, seed=3)
     out = tmp_path / "scores.parquet"
@@ -198,3 +224,52 @@ def test_score_with_openai_without_model_uses_the_served_model(vllm_server, tiny
     assert {r["engine"] for r in rows} == {"openai"}
     manifest = json.loads((tmp_path / "scores.manifest.json").read_text())
     assert manifest["model"] == str(tiny_vlm) and manifest["schema_version"]
+
+
+def test_vote_without_model_through_a_fake_endpoint(fake_endpoint, pairs_file, tmp_path):
+    """The fast twin of the real-server vote tests above (slow): without --model the served id
+    (GET /v1/models) is recorded in the manifest and every row, every request names it, rows
+    follow the plan's seeds, and a rerun resumes."""
+    script = _Script([])
+    url = fake_endpoint(script)
+    out = tmp_path / "votes"
+    args = ["vote", "--pairs", str(pairs_file), "--engine", "openai", "--base-url", url,
+            "-k", str(K), "--seed", "3", "--max-tokens", "4", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["votes"] == K * 3
+    assert json.loads((out / "manifest.json").read_text())["model"] == "served-model"
+    rows = _votes(out)
+    assert len(rows) == K * 3 and {r["model"] for r in rows} == {"served-model"}
+    assert {c["body"]["model"] for c in script.calls} == {"served-model"}
+    assert sum(c["body"]["n"] for c in script.calls) == K * 3
+    seen: dict[str, Counter] = {}
+    for row in rows:
+        plan = plan_votes(row["pair_id"], K, 3, "random")
+        assert row["swapped"] == bool(plan.swapped[row["vote_index"]])
+        counter = seen.setdefault(row["pair_id"], Counter())
+        base = plan.seed_swapped if row["swapped"] else plan.seed_unswapped
+        assert row["seed"] == base + counter[row["swapped"]]
+        counter[row["swapped"]] += 1
+    assert {c["body"]["seed"] for c in script.calls} <= {r["seed"] for r in rows}
+    again = CliRunner().invoke(app, args)  # resuming without --model matches the manifest
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["pairs_already_done"] == 3
+
+
+def test_score_without_model_through_a_fake_endpoint(fake_endpoint, tmp_path):
+    """The fast twin of the real-server score test above (slow): `score --engine openai`
+    without --model records the served id in every row and in the manifest."""
+    url = fake_endpoint(_Script([], answer="<think>ok</think> \\boxed{4}"))
+    photos = tmp_path / "photos"
+    make_images(photos, 2, seed=3)
+    out = tmp_path / "scores.parquet"
+    res = CliRunner().invoke(app, ["score", "--images", str(photos), "--engine", "openai",
+                                   "--base-url", url, "--samples", "2",
+                                   "--max-tokens", "8", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 4
+    assert {(r["model"], r["engine"]) for r in rows} == {("served-model", "openai")}
+    manifest = json.loads((tmp_path / "scores.manifest.json").read_text())
+    assert manifest["model"] == "served-model" and manifest["schema_version"]
