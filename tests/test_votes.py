@@ -239,3 +239,36 @@ def test_two_workers_with_other_settings_started_together_one_is_refused(tmp_pat
     assert json.loads((out / "manifest.json").read_text())["seed"] == winner_seed
     winner_shard = 0 if winner_seed == 1 else 1
     assert all(f"-{winner_shard:05d}-of-00002-" in p.name for p in out.glob("votes-*.parquet"))
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_votes_fast(tmp_path):
+    """The SIGKILL test above on PIQE (seconds instead of minutes): a kill mid-run leaves
+    only complete pairs and no temporary file, and the rerun gives the uninterrupted rows."""
+    pytest.importorskip("pypiqe")
+    from fixtures.pairs import make_pairs_file
+
+    pairs = make_pairs_file(tmp_path / "in", images=8, pairs=16, image_seed=4, seed=2,
+                            size=(256, 256))
+    reference = tmp_path / "reference"
+    run_vote(pairs, spec("piqe"), reference, votes_per_pair=4, seed=3, chunk_pairs=1,
+             quiet=True)
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs), "--engine",
+           "piqe", "-k", "4", "--seed", "3", "--chunk-pairs", "1", "--out", str(killed),
+           "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.glob("votes-*.parquet"))) < 2:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    on_disk = read_votes(killed)
+    assert 0 < len(on_disk) < 64, "the kill should land mid-run"
+    assert len(on_disk) % 4 == 0  # complete pairs only
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert json.loads(resumed.stdout)["pairs_already_done"] == len(on_disk) // 4
+    keys = ("pair_id", "vote_index", "swapped", "raw_text", "answer", "winner_id",
+            "parse_status", "seed")
+    assert [tuple(r[k] for k in keys) for r in read_votes(killed)] == \
+        [tuple(r[k] for k in keys) for r in read_votes(reference)]
+    assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]
