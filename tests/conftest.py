@@ -18,4 +18,5 @@ pytest_plugins = [
     "fixtures.models",
     "fixtures.openai_server",
     "fixtures.pairs",
+    "fixtures.push",
 ]

@@ -36,11 +36,6 @@ def load_rows(folder: Path, config: str) -> list[dict]:
     return ds.to_list()
 
 
-@pytest.fixture
-def prefs(tmp_path) -> Path:
-    return make_prefs_dir(tmp_path / "run1")
-
-
 def test_local_dir_loads_exact_rows_images_and_card(prefs, tmp_path):
     out = tmp_path / "repo"
     result = push_cli("--prefs", str(prefs), "--repo-id", "me/evoq-small", "--version", "v1",
