@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error as assert_error
+from fixtures.cli import assert_user_error as assert_error
 from typer.testing import CliRunner
 
 from evoq_data.aggregate import fit_bradley_terry

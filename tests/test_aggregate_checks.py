@@ -11,7 +11,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error as assert_error
+from fixtures.cli import assert_user_error as assert_error
 from test_aggregate import PAIRS, invoke, run_cli, vote_rows, write_pairs, write_votes
 
 from evoq_data.core.schemas import VOTES_SCHEMA

@@ -10,7 +10,7 @@ import json
 from collections import Counter
 
 import pyarrow.parquet as pq
-from conftest import spec
+from fixtures.votes import spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app

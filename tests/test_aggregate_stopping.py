@@ -8,7 +8,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error as assert_error
+from fixtures.cli import assert_user_error as assert_error
 from test_aggregate import EXPECTED, PAIRS, invoke, run_cli, vote_rows, write_votes
 
 from evoq_data.aggregate.run import PREFERENCE_COLUMNS

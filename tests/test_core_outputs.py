@@ -31,7 +31,7 @@ def test_output_folder_that_is_a_file_is_one_line(tmp_path, image_pool):
 
 
 def test_push_local_dir_that_is_a_file(tmp_path):
-    from push_fixtures import make_prefs_dir
+    from fixtures.push import make_prefs_dir
 
     from evoq_data.publish.push import run_push
 

@@ -17,7 +17,7 @@ pytest.importorskip("skimage")
 
 @pytest.mark.parametrize("photos", ["0", "-1", "10"])
 def test_demo_photos_out_of_range_is_a_user_error(tmp_path, photos):
-    from conftest import assert_user_error
+    from fixtures.cli import assert_user_error
 
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--photos", photos, "-q"])
     assert_user_error(result, "--photos must be in [1, 9]")

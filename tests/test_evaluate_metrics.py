@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fixtures.images import make_images
 from scipy.optimize import least_squares
 from scipy.stats import pearsonr, spearmanr
 from typer.testing import CliRunner
@@ -17,7 +18,6 @@ from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.schemas import SCORES_SCHEMA
 from evoq_data.evaluate.metrics import BENCHMARKS, benchmark_key, correlations, weighted_average
-from tests.conftest import make_images
 
 runner = CliRunner()
 
@@ -185,7 +185,7 @@ def test_score_then_eval_piqe_on_known_blur_levels(tmp_path):
 
 def test_duplicate_label_rows_with_other_mos_are_refused(scored):
     """Before: the last row won silently (an SRCC of 1.000 became 0.333 in the report)."""
-    from conftest import assert_user_error
+    from fixtures.cli import assert_user_error
 
     tmp, paths, ids, truth = scored
     order = np.argsort(truth)

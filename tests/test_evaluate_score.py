@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import spec
+from fixtures.votes import spec
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
@@ -227,7 +227,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_scores(tmp_path):
 
 
 def test_rerun_with_other_settings_is_refused(tmp_path):
-    from conftest import assert_user_error
+    from fixtures.cli import assert_user_error
 
     pytest.importorskip("pypiqe")
     images = _pool(tmp_path / "pool", 3)
@@ -253,7 +253,7 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 def test_a_resume_with_other_engine_args_is_refused(tmp_path):
     """Every --engine-arg is recorded and compared: an unfinished run resumed with another
     random_crop would mix scores of two judges."""
-    from conftest import assert_user_error
+    from fixtures.cli import assert_user_error
 
     pytest.importorskip("pypiqe")
     images = _pool(tmp_path / "pool", 3)

@@ -18,7 +18,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, make_images
+from fixtures.cli import assert_user_error
+from fixtures.images import make_images
 from typer.testing import CliRunner
 
 pytest.importorskip("trl")
@@ -40,22 +40,6 @@ def cli(*args: str):
     from evoq_train.cli import app
 
     return runner.invoke(app, list(args))
-
-
-@pytest.fixture(scope="module")
-def answering_vlm(tiny_vlm, tmp_path_factory) -> Path:
-    """The tiny model, biased to answer "0" and stop (see the module docstring)."""
-    from transformers import AutoTokenizer
-
-    out = tmp_path_factory.mktemp("answering") / "model"
-    shutil.copytree(tiny_vlm, out)
-    tok = AutoTokenizer.from_pretrained(out)
-    zero, eos = tok.encode("0")[0], tok.eos_token_id
-    path = out / "generation_config.json"
-    config = json.loads(path.read_text())
-    config["sequence_bias"] = [[[zero], 50.0], [[zero, eos], 100.0]]
-    path.write_text(json.dumps(config, indent=2))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -435,46 +419,24 @@ def test_synthetic_pairs_join_the_random_pairs_from_round_2(tmp_path, inputs, ti
     assert manifest["source"] == os.path.relpath(inputs["pool"], run)
 
 
-def test_openai_bootstrap_judge_votes_round_1(tmp_path, inputs, tiny_vlm):
+def test_openai_bootstrap_judge_votes_round_1(tmp_path, inputs, tiny_vlm, fake_endpoint):
     """Round 1 voted by a model behind an OpenAI-compatible endpoint (a loopback fake that
     always answers \\boxed{1}); recorded as the bootstrap judge in the dataset's lineage."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from fixtures.openai_server import Script
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    from evoq_train.evolve.lineage import build_lineage
+    from evoq_train.evolve.run import run_step
 
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            payload = json.dumps({"choices": [
-                {"index": i, "message": {"role": "assistant", "content": "\\boxed{1}"}}
-                for i in range(body["n"])]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
-        from evoq_train.evolve.lineage import build_lineage
-        from evoq_train.evolve.run import run_step
-
-        ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
-                                  pairs_per_round=4, votes_per_pair=2,
-                                  bootstrap_engine="openai", bootstrap_model="big-judge",
-                                  bootstrap_args=[f"base_url={url}"])
-        vote = steps["round-1/vote"].argv()
-        i = vote.index("--engine")
-        assert vote[i:i + 6] == ["--engine", "openai", "--model", "big-judge", "--base-url", url]
-        for name in ("round-1/pairs", "round-1/vote", "round-1/voted-by", "round-1/aggregate"):
-            run_step(ctx, steps[name], quiet=True)
-    finally:
-        server.shutdown()
-        server.server_close()
+    url = fake_endpoint(Script([], answer="\\boxed{1}"))
+    ctx, steps = _partial_run(tmp_path, pool=str(inputs["pool"]), model=str(tiny_vlm),
+                              pairs_per_round=4, votes_per_pair=2,
+                              bootstrap_engine="openai", bootstrap_model="big-judge",
+                              bootstrap_args=[f"base_url={url}"])
+    vote = steps["round-1/vote"].argv()
+    i = vote.index("--engine")
+    assert vote[i:i + 6] == ["--engine", "openai", "--model", "big-judge", "--base-url", url]
+    for name in ("round-1/pairs", "round-1/vote", "round-1/voted-by", "round-1/aggregate"):
+        run_step(ctx, steps[name], quiet=True)
     manifest = json.loads((ctx.layout.root / "round-1/prefs/manifest.json").read_text())
     assert manifest["evolve"]["voted_by"] == {
         "role": "bootstrap judge", "engine": "openai", "model": "big-judge",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_images
+from fixtures.images import make_images
 
 from evoq_train.evolve.config import EvolveSettings
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error, make_images
+from fixtures.cli import assert_user_error
+from fixtures.images import make_images
 from typer.testing import CliRunner
 
 from evoq_train.evolve.config import EvolveSettings

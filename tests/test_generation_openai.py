@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error as _fails
-from conftest import make_images
-from conftest import read_votes as _votes
+from fixtures.cli import assert_user_error as _fails
+from fixtures.images import make_images
+from fixtures.openai_server import Script as _Script
+from fixtures.pairs import pairs_fixture
+from fixtures.ports import free_port
+from fixtures.votes import read_votes as _votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -36,63 +32,17 @@ SECRET = "sk-test-do-not-log-0123456789"
 
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pairs_file = pairs_fixture(images=4, pairs=3, image_seed=5)
 
 
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory) -> Path:
-    from evoq_data.pairs.sample import run_pairs
-
-    root = tmp_path_factory.mktemp("openai-pairs")
-    make_images(root / "pool", 4, seed=5)
-    out = root / "pairs.parquet"
-    run_pairs(str(root / "pool"), 3, 0, out, quiet=True)
-    return out
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tiny_vlm, tmp_path_factory):
-    """``python -m evoq_data.generation.serve`` with the tiny model; yields its base URL."""
-    pytest.importorskip("vllm")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "evoq_data.generation.serve", "--model", str(tiny_vlm),
-             "--host", "127.0.0.1", "--port", str(port), "--kv-cache-memory-bytes",
-             str(2**27)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield base_url
-    finally:  # the server and the engine-core process it spawned: one session, ours
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            if proc.poll() is not None:
-                break
-            os.killpg(proc.pid, sig)
-            try:
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-
-
+@pytest.mark.slow
 def test_openai_vote_through_real_server(vllm_server, tiny_vlm, pairs_file, tmp_path):
+    """Votes through a real vLLM server: rows follow the plan's seeds, and another
+    concurrency gives the same answers.
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     runs = []
     for name, concurrency in (("a", "4"), ("b", "1")):
         result = CliRunner().invoke(app, [
@@ -120,7 +70,14 @@ def test_openai_vote_through_real_server(vllm_server, tiny_vlm, pairs_file, tmp_
     assert len({r["raw_text"] for r in rows}) > 1
 
 
+@pytest.mark.slow
 def test_openai_model_from_server_and_child_seeds(vllm_server, tiny_vlm, pairs_file):
+    """The served model's id from /v1/models; n answers at seed s equal n requests at seeds
+    s, s+1, ...
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     pair = pq.read_table(pairs_file).to_pylist()[0]
     images = (pair["image_a_path"], pair["image_b_path"])
     engine = get_engine("openai", None, base_url=vllm_server, concurrency=2)
@@ -136,60 +93,6 @@ def test_openai_model_from_server_and_child_seeds(vllm_server, tiny_vlm, pairs_f
 
 
 # --- retries, against loopback servers that fail on purpose -------------------------------
-
-
-class _Script:
-    """What a fake endpoint answers: ``statuses`` first, then a chat reply with ``choices``."""
-
-    def __init__(self, statuses: list[int], choices: int | None = None):
-        self.statuses = list(statuses)
-        self.choices = choices
-        self.calls: list[dict] = []
-        self.lock = threading.Lock()
-
-
-def _serve(script: _Script):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # keep pytest output clean
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with script.lock:
-                script.calls.append({"auth": self.headers.get("Authorization"), "body": body})
-                status = script.statuses.pop(0) if script.statuses else 200
-            if status != 200:
-                payload = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
-            else:
-                n = script.choices if script.choices is not None else body["n"]
-                payload = json.dumps({"choices": [
-                    {"index": i, "message": {"role": "assistant", "content": f"\\boxed{{{i % 2}}}"}}
-                    for i in reversed(range(n))]}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
-
-
-@pytest.fixture
-def fake_endpoint():
-    servers = []
-
-    def start(script: _Script) -> str:
-        server, url = _serve(script)
-        servers.append(server)
-        return url
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _request(image_pool: Path, n: int = 3) -> GenRequest:
@@ -275,14 +178,21 @@ def test_credentials_in_the_base_url_never_reach_logs_or_errors(fake_endpoint, i
 
 
 def test_connection_refused_is_retried_then_error(image_pool):
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     engine = get_engine("openai", "m", base_url=url, max_retries=1, backoff=0.01)
     with pytest.raises(EvoqError, match="after 2 attempts; last: ConnectError"):
         engine.generate([_request(image_pool)], Sampling())
     engine.close()
 
 
+@pytest.mark.slow
 def test_openai_without_model_records_the_served_id(vllm_server, tiny_vlm, pairs_file, tmp_path):
+    """Without --model the served id is recorded in the manifest and every row; a rerun
+    resumes.
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     out = tmp_path / "votes"
     args = ["vote", "--pairs", str(pairs_file), "--engine", "openai", "--base-url", vllm_server,
             "-k", "2", "--max-tokens", "4", "--out", str(out), "--quiet"]
@@ -295,9 +205,14 @@ def test_openai_without_model_records_the_served_id(vllm_server, tiny_vlm, pairs
     assert json.loads(again.stdout)["pairs_already_done"] == 3
 
 
+@pytest.mark.slow
 def test_score_with_openai_without_model_uses_the_served_model(vllm_server, tiny_vlm, tmp_path):
     """`score --engine openai` needs no --model (the one rule of GenerationSpec): the served
-    model's id is recorded in every row and in the manifest."""
+    model's id is recorded in every row and in the manifest.
+
+    Slow: starts vLLM serving the tiny model (137 s on the shared 2-core machine); the
+    fake-endpoint tests at the end of this file check the engine's side fast.
+    """
     photos = tmp_path / "photos"
     make_images(photos, 2, seed=3)
     out = tmp_path / "scores.parquet"
@@ -340,3 +255,52 @@ def test_vote_stdout_is_the_summary_alone_and_connection_args_may_change(fake_en
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "--engine-arg extra_body: (not given) -> {'top_k': 5}" in refused.stderr
+
+
+def test_vote_without_model_through_a_fake_endpoint(fake_endpoint, pairs_file, tmp_path):
+    """The fast twin of the real-server vote tests above (slow): without --model the served id
+    (GET /v1/models) is recorded in the manifest and every row, every request names it, rows
+    follow the plan's seeds, and a rerun resumes."""
+    script = _Script([])
+    url = fake_endpoint(script)
+    out = tmp_path / "votes"
+    args = ["vote", "--pairs", str(pairs_file), "--engine", "openai", "--base-url", url,
+            "-k", str(K), "--seed", "3", "--max-tokens", "4", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["votes"] == K * 3
+    assert json.loads((out / "manifest.json").read_text())["model"] == "served-model"
+    rows = _votes(out)
+    assert len(rows) == K * 3 and {r["model"] for r in rows} == {"served-model"}
+    assert {c["body"]["model"] for c in script.calls} == {"served-model"}
+    assert sum(c["body"]["n"] for c in script.calls) == K * 3
+    seen: dict[str, Counter] = {}
+    for row in rows:
+        plan = plan_votes(row["pair_id"], K, 3, "random")
+        assert row["swapped"] == bool(plan.swapped[row["vote_index"]])
+        counter = seen.setdefault(row["pair_id"], Counter())
+        base = plan.seed_swapped if row["swapped"] else plan.seed_unswapped
+        assert row["seed"] == base + counter[row["swapped"]]
+        counter[row["swapped"]] += 1
+    assert {c["body"]["seed"] for c in script.calls} <= {r["seed"] for r in rows}
+    again = CliRunner().invoke(app, args)  # resuming without --model matches the manifest
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["pairs_already_done"] == 3
+
+
+def test_score_without_model_through_a_fake_endpoint(fake_endpoint, tmp_path):
+    """The fast twin of the real-server score test above (slow): `score --engine openai`
+    without --model records the served id in every row and in the manifest."""
+    url = fake_endpoint(_Script([], answer="<think>ok</think> \\boxed{4}"))
+    photos = tmp_path / "photos"
+    make_images(photos, 2, seed=3)
+    out = tmp_path / "scores.parquet"
+    res = CliRunner().invoke(app, ["score", "--images", str(photos), "--engine", "openai",
+                                   "--base-url", url, "--samples", "2",
+                                   "--max-tokens", "8", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 4
+    assert {(r["model"], r["engine"]) for r in rows} == {("served-model", "openai")}
+    manifest = json.loads((tmp_path / "scores.manifest.json").read_text())
+    assert manifest["model"] == "served-model" and manifest["schema_version"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error as _fails
-from conftest import make_images, spec
-from conftest import read_votes as _votes
+from fixtures.cli import assert_user_error as _fails
+from fixtures.images import make_images
+from fixtures.pairs import pairs_fixture
+from fixtures.votes import read_votes as _votes
+from fixtures.votes import spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -25,15 +26,7 @@ STATUSES = {"ok", "empty", "no_box", "no_answer", "conflicting_boxes", "out_of_r
 
 
 
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory) -> Path:
-    from evoq_data.pairs.sample import run_pairs
-
-    root = tmp_path_factory.mktemp("vllm-pairs")
-    make_images(root / "pool", 5, seed=3)
-    out = root / "pairs.parquet"
-    run_pairs(str(root / "pool"), 4, 0, out, quiet=True)
-    return out
+pairs_file = pairs_fixture(images=5, pairs=4, image_seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_user_error, make_images
+from fixtures.cli import assert_user_error
+from fixtures.images import make_images
 from PIL import Image
 from typer.testing import CliRunner
 

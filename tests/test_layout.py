@@ -62,7 +62,7 @@ def test_no_command_declares_a_generation_option_itself():
 
 @pytest.mark.parametrize("command", GENERATING)
 def test_a_model_for_piqe_is_refused_by_every_generating_command(command, tmp_path):
-    from conftest import assert_user_error
+    from fixtures.cli import assert_user_error
     from typer.testing import CliRunner
 
     args = {"vote": ["vote", "--pairs", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "v")],

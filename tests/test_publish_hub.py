@@ -1,5 +1,5 @@
 """`evoq-data push` through the real huggingface_hub client and `datasets.load_dataset`,
-against the loopback Hub in tests/hub_server.py (plain LFS, no Xet)."""
+against the loopback Hub in tests/fixtures/hub_server.py (plain LFS, no Xet)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import HUB_TOKEN as TOKEN
-from conftest import spec
-from push_fixtures import make_prefs_dir
+from fixtures.hub import HUB_TOKEN as TOKEN
+from fixtures.push import make_prefs_dir
+from fixtures.votes import spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app

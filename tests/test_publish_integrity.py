@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error
-from push_fixtures import make_prefs_dir
+from fixtures.cli import assert_user_error
+from fixtures.push import make_prefs_dir
 from typer.testing import CliRunner
 
 from evoq_data.cli import app

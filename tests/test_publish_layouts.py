@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error
-from push_fixtures import make_prefs_dir
+from fixtures.cli import assert_user_error
+from fixtures.push import make_prefs_dir
 from typer.testing import CliRunner
 
 import evoq_data
@@ -257,7 +257,7 @@ def test_once_from_the_hub_loads_the_embedded_rows(hub, prefs, tmp_path):
     import subprocess
     import sys
 
-    from conftest import HUB_TOKEN
+    from fixtures.hub import HUB_TOKEN
 
     for layout in ("embed", "once"):
         run_push(prefs, f"me/lay-{layout}", "v1", endpoint=hub.url, images=layout, quiet=True)

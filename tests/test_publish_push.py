@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import assert_user_error as assert_error
-from push_fixtures import PAIRS, make_prefs_dir
+from fixtures.cli import assert_user_error as assert_error
+from fixtures.push import PAIRS, make_prefs_dir
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -34,11 +34,6 @@ def load_rows(folder: Path, config: str) -> list[dict]:
         if isinstance(feature, datasets.Image):
             ds = ds.cast_column(name, datasets.Image(decode=False))
     return ds.to_list()
-
-
-@pytest.fixture
-def prefs(tmp_path) -> Path:
-    return make_prefs_dir(tmp_path / "run1")
 
 
 def test_local_dir_loads_exact_rows_images_and_card(prefs, tmp_path):

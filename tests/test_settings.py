@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 import typer
-from conftest import assert_user_error
+from fixtures.cli import assert_user_error
 from typer.testing import CliRunner
 
 from evoq_data.cli.fields import flag_of, keys_of

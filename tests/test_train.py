@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from push_fixtures import make_prefs_dir
-from train_fixtures import read_weights
+from fixtures.push import make_prefs_dir
+from fixtures.train import read_weights
 from typer.testing import CliRunner
 
 pytest.importorskip("trl")
 
-from conftest import assert_user_error as assert_error
+from fixtures.cli import assert_user_error as assert_error
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 import yaml
-from conftest import assert_user_error
+from fixtures.cli import assert_user_error
 from typer.testing import CliRunner
 
 pytest.importorskip("trl")

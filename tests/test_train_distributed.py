@@ -9,8 +9,8 @@ from collections import defaultdict
 
 import pyarrow.parquet as pq
 import pytest
-from push_fixtures import make_prefs_dir
-from train_fixtures import accelerate_launch, assert_same_weights, checkpoints, summary_of
+from fixtures.push import make_prefs_dir
+from fixtures.train import accelerate_launch, assert_same_weights, checkpoints, summary_of
 
 pytest.importorskip("trl")
 pytest.importorskip("accelerate")

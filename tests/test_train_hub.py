@@ -1,4 +1,4 @@
-"""Training data from a Hub dataset at a version tag (the loopback Hub of tests/hub_server.py)."""
+"""Training data from a Hub dataset at a version tag (the loopback Hub of tests/fixtures/hub_server.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import textwrap
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import HUB_TOKEN as TOKEN
-from push_fixtures import PAIRS, make_prefs_dir
+from fixtures.hub import HUB_TOKEN as TOKEN
+from fixtures.push import PAIRS, make_prefs_dir
 
 from evoq_data.publish.push import run_push
 

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error
-from push_fixtures import make_prefs_dir
-from train_fixtures import assert_same_weights, checkpoints, read_weights
+from fixtures.cli import assert_user_error
+from fixtures.push import make_prefs_dir
+from fixtures.train import assert_same_weights, checkpoints, read_weights
 from typer.testing import CliRunner
 
 pytest.importorskip("trl")

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, read_votes, spec
+from fixtures.cli import assert_user_error
+from fixtures.votes import read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -26,13 +27,6 @@ from evoq_data.votes.run import run_vote
 
 runner = CliRunner()
 FAST = dict(quiet=True)
-
-
-@pytest.fixture
-def pairs_file(image_pool, tmp_path) -> Path:
-    out = tmp_path / "pairs.parquet"
-    run_pairs(str(image_pool), 6, 1, out, quiet=True)
-    return out
 
 
 def test_plan_votes_orders_and_seeds():
@@ -223,7 +217,7 @@ def test_two_workers_with_other_settings_started_together_one_is_refused(tmp_pat
     """The manifest is claimed atomically before any engine loads: of two workers started at
     the same moment on a new VOTES_DIR with different seeds, exactly one votes."""
     pytest.importorskip("pypiqe")
-    from conftest import make_images
+    from fixtures.images import make_images
 
     make_images(tmp_path / "pool", 4)
     pairs = tmp_path / "pairs.parquet"
@@ -252,7 +246,7 @@ def test_two_workers_with_other_settings_started_together_one_is_refused(tmp_pat
 
 def _small_pairs(tmp_path) -> Path:
     """4 pairs of 4 small images."""
-    from conftest import make_images
+    from fixtures.images import make_images
 
     make_images(tmp_path / "pool", 4)
     pairs = tmp_path / "pairs.parquet"
@@ -342,3 +336,71 @@ def test_stdout_holds_the_summary_alone_and_its_times(engine, tiny_vlm, tmp_path
         else:
             assert summary["pairs_already_done"] == 4
             assert (summary["load_seconds"], summary["vote_seconds"]) == (0, 0)
+
+
+def _piqe_pairs(tmp_path):
+    """16 pairs of 256 x 256 images: PIQE takes long enough for a signal to land mid-run."""
+    from fixtures.pairs import make_pairs_file
+
+    return make_pairs_file(tmp_path / "in", images=8, pairs=16, image_seed=4, seed=2,
+                           size=(256, 256))
+
+
+def _piqe_vote_cmd(pairs, out):
+    return [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs), "--engine",
+            "piqe", "-k", "4", "--seed", "3", "--chunk-pairs", "1", "--out", str(out),
+            "--quiet"]
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_votes_fast(tmp_path):
+    """The SIGKILL test above on PIQE (seconds instead of minutes): a kill mid-run leaves
+    only complete pairs and no temporary file, and the rerun gives the uninterrupted rows."""
+    pytest.importorskip("pypiqe")
+    pairs = _piqe_pairs(tmp_path)
+    reference = tmp_path / "reference"
+    run_vote(pairs, spec("piqe"), reference, votes_per_pair=4, seed=3, chunk_pairs=1,
+             quiet=True)
+    killed = tmp_path / "killed"
+    cmd = _piqe_vote_cmd(pairs, killed)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.glob("votes-*.parquet"))) < 2:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    on_disk = read_votes(killed)
+    assert 0 < len(on_disk) < 64, "the kill should land mid-run"
+    assert len(on_disk) % 4 == 0  # complete pairs only
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert json.loads(resumed.stdout)["pairs_already_done"] == len(on_disk) // 4
+    keys = ("pair_id", "vote_index", "swapped", "raw_text", "answer", "winner_id",
+            "parse_status", "seed")
+    assert [tuple(r[k] for k in keys) for r in read_votes(killed)] == \
+        [tuple(r[k] for k in keys) for r in read_votes(reference)]
+    assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigterm_says_what_was_kept_and_resume_completes_fast(tmp_path):
+    """The SIGTERM test above on PIQE (seconds instead of a minute): one line saying what was
+    kept and how to resume, exit 143, no traceback; the rerun finishes the job. (The
+    transformers loading bar under --quiet stays the slow test's own check.)"""
+    pytest.importorskip("pypiqe")
+    pairs = _piqe_pairs(tmp_path)
+    out = tmp_path / "termed"
+    cmd = _piqe_vote_cmd(pairs, out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("votes-*.parquet")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("terminated (SIGTERM): every finished output file is kept")
+    assert "rerun the same command to resume" in last
+    assert "Traceback" not in err
+    kept = len(read_votes(out))
+    assert 0 < kept < 64 and kept % 4 == 0
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert json.loads(resumed.stdout)["pairs_already_done"] == kept // 4
+    assert len(read_votes(out)) == 64

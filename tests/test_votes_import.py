@@ -9,7 +9,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, make_images, read_votes
+from fixtures.cli import assert_user_error
+from fixtures.images import make_images
+from fixtures.votes import read_votes
 from typer.testing import CliRunner
 
 from evoq_data.cli import app

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import ray_faults
-from conftest import assert_user_error, make_images, read_votes, spec
+from fixtures.cli import assert_user_error
+from fixtures.pairs import pairs_fixture
+from fixtures.votes import read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
@@ -40,27 +42,8 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory) -> Path:
-    from evoq_data.pairs.sample import run_pairs
-
-    root = tmp_path_factory.mktemp("ray-pairs")
-    make_images(root / "pool", 6)
-    out = root / "pairs.parquet"
-    run_pairs(str(root / "pool"), 6, 1, out, quiet=True)
-    return out
-
-
-@pytest.fixture(scope="module")
-def many_pairs(tmp_path_factory) -> Path:
-    """16 pairs: enough one-pair chunks for a kill to land mid-run."""
-    from evoq_data.pairs.sample import run_pairs
-
-    root = tmp_path_factory.mktemp("ray-many")
-    make_images(root / "pool", 8, seed=4)
-    out = root / "pairs.parquet"
-    run_pairs(str(root / "pool"), 16, 2, out, quiet=True)
-    return out
+# 16 pairs: enough one-pair chunks for a kill to land mid-run.
+many_pairs = pairs_fixture(images=8, pairs=16, image_seed=4, seed=2)
 
 
 def _rows(votes_dir) -> list[dict]:

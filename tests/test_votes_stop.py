@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, read_votes, spec
+from fixtures.cli import assert_user_error
+from fixtures.votes import read_votes, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
