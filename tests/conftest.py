@@ -51,7 +51,7 @@ def hub(monkeypatch):
     import huggingface_hub.constants as hc
     from hub_server import HubServer
 
-    from evoq_data.publish import push as publish
+    from evoq_data.publish import hub as publish
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hc, "HF_HUB_DISABLE_XET", True)

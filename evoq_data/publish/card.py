@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from evoq_data.core.resources import card_path
+from evoq_data.core.cards import render_template
 
 TEMPLATE = "dataset_card.md.j2"
 TAGS = ["image-quality-assessment", "pseudo-labels", "preference", "evoquality", "evoq"]
@@ -150,8 +150,8 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
     )
     stats_body = _demote(stats_md) if stats_md.strip() else ""
     missing_plots = [p for p in plots if p not in stats_body]
-    card = DatasetCard.from_template(
-        data, template_path=str(card_path(TEMPLATE)), meta=meta, votes=votes,
+    text = render_template(
+        TEMPLATE, strict=False, card_data=data.to_yaml(), meta=meta, votes=votes,
         aggregate=meta["aggregate"], pairs=meta.get("pairs") or {},
         stats=meta.get("stats") or {}, stats_md=stats_body, plots=missing_plots,
         column_docs=column_docs(meta.get("paths", {}).get("local", False),
@@ -163,4 +163,4 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
                      "min_agreement": None, "min_valid_votes": None}).items()},
         sizes={k: _human(v) for k, v in meta["image_bytes"].items()},
     )
-    return str(card)
+    return str(DatasetCard(text))  # the Hub's own serialisation of the YAML header

@@ -27,6 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from evoq_data.core.names import check_label
+from evoq_data.publish.repo import pairs_manifest
+
 PATH_COLUMNS = ("image_path", "image_a_path", "image_b_path")
 
 
@@ -164,3 +167,29 @@ def find_leaks(folder: Path, forbidden: list[str]) -> list[str]:
             hits = {s for s in needles if s.encode() in data}
         found += [f"{rel}: {s}" for s in sorted(hits)]
     return found
+
+
+def make_redactor(src: dict, votes_dir: Path | None, pool_label: str | None) -> Redactor:
+    """The path rules of this push (see the module doc)."""
+    prefs, images = src["preferences"], src["images"]
+    paths = images.column("image_path").to_pylist()
+    ids = images.column("image_id").to_pylist()
+    for side in "ab":
+        paths += prefs.column(f"image_{side}_path").to_pylist()
+        ids += prefs.column(f"image_{side}_id").to_pylist()
+    aggregate = src["manifest"]
+    vote = aggregate.get("votes") or {}
+    pairs = pairs_manifest(aggregate)
+    label = pool_label or pool_hash(ids)
+    check_label(label, "--pool-label")
+    names = {}
+    model = str(vote.get("model") or "")
+    if model.startswith(("/", "~", "./", "../")):
+        names[model] = Path(model.rstrip("/")).name or "model"
+    for value, name in ((aggregate.get("votes_dir"), "votes"), (votes_dir, "votes"),
+                        (src["dir"], "prefs"), (vote.get("pairs_file"), None)):
+        if value:
+            names[str(value)] = name or Path(str(value)).name
+    if vote.get("pairs_file"):
+        names.setdefault(str(Path(vote["pairs_file"]).parent), ".")
+    return Redactor(pool_root([p for p in paths if p], pairs.get("source")), label, names)

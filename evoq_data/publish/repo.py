@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 
 from evoq_data import __version__
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import write_json_atomic, write_text_atomic
+from evoq_data.core.io import read_json, write_json_atomic, write_text_atomic
+from evoq_data.core.manifests import manifest_path, read_manifest
 from evoq_data.core.schemas import (
     VOTES_COLUMNS,
     VOTES_COLUMNS_ADDED_IN_2,
@@ -56,15 +57,6 @@ VOTES_SHARD_ROWS = 500_000
 
 # --- reading and validating the PREFS_DIR ------------------------------------------------
 
-def read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise EvoqError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvoqError(f"{what} {path} is not readable JSON ({exc})") from exc
-
-
 def load_prefs_dir(prefs: str | Path) -> dict:
     """Read and check what ``evoq-data aggregate`` wrote; fail with one line otherwise."""
     prefs = Path(prefs)
@@ -74,9 +66,9 @@ def load_prefs_dir(prefs: str | Path) -> dict:
         raise EvoqError(f"{prefs} has no preferences.parquet; make it with `evoq-data aggregate`")
     check_columns(prefs / "preferences.parquet", PREFS_COLUMNS, "preferences")
     check_columns(prefs / "images.parquet", IMAGES_COLUMNS, "images")
-    manifest = read_json(prefs / "manifest.json", "aggregate manifest")
+    manifest = read_manifest(prefs, "aggregate manifest")
     if manifest.get("stage") != "aggregate" or not isinstance(manifest.get("votes"), dict):
-        raise EvoqError(f"{prefs / 'manifest.json'} is not an aggregate manifest "
+        raise EvoqError(f"{manifest_path(prefs)} is not an aggregate manifest "
                         "(needs stage 'aggregate' and the vote run under 'votes')")
     preferences = pq.read_table(prefs / "preferences.parquet")
     if preferences.num_rows == 0:
@@ -85,8 +77,7 @@ def load_prefs_dir(prefs: str | Path) -> dict:
     return {
         "dir": prefs, "manifest": manifest, "preferences": preferences,
         "images": pq.read_table(prefs / "images.parquet"),
-        "stats": read_json(prefs / "stats.json", "stats") if (prefs / "stats.json").is_file()
-        else {},
+        "stats": read_json(prefs / "stats.json", "stats", missing_ok=True) or {},
         "stats_md": stats_md.read_text(encoding="utf-8") if stats_md.is_file() else "",
         "plots": [prefs / p for p in PLOTS if (prefs / p).is_file()],
     }
@@ -374,13 +365,9 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
 
 
 def pairs_manifest(aggregate: dict) -> dict:
-    """The pairs stage's manifest (source pool, image count), when it is still on disk."""
+    """The pairs stage's manifest (source pool, image count), when it is still on disk (an
+    unreadable one is refused, naming it)."""
     pairs_file = aggregate.get("votes", {}).get("pairs_file")
     if not pairs_file:
         return {}
-    path = Path(pairs_file)
-    path = path.with_name(path.stem + ".manifest.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return read_manifest(pairs_file, "pairs manifest", missing_ok=True) or {}

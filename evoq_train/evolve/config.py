@@ -124,7 +124,7 @@ class EvolveSettings:
             raise EvoqError(f"--init-from must be one of {', '.join(INIT_FROM)}, got "
                             f"{self.init_from!r}")
         if self.repo_id is not None:
-            from evoq_data.publish.push import REPO_ID_RE
+            from evoq_data.core.names import REPO_ID_RE
 
             if not REPO_ID_RE.fullmatch(self.repo_id):
                 raise EvoqError(f"malformed --repo-id {self.repo_id!r}: expected OWNER/NAME")
