@@ -34,6 +34,8 @@ PATH_DOCS = {
     False: "path of the file relative to the pool folder (the pool is named in the card); "
            "the local absolute paths are published only with `push --keep-local-paths`",
     True: "absolute path of the file on the machine that voted (`push --keep-local-paths`)",
+    "file_names": "file name of the image (its folder is not published: the images share "
+                  "no declared pool folder); the image id identifies it",
 }
 COLUMN_DOCS = {
     "preferences": {
@@ -88,7 +90,7 @@ COLUMN_DOCS = {
 }
 
 
-def column_docs(local_paths: bool = False, configs=("preferences", "images", "votes"),
+def column_docs(local_paths: bool | str = False, configs=("preferences", "images", "votes"),
                 embed_images: bool = True) -> dict:
     """COLUMN_DOCS for a push: the path columns described as published, the image columns
     only when images are embedded."""
@@ -96,6 +98,11 @@ def column_docs(local_paths: bool = False, configs=("preferences", "images", "vo
                      for name, doc in COLUMN_DOCS[config].items()
                      if embed_images or "only when images are embedded" not in doc}
             for config in configs}
+
+
+def _path_kind(paths: dict) -> bool | str:
+    """The PATH_DOCS key of evoq.json's ``paths``."""
+    return "file_names" if paths.get("file_names") else bool(paths.get("local", False))
 
 
 def column_docs_markdown() -> str:
@@ -154,7 +161,7 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
         TEMPLATE, strict=False, card_data=data.to_yaml(), meta=meta, votes=votes,
         aggregate=meta["aggregate"], pairs=meta.get("pairs") or {},
         stats=meta.get("stats") or {}, stats_md=stats_body, plots=missing_plots,
-        column_docs=column_docs(meta.get("paths", {}).get("local", False),
+        column_docs=column_docs(_path_kind(meta.get("paths", {})),
                                 [c for c in COLUMN_DOCS if c in meta["configs"]],
                                 meta["embed_images"]),
         judge=judge_of(votes), citation=CITATION, pretty_name=pretty,

@@ -21,8 +21,9 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import make_output_dir
 from evoq_data.core.names import check_license, check_repo_id, check_version
 from evoq_data.publish.hub import resolve_token, upload
+from evoq_data.publish.leaks import find_leaks
 from evoq_data.publish.local import write_local
-from evoq_data.publish.redact import find_leaks, make_redactor
+from evoq_data.publish.redact import make_redactor
 from evoq_data.publish.repo import build_repo_folder, load_prefs_dir
 from evoq_data.publish.staging import staging_dir
 
@@ -75,7 +76,7 @@ def run_push(prefs: str | Path, repo_id: str, version: str, *,
                                  embed_images=embed_images, include_votes=include_votes,
                                  votes_dir=votes_dir, quiet=quiet, redact=redact)
         if redact is not None:
-            leaks = find_leaks(staging, redact.forbidden)
+            leaks = find_leaks(staging, redact.forbidden, redact.image_paths)
             if leaks:
                 raise EvoqError(f"the built dataset still names local paths ({'; '.join(leaks[:3])}"
                                 f"{' and more' if len(leaks) > 3 else ''}); nothing was "

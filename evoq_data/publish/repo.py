@@ -347,8 +347,7 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
         "content_hash": f"sha256:{content}", "created_at": datetime.now(UTC).isoformat(),
         "embed_images": embed_images, "include_votes": include_votes, "license": license,
         "configs": configs, "image_bytes": {"unique": bytes_unique, "stored": bytes_stored},
-        "paths": ({"local": True} if redact is None else
-                  {"local": False, "relative_to": redact.pool_label}),
+        "paths": {"local": True} if redact is None else redact.published_as,
         "aggregate": value(src["manifest"]), "pairs": value(pairs_manifest(src["manifest"])),
         "stats": value(src["stats"]),
     }

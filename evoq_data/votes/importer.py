@@ -224,7 +224,7 @@ def run_import(input_file: str | Path, out: str | Path, *, source: str,
     write_parquet_atomic(pairs_table, pairs_file)
     write_manifest(pairs_file, new_manifest(
         "pairs", num_pairs=pairs_table.num_rows, source=source, imported_from=str(path),
-        seed=None, pool={"images": len({i for p in pairs.values()
+        images_root=str(root.resolve()), seed=None, pool={"images": len({i for p in pairs.values()
                                         for i in (p["image_a_id"], p["image_b_id"])})}))
     write_shard(votes_table, out, 0, 1)
     per_pair = set(counts.values())
