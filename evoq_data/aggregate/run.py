@@ -105,6 +105,24 @@ def write_preferences(cur, prefs_dir: Path) -> tuple[Path, Path, list[dict]]:
         cur.close()
 
 
+def check_stopped_soft(label: str, stop: str, votes_dir: Path, allow: bool) -> bool:
+    """Soft labels of an adaptive run (``vote --stop decided|confident``) are vote fractions
+    over the votes a pair used before it stopped, not over K: refused unless ``allow``
+    (``--allow-stopped-soft``), then said on stderr (and in the stats and on the card).
+    Returns whether the labels are such soft labels."""
+    if label != "soft" or stop == "fixed":
+        return False
+    why = (f"--label soft on votes of {votes_dir} made with --stop {stop}: a pair that stopped "
+           "early has its vote fraction over fewer votes than K, so its soft label is not the "
+           "full-K one")
+    if not allow:
+        raise EvoqError(f"{why}; use --label hard, vote with --stop fixed, or pass "
+                        "--allow-stopped-soft to aggregate them anyway (said in stats.json, "
+                        "stats.md and on the dataset card)")
+    log.warning("%s (aggregated anyway: --allow-stopped-soft)", why)
+    return True
+
+
 def _check_vote_rows(con, logprob: bool, adaptive: bool) -> None:
     """Refuse shards holding vote rows that evoq-data vote cannot have written
     (sql/find_invalid_votes.sql), naming the file and row of the first."""
@@ -153,7 +171,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                   allow_mixed: bool = False, allow_incomplete: bool = False,
                   pairs: str | Path | None = None, quiet: bool = False,
                   bt_alpha: float = DEFAULT_BT_ALPHA, threads: int | None = None,
-                  memory_limit: str = "1GB") -> dict:
+                  memory_limit: str = "1GB", allow_stopped_soft: bool = False) -> dict:
     """The ``evoq-data aggregate`` stage. Returns a summary with the paths written."""
     import duckdb
     from tqdm.auto import tqdm
@@ -178,6 +196,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     mode, stop = vote_mode(vote_manifest)
     logprob, adaptive = mode == "logprob", stop != "fixed"
     k = vote_manifest["votes_per_pair"]  # None for imported votes of varying counts
+    stopped_soft = check_stopped_soft(label, stop, votes_dir, allow_stopped_soft)
     pairs_file = resolve_pairs_file(vote_manifest, votes_dir, pairs, allow_incomplete)
     make_output_dir(prefs_dir)
     tmp_dir = prefs_dir / ".duckdb_tmp"
@@ -261,7 +280,8 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                             min_agreement=min_agreement, min_valid_votes=min_valid_votes,
                             n_images=n_images, bt_info=bt_info, triads=triads, groups=runs,
                             mixed=mixed, vote_manifest=vote_manifest,
-                            completeness=completeness, stopping=stopping)
+                            completeness=completeness, stopping=stopping,
+                            stopped_soft=stopped_soft)
         plots = pool.submit(write_plots, stats, prefs_dir)  # drawn beside images.parquet
         t = step("bradley_terry_wait", t)
         # (DuckDB's register() would import pandas: the scores join in pyarrow instead)
@@ -288,6 +308,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         pairs_file=None if pairs_file is None else str(pairs_file.resolve()),
         shards=[{"file": s.name, "bytes": s.stat().st_size} for s in shards.paths],
         label=label, allow_mixed=allow_mixed, allow_incomplete=allow_incomplete,
+        allow_stopped_soft=allow_stopped_soft,
         bt_alpha=bt_alpha,
         filters={"min_agreement": min_agreement, "min_valid_votes": min_valid_votes},
         sql=sql_hashes(), timings_s=timings, cpu_s=cpu_times))

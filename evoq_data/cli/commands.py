@@ -174,6 +174,7 @@ def aggregate_cmd(
     bt_alpha: Annotated[float, typer.Option("--bt-alpha", help="L2 penalty of the Bradley-Terry fit (choix's alpha).")] = 0.1,
     threads: Annotated[int | None, typer.Option("--threads", help="DuckDB threads (default: all cores).")] = None,
     memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; it spills to disk beyond.")] = "1GB",
+    allow_stopped_soft: Annotated[bool, typer.Option("--allow-stopped-soft", help="--label soft on an adaptive run (vote --stop decided|confident): vote fractions over fewer votes than K (said in stats and on the card). Refused by default.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Turn raw votes into pseudo-preferences (majority per pair), per-image scores and stats.
@@ -185,7 +186,8 @@ def aggregate_cmd(
     _emit(run_aggregate(votes, out, label=label, min_agreement=min_agreement,
                         min_valid_votes=min_valid_votes, allow_mixed=allow_mixed,
                         allow_incomplete=allow_incomplete, pairs=pairs, quiet=quiet,
-                        bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit))
+                        bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit,
+                        allow_stopped_soft=allow_stopped_soft))
 
 
 @app.command("score")
