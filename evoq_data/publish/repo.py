@@ -73,6 +73,10 @@ def load_prefs_dir(prefs: str | Path) -> dict:
     preferences = pq.read_table(prefs / "preferences.parquet")
     if preferences.num_rows == 0:
         raise EvoqError(f"{prefs / 'preferences.parquet'} has no rows: nothing to publish")
+    if preferences.column("p_star").null_count == preferences.num_rows:
+        raise EvoqError(f"{prefs / 'preferences.parquet'}: all {preferences.num_rows} pairs "
+                        "have p_star null (not one valid vote): nothing to publish; look at "
+                        "the parse failures in stats.md (the judge's answers did not parse)")
     stats_md = prefs / "stats.md"
     return {
         "dir": prefs, "manifest": manifest, "preferences": preferences,
