@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import file_sha256
 from evoq_data.core.manifests import manifest_path, read_manifest
-from evoq_data.core.schemas import VOTES_SCHEMA, check_columns
+from evoq_data.core.schemas import VOTES_SCHEMA
+from evoq_data.pairs.read import read_pairs_table
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def resolve_pairs_file(manifest: dict, votes_dir: Path, pairs: str | Path | None
             raise EvoqError(f"pairs file {path} has sha256 {got[:16]}..., but the votes in "
                             f"{votes_dir} were made from a pairs file with sha256 "
                             f"{want[:16]}... ({manifest_file}); pass --pairs with that file")
-    check_columns(path, ("pair_id", "image_a_id", "image_b_id"), "pairs")
+    read_pairs_table(path, ("pair_id", "image_a_id", "image_b_id"))  # the one pairs check
     return path
 
 
