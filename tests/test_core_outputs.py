@@ -72,6 +72,8 @@ def test_manifest_path_is_one_rule(tmp_path):
 
     assert manifest_path(tmp_path / "r1" / "pairs.parquet") == tmp_path / "r1" / "pairs.manifest.json"
     assert manifest_path(tmp_path / "votes") == tmp_path / "votes" / "manifest.json"
+    (tmp_path / "odd.parquet").mkdir()  # a folder named like a file keeps it inside
+    assert manifest_path(tmp_path / "odd.parquet") == tmp_path / "odd.parquet" / "manifest.json"
 
 
 def test_a_broken_pairs_manifest_is_refused_by_push_not_skipped(tmp_path):

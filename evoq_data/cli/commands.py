@@ -387,7 +387,8 @@ def votes_import_cmd(
     input_file: Annotated[Path, typer.Option("--input", help="CSV/TSV or Parquet, one comparison a row: image_a, image_b, winner (a/b/tie or 0/1); optional shown_first (a/b) or swapped, rater or judge.")],
     out: Annotated[Path, typer.Option("--out", help="A new VOTES_DIR (votes, pairs.parquet, manifest.json).")],
     source: Annotated[str, typer.Option("--source", help="Who made the votes (recorded as the model), e.g. 'koniq-raters' or 'gpt-judge-v2'.")],
-    images_root: Annotated[Path | None, typer.Option("--images-root", help="Folder that relative image paths are relative to (default: the input file's folder).")] = None,
+    images_root: Annotated[Path | None, typer.Option("--images-root", help="Folder that relative image paths are relative to (default: the input file's folder); the published paths are relative to it when it holds every image.")] = None,
+    duplicates: Annotated[str, typer.Option("--duplicates", help="Rows identical to an earlier row: refuse (default), keep (each is a vote) or drop (keep the first); counted in the manifest.")] = "refuse",
 ) -> None:
     """Turn paired comparisons made elsewhere into a VOTES_DIR that aggregate, push and
     eval --prefs use like evoq's own votes.
@@ -396,4 +397,5 @@ def votes_import_cmd(
     """
     from evoq_data.votes.importer import run_import
 
-    _emit(run_import(input_file, out, source=source, images_root=images_root))
+    _emit(run_import(input_file, out, source=source, images_root=images_root,
+                     duplicates=duplicates))

@@ -19,9 +19,10 @@ MANIFEST_NAME = "manifest.json"
 
 
 def manifest_path(output: str | Path) -> Path:
-    """Where the manifest of ``output`` lives: inside a folder, beside a file."""
+    """Where the manifest of ``output`` lives: inside a folder (also one named like a file,
+    ``votes.parquet/``), beside a file."""
     output = Path(output)
-    if output.suffix in (".parquet", ".csv", ".json", ".jsonl"):
+    if output.suffix in (".parquet", ".csv", ".json", ".jsonl") and not output.is_dir():
         return output.with_name(output.stem + ".manifest.json")
     return output / MANIFEST_NAME
 
