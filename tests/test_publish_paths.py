@@ -118,3 +118,22 @@ def test_the_last_search_refuses_a_machine_path(tmp_path, far_folder, monkeypatc
     message = assert_user_error(_push(prefs, out, "--no-embed-images"),
                                 "still names local paths", "_path", "nothing was published")
     assert not out.exists() and len(message) < 600
+
+
+def test_a_pool_given_as_a_relative_folder_is_the_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_images(tmp_path / "pool", 4, seed=3)
+    assert runner.invoke(app, ["pairs", "--images", "pool", "--num-pairs", "3", "--out",
+                               "pairs.parquet", "-q"]).exit_code == 0
+    res = runner.invoke(app, ["vote", "--pairs", "pairs.parquet", "--engine", "piqe", "-k", "2",
+                              "--out", "votes", "-q"])
+    assert res.exit_code == 0, res.output
+    assert runner.invoke(app, ["aggregate", "--votes", "votes", "--out", "prefs",
+                               "-q"]).exit_code == 0
+    res = _push(tmp_path / "prefs", tmp_path / "dataset", "--no-embed-images")
+    assert res.exit_code == 0, res.output
+    published = _published_paths(tmp_path / "dataset")
+    assert published and published <= {"img000.png", "sub/img001.jpg", "img002.png",
+                                        "sub/img003.jpg"}
+    assert json.loads((tmp_path / "dataset" / "evoq.json").read_text())["paths"]["local"] is False
+    assert "relative_to" in json.loads((tmp_path / "dataset" / "evoq.json").read_text())["paths"]

@@ -60,8 +60,8 @@ def pool_root(paths: list[str], declared: list[str | None]) -> str | None:
     given to ``pairs``, the ``--images-root`` of an import) that holds every image, else None
     (the paths are then published as bare file names)."""
     absolute = [_abs(p) for p in paths if p and _is_local_path(p)]
-    for root in declared:
-        if root and _is_local_path(root) and os.path.isdir(_abs(root)):
+    for root in declared:  # (a relative one, as given to `pairs`, from the working folder)
+        if root and os.path.isdir(_abs(root)):
             src = _abs(root)
             if all(a.startswith(src.rstrip(os.sep) + os.sep) for a in absolute):
                 return src
