@@ -25,6 +25,28 @@ def tiny_vlm(tmp_path_factory) -> Path:
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm") / "model")
 
 
+@pytest.fixture(scope="session")
+def answering_vlm(tiny_vlm, tmp_path_factory) -> Path:
+    """The tiny model biased to answer "0" and stop (``sequence_bias`` in its generation
+    config): with ``reasoning=False`` every vote is valid, for the image shown first. (A
+    random-weight model never writes a readable answer, and push refuses a dataset without
+    one valid vote.)"""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("answering") / "model"
+    shutil.copytree(tiny_vlm, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    zero, eos = tok.encode("0")[0], tok.eos_token_id
+    path = out / "generation_config.json"
+    config = json.loads(path.read_text())
+    config["sequence_bias"] = [[[zero], 50.0], [[zero, eos], 100.0]]
+    path.write_text(json.dumps(config, indent=2))
+    return out
+
+
 def make_images(folder: Path, n: int, seed: int = 0, size=(48, 40)) -> list[Path]:
     """Write ``n`` distinct random RGB images (png/jpg alternating) to ``folder``."""
     from PIL import Image
