@@ -137,3 +137,17 @@ def test_a_pool_given_as_a_relative_folder_is_the_root(tmp_path, monkeypatch):
                                         "sub/img003.jpg"}
     assert json.loads((tmp_path / "dataset" / "evoq.json").read_text())["paths"]["local"] is False
     assert "relative_to" in json.loads((tmp_path / "dataset" / "evoq.json").read_text())["paths"]
+
+
+@pytest.mark.parametrize("value, leak", [
+    ("home/ann/x.png", True), ("Users/bob/pics/a.png", True), ("root/a.png", True),
+    ("/data/a.png", True), ("~/a.png", True), ("C:\\pics\\a.png", True), ("\\\\srv\\a.png", True),
+    ("home/kitchen.png", False), ("sub/img001.jpg", False), ("a.png", False),
+])
+def test_machine_path_rule(value, leak):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from evoq_data.publish.leaks import MACHINE_PATH_REGEX
+
+    assert pc.match_substring_regex(pa.array([value]), MACHINE_PATH_REGEX)[0].as_py() is leak

@@ -7,8 +7,8 @@ by their bytes, Parquet files by every string value of every column) and reports
 - every path the push knows (the declared root, the home folder, VOTES_DIR, PREFS_DIR, a
   local model folder, the pairs file), also without its leading '/';
 - in the ``*_path`` columns, any value that is an absolute or home-relative path: one that
-  starts with '/', '\\', '~' or a drive letter, or with ``home/``, ``Users/`` or ``root/``
-  (a home folder with its leading '/' stripped), or that is the absolute path of one of the
+  starts with '/', '\\', '~' or a drive letter, or with ``home/USER/``, ``Users/USER/`` or
+  ``root/`` (a home folder with its leading '/' stripped), or that is the absolute path of one of the
   images with its leading '/' stripped.
 """
 
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from evoq_data.publish.redact import PATH_COLUMNS
 
 # A published *_path value must not start like a path of a machine.
-MACHINE_PATH_REGEX = r"^(/|\\|~|[A-Za-z]:[\\/]|home/|Users/|root/)"
+MACHINE_PATH_REGEX = r"^(/|\\|~|[A-Za-z]:[\\/]|(home|Users)/[^/]+/|root/)"
 SHOWN = 80  # characters of a found value shown in the message
 
 
