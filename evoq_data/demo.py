@@ -111,10 +111,15 @@ def run_demo(out: str | Path = "evoq-demo", spec: GenerationSpec | None = None, 
     run_aggregate(out / "votes", out / "prefs", quiet=quiet)
     summary["prefs"] = str(out / "prefs")
     lap("aggregate")
-    run_push(out / "prefs", DEMO_REPO_ID, version, local_dir=out / "dataset", quiet=quiet)
-    summary["dataset"] = str(out / "dataset")
-    summary["load_with"] = (f"datasets.load_dataset({str(out / 'dataset')!r}, "
-                            f"'preferences', split='train')")
+    if votes["invalid_votes"] < votes["votes"]:
+        run_push(out / "prefs", DEMO_REPO_ID, version, local_dir=out / "dataset", quiet=quiet)
+        summary["dataset"] = str(out / "dataset")
+        summary["load_with"] = (f"datasets.load_dataset({str(out / 'dataset')!r}, "
+                                f"'preferences', split='train')")
+    else:  # push refuses a dataset without one valid vote (a random model's answers)
+        log.warning("demo: not one valid vote (see %s): no dataset published",
+                    out / "prefs" / "stats.md")
+        summary["dataset"] = None
     lap("push")
     acc = run_label_accuracy(out / "prefs", str(out / "distorted"), out / "eval")
     lap("eval")

@@ -49,7 +49,8 @@ def test_decided_stop_pairs_are_complete_and_votes_saved_are_reported(tmp_path):
     assert stats["stopping"] == {
         "mode": "sample", "stop": "decided", "votes_per_pair": 4, "votes_planned": 16,
         "votes_used": 14, "votes_saved": 2, "saved_fraction": 2 / 16,
-        "pairs_by_stop_reason": {"decided": 2, "exhausted": 2}}
+        "pairs_by_stop_reason": {"decided": 2, "exhausted": 2},
+        "soft_labels_from_stopped_votes": False}
     assert stats["completeness"]["complete"] is True
     md = (out / "stats.md").read_text()
     assert "Mode sample, stop decided, K = 4: 14 votes used of 16 planned, 2 saved (12.5%)." in md
@@ -184,7 +185,7 @@ def test_legacy_shards_aggregate_as_fixed_with_k_from_the_manifest(tmp_path):
     assert stats["stopping"] == {
         "mode": "sample", "stop": "fixed", "votes_per_pair": 4, "votes_planned": 24,
         "votes_used": 24, "votes_saved": 0, "saved_fraction": 0.0,
-        "pairs_by_stop_reason": {"fixed": 6}}
+        "pairs_by_stop_reason": {"fixed": 6}, "soft_labels_from_stopped_votes": False}
     # a resumed run: old shards beside new ones
     mixed = write_votes(tmp_path / "mixed", [vote_rows(PAIRS[:3], k=None)], legacy=True)
     new = vote_rows(PAIRS[3:])
@@ -199,3 +200,43 @@ def test_legacy_shards_aggregate_as_fixed_with_k_from_the_manifest(tmp_path):
     got2 = {pid: (r["votes_a"], r["votes_b"], r["invalid_votes"], r["total_votes"],
                   r["p_star"], r["votes_first_shown"]) for pid, r in prefs(tmp_path / "o2").items()}
     assert got2 == EXPECTED
+
+
+# --- soft labels of an adaptive run -----------------------------------------------------------
+
+@pytest.mark.parametrize("stop", ["decided", "confident"])
+def test_soft_labels_of_stopped_votes_are_refused_unless_asked(tmp_path, stop, caplog):
+    votes = write_votes(tmp_path / "votes", [stop_rows(ADAPTIVE)], {"stop": stop})
+    out = tmp_path / "o"
+    assert_error(invoke(["aggregate", "--votes", str(votes), "--out", str(out), "--label",
+                         "soft"]), f"made with --stop {stop}", "--allow-stopped-soft")
+    assert not (out / "preferences.parquet").exists()
+    result = invoke(["aggregate", "--votes", str(votes), "--out", str(out), "--quiet",
+                     "--label", "soft", "--allow-stopped-soft"])
+    assert result.exit_code == 0, result.output
+    warned = [r for r in caplog.records if r.levelname == "WARNING"
+              and "aggregated anyway: --allow-stopped-soft" in r.getMessage()]
+    assert len(warned) == 1 and f"--stop {stop}" in warned[0].getMessage()
+    # the labels are the fractions over the votes used (d1: 3 of 3, d2: 2 of 4, d4: 3 of 3)
+    assert {pid: r["p_star"] for pid, r in prefs(out).items()} == \
+        {"d1": 1.0, "d2": 0.5, "d3": 0.0, "d4": 1.0}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["stopping"]["soft_labels_from_stopped_votes"] is True
+    assert "**Soft labels from stopped votes**" in (out / "stats.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["allow_stopped_soft"] is True
+    dataset = tmp_path / "dataset"
+    result = invoke(["push", "--prefs", str(out), "--repo-id", "me/d", "--version", "v1",
+                     "--local-dir", str(dataset), "--no-embed-images", "-q"])
+    assert result.exit_code == 0, result.output
+    card = (dataset / "README.md").read_text()
+    assert card.count("**Soft labels from stopped votes.**") == 1
+    assert f"(`--stop {stop}`)" in card
+
+
+def test_hard_labels_and_fixed_runs_say_nothing_of_stopped_soft(tmp_path):
+    votes = write_votes(tmp_path / "votes", [stop_rows(ADAPTIVE)], {"stop": "decided"})
+    run_cli(votes, tmp_path / "hard")
+    stats = json.loads((tmp_path / "hard" / "stats.json").read_text())
+    assert stats["stopping"]["soft_labels_from_stopped_votes"] is False
+    assert "stopped votes" not in (tmp_path / "hard" / "stats.md").read_text()

@@ -147,3 +147,59 @@ def test_pairs_bad_input(tmp_path, image_pool):
                            "--out", str(image_pool / "img000.png" / "p.parquet"), "-q"),
                       "cannot write")
 
+
+
+# --- the one pairs reader (vote, aggregate) ---------------------------------------------------
+
+def _self_pair_file(src, out):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(src).to_pylist()
+    rows[1]["image_b_id"], rows[1]["image_b_path"] = rows[1]["image_a_id"], rows[1]["image_a_path"]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(src)), out)
+    return out, rows[1]
+
+
+def test_a_self_pair_is_refused_by_vote_naming_the_row(tmp_path, image_pool):
+    pairs = tmp_path / "pairs.parquet"
+    assert _cli("pairs", "--images", str(image_pool), "--num-pairs", "3", "--seed", "1",
+                "--out", str(pairs), "-q").exit_code == 0
+    bad, row = _self_pair_file(pairs, tmp_path / "self.parquet")
+    result = _cli("vote", "--pairs", str(bad), "--engine", "piqe", "-k", "2",
+                  "--out", str(tmp_path / "votes"), "-q")
+    assert_user_error(result, f"pairs file {bad} row 1 (pair {row['pair_id']}) pairs image "
+                              f"{row['image_a_id']} with itself (1 such row(s))")
+    assert not (tmp_path / "votes").exists()
+
+
+def test_a_self_pair_is_refused_by_aggregate(tmp_path):
+    from test_aggregate import write_votes
+
+    from evoq_data.aggregate.run import run_aggregate
+    from evoq_data.core.errors import EvoqError
+
+    votes = write_votes(tmp_path / "votes", [[]], pairs=[("p1", "A", "B"), ("p2", "C", "C")])
+    with pytest.raises(EvoqError, match=r"votes-pairs\.parquet row 1 \(pair p2\) pairs image C "
+                                        "with itself"):
+        run_aggregate(votes, tmp_path / "prefs", quiet=True)
+
+
+@pytest.mark.parametrize("column, row, why", [
+    ("image_a_id", 2, "row 2: image_a_id is empty"),
+    ("pair_id", 0, "row 0: pair_id is empty"),
+])
+def test_pairs_reader_refuses_empty_ids(tmp_path, column, row, why):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from evoq_data.core.errors import EvoqError
+    from evoq_data.pairs.read import read_pairs
+
+    rows = [{"pair_id": f"p{i}", "image_a_id": f"a{i}", "image_a_path": "x",
+             "image_b_id": f"b{i}", "image_b_path": "y"} for i in range(3)]
+    rows[row][column] = None
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(EvoqError, match=why):
+        read_pairs(path)

@@ -157,15 +157,17 @@ def test_wrong_token_is_one_clear_line(hub, tmp_path, monkeypatch):
     assert hub.repos == {}
 
 
-def test_pairs_vote_aggregate_push_chain(hub, tiny_vlm, image_pool, tmp_path):
+def test_pairs_vote_aggregate_push_chain(hub, answering_vlm, image_pool, tmp_path):
     """A dataset made by the real stages (tiny VLM votes) is pushed and loads back exactly."""
+    tiny_vlm = answering_vlm  # (a random model's votes are all invalid: push refuses them)
     from evoq_data.aggregate.run import run_aggregate
     from evoq_data.pairs.sample import run_pairs
     from evoq_data.votes.run import run_vote
 
     pairs = tmp_path / "pairs.parquet"
     run_pairs(str(image_pool), 5, 3, pairs, quiet=True)
-    run_vote(pairs, spec("transformers", str(tiny_vlm), max_tokens=6), tmp_path / "votes", votes_per_pair=4, seed=2, quiet=True)
+    run_vote(pairs, spec("transformers", str(tiny_vlm), max_tokens=6, reasoning=False),
+             tmp_path / "votes", votes_per_pair=4, seed=2, quiet=True)
     run_aggregate(tmp_path / "votes", tmp_path / "prefs", quiet=True)
     result = CliRunner().invoke(app, ["push", "--prefs", str(tmp_path / "prefs"), "--repo-id",
                                       "lab/chain", "--version", "v1", "--endpoint", hub.url,

@@ -19,8 +19,9 @@ from fixtures.push import make_prefs_dir
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
+from evoq_data.core.names import version_problem
 from evoq_data.publish.card import COLUMN_DOCS, column_docs_markdown
-from evoq_data.publish.push import run_push, version_problem
+from evoq_data.publish.push import run_push
 from evoq_data.publish.repo import IMAGES_COLUMNS, PREFS_COLUMNS
 
 runner = CliRunner()

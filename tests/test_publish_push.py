@@ -219,10 +219,11 @@ def test_include_votes_without_votes_folder(prefs, tmp_path):
 
 def test_sharding_changes_files_not_content(prefs, tmp_path, monkeypatch):
     from evoq_data.publish import repo as dataset_repo
+    from evoq_data.publish import tables
 
     one = run_push(prefs, "me/d", "v1", local_dir=tmp_path / "one", include_votes=True,
                    quiet=True)
-    monkeypatch.setattr(dataset_repo, "SHARD_BYTES", 10_000)  # ~1 pair of images a file
+    monkeypatch.setattr(tables, "SHARD_BYTES", 10_000)  # ~1 pair of images a file
     monkeypatch.setattr(dataset_repo, "VOTES_SHARD_ROWS", 1)  # one vote file a shard
     many = run_push(prefs, "me/d", "v1", local_dir=tmp_path / "many", include_votes=True,
                     quiet=True)
@@ -250,3 +251,18 @@ def test_console_script_prints_one_error_line_and_exits_1(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: PREFS_DIR not found: {tmp_path / 'nope'}"]
     assert proc.stdout == ""
+
+
+def test_a_dataset_without_one_valid_vote_is_refused(tmp_path):
+    """Every p* null (every answer unparsable): nothing to learn from, refused."""
+    from push_fixtures import make_prefs_dir
+
+    prefs = make_prefs_dir(tmp_path / "run", pairs=[(0, 1, 0, 0, 4), (1, 2, 0, 0, 3)])
+    out = tmp_path / "dataset"
+    assert_error(runner.invoke(app, ["push", "--prefs", str(prefs), "--repo-id", "me/d",
+                                     "--version", "v1", "--local-dir", str(out)]),
+                 "preferences.parquet: all 2 pairs have p_star null", "nothing to publish")
+    assert not out.exists()
+    # one valid vote anywhere is a dataset (the null pairs are published as null)
+    prefs = make_prefs_dir(tmp_path / "run2", pairs=[(0, 1, 0, 0, 4), (1, 2, 1, 0, 3)])
+    assert run_push(prefs, "me/d", "v1", local_dir=out, quiet=True)["rows"]["preferences"] == 2

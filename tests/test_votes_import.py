@@ -145,3 +145,90 @@ def test_bad_rows_are_named(comparisons):
     (tmp / "full" / "x").write_text("x")
     assert_user_error(run(f"image_a,image_b,winner\n{rel[0]},{rel[1]},a\n", out="full"),
                       "not an empty folder")
+
+
+# --- input that would be imported wrong: one line each ------------------------------------------
+
+def _import(tmp, name, *extra):
+    return runner.invoke(app, ["votes", "import", "--input", str(tmp / name), "--source", "s",
+                               "--out", str(tmp / f"v-{name.split('.')[0]}"), *extra])
+
+
+def test_a_list_valued_rater_is_one_line(comparisons):
+    tmp, paths, _ = comparisons
+    rel = [p.relative_to(tmp).as_posix() for p in paths]
+    pq.write_table(pa.table({"image_a": [rel[0]], "image_b": [rel[1]], "winner": ["a"],
+                             "rater": [["r1", "r2"]]}), tmp / "listed.parquet")
+    assert_user_error(_import(tmp, "listed.parquet"), "column rater holds list<",
+                      "one plain value a row")
+
+
+def test_embedded_images_are_refused_without_their_bytes(comparisons):
+    tmp, paths, _ = comparisons
+    big = [{"bytes": p.read_bytes() * 400, "path": p.name} for p in paths[:2]]
+    assert all(len(b["bytes"]) > 40_000 for b in big)
+    pq.write_table(pa.table({"image_a": [big[0]], "image_b": [big[1]], "winner": ["a"]}),
+                   tmp / "structs.parquet")
+    message = assert_user_error(_import(tmp, "structs.parquet"), "column image_a holds struct<",
+                                "a file path")
+    assert len(message) < 400
+    rel = [p.relative_to(tmp).as_posix() for p in paths]
+    pq.write_table(pa.table({"image_a": [rel[0]], "image_b": [rel[1]], "winner": ["a"],
+                             "picture": [big[0]]}), tmp / "extra.parquet")
+    message = assert_user_error(_import(tmp, "extra.parquet"), "column picture holds binary data")
+    assert len(message) < 400
+
+
+def test_non_utf8_text_is_refused_naming_the_row(comparisons):
+    tmp, paths, _ = comparisons
+    rel = [p.relative_to(tmp).as_posix() for p in paths]
+    (tmp / "latin1.csv").write_bytes(
+        f"image_a,image_b,winner,rater\n{rel[0]},{rel[1]},a,Ann\n{rel[1]},{rel[2]},b,"
+        .encode() + "José\n".encode("latin-1"))
+    assert_user_error(_import(tmp, "latin1.csv"),
+                      "row 2, column rater: not UTF-8 text (b'Jos\\xe9')", "save the file as UTF-8")
+    # binary text that is UTF-8 is decoded, and the manifest says so
+    pq.write_table(pa.table({"image_a": [rel[0]], "image_b": [rel[1]], "winner": ["a"],
+                             "note": pa.array(["ok é".encode()], pa.binary())}),
+                   tmp / "bin.parquet")
+    assert _import(tmp, "bin.parquet").exit_code == 0
+    assert json.loads(read_votes(tmp / "v-bin")[0]["raw_text"])["note"] == "ok é"
+    manifest = json.loads((tmp / "v-bin" / "manifest.json").read_text())
+    assert manifest["decoded_columns"] == ["note"]
+
+
+def test_an_input_column_named_row_is_kept_as_input_row(comparisons):
+    tmp, paths, _ = comparisons
+    rel = [p.relative_to(tmp).as_posix() for p in paths]
+    (tmp / "rows.csv").write_text(f"row,image_a,image_b,winner\n17,{rel[0]},{rel[1]},a\n"
+                                  f"42,{rel[1]},{rel[2]},b\n")
+    res = _import(tmp, "rows.csv")
+    assert res.exit_code == 0, res.output
+    raw = sorted((json.loads(r["raw_text"]) for r in read_votes(tmp / "v-rows")),
+                 key=lambda r: r["row"])
+    assert [(r["row"], r["input_row"]) for r in raw] == [(1, 17), (2, 42)]
+    manifest = json.loads((tmp / "v-rows" / "manifest.json").read_text())
+    assert manifest["renamed_columns"] == {"row": "input_row"}
+
+
+def test_duplicated_rows_are_refused_kept_or_dropped_and_counted(comparisons):
+    tmp, paths, ids = comparisons
+    rel = [p.relative_to(tmp).as_posix() for p in paths]
+    lines = ["image_a,image_b,winner", f"{rel[0]},{rel[1]},a", f"{rel[1]},{rel[2]},b",
+             f"{rel[0]},{rel[1]},a", f"{rel[0]},{rel[1]},a", f"{rel[0]},{rel[1]},b"]
+    (tmp / "dup.csv").write_text("\n".join(lines) + "\n")
+    assert_user_error(_import(tmp, "dup.csv"), "has 2 row(s) identical to an earlier row",
+                      "row 3 repeats row 1, row 4 repeats row 1", "--duplicates keep")
+    assert not (tmp / "v-dup").exists()
+    for policy, votes in (("keep", 5), ("drop", 3)):
+        out = tmp / f"v-{policy}"
+        res = runner.invoke(app, ["votes", "import", "--input", str(tmp / "dup.csv"),
+                                  "--source", "s", "--out", str(out), "--duplicates", policy])
+        assert res.exit_code == 0, res.output
+        rows = read_votes(out)
+        assert len(rows) == votes
+        assert sorted(json.loads(r["raw_text"])["row"] for r in rows) == \
+            ([1, 2, 3, 4, 5] if policy == "keep" else [1, 2, 5])
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert (manifest["duplicate_rows"], manifest["duplicates"], manifest["input_rows"]) == \
+            (2, policy, 5)

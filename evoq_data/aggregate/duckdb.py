@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from evoq_data.core.errors import EvoqError
+from evoq_data.core.io import atomic_path
 from evoq_data.core.resources import read_sql
 
 _COMMENT = re.compile(r"--[^\n]*")
@@ -138,15 +139,9 @@ def fetch_dicts(result) -> list[dict]:
 def copy_parquet(con, name: str, path: Path, **params) -> Path:
     """Write the rows of ``sql/<name>.sql`` to ``path`` (sql/copy_to_parquet.sql: zstd level
     1) through a temp file, fsync and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         execute(con, render_sql("copy_to_parquet", paths={"path": tmp},
                                 queries={"query": _query_text(name)}), params)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -21,8 +21,9 @@ import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import file_sha256
-from evoq_data.core.manifests import read_manifest
-from evoq_data.core.schemas import VOTES_SCHEMA, check_columns
+from evoq_data.core.manifests import manifest_path, read_manifest
+from evoq_data.core.schemas import VOTES_SCHEMA
+from evoq_data.pairs.read import read_pairs_table
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,9 @@ def list_shards(votes_dir: str | Path) -> VoteShards:
 
 def load_vote_manifest(votes_dir: str | Path) -> dict:
     """VOTES_DIR/manifest.json, checked for what the aggregation needs (K, mode, stop)."""
-    path = Path(votes_dir) / "manifest.json"
+    path = manifest_path(votes_dir)
     if not path.is_file():
-        raise EvoqError(f"no manifest.json in {votes_dir}; the folder was not made by "
+        raise EvoqError(f"no {path.name} in {votes_dir}; the folder was not made by "
                         "evoq-data vote")
     manifest = read_manifest(path, "vote manifest")
     k = manifest.get("votes_per_pair")
@@ -208,7 +209,7 @@ def check_provenance(file_groups: list[dict], manifest: dict, votes_dir: Path,
                              manifest["votes_per_pair"]))
             if diff:
                 reason = (f"vote shard {g['file_name']} was made with other settings than "
-                          f"{votes_dir / 'manifest.json'}: "
+                          f"{manifest_path(votes_dir)}: "
                           + ", ".join(f"{k} {got!r} (manifest: {want!r})"
                                       for k, got, want in diff))
                 break
@@ -224,7 +225,7 @@ def resolve_pairs_file(manifest: dict, votes_dir: Path, pairs: str | Path | None
     """The pairs file the votes were made from: ``--pairs`` or the manifest's pairs_file,
     checked against the manifest's pairs_sha256. None (with --allow-incomplete only) when
     there is none to check against."""
-    manifest_file = votes_dir / "manifest.json"
+    manifest_file = manifest_path(votes_dir)
     if pairs is not None:
         path = Path(pairs)
         if not path.is_file():
@@ -249,7 +250,7 @@ def resolve_pairs_file(manifest: dict, votes_dir: Path, pairs: str | Path | None
             raise EvoqError(f"pairs file {path} has sha256 {got[:16]}..., but the votes in "
                             f"{votes_dir} were made from a pairs file with sha256 "
                             f"{want[:16]}... ({manifest_file}); pass --pairs with that file")
-    check_columns(path, ("pair_id", "image_a_id", "image_b_id"), "pairs")
+    read_pairs_table(path, ("pair_id", "image_a_id", "image_b_id"))  # the one pairs check
     return path
 
 

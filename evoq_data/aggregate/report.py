@@ -22,7 +22,8 @@ def build_stats(*, label: str, stats_all: dict, stats_kept: dict, hist: list[dic
                 bias: dict, parse_status: dict, removed: list[dict],
                 min_agreement: float | None, min_valid_votes: int | None, n_images: int,
                 bt_info: dict, triads: int, groups: list[dict], mixed: bool,
-                vote_manifest: dict, completeness: dict, stopping: list[dict]) -> dict:
+                vote_manifest: dict, completeness: dict, stopping: list[dict],
+                stopped_soft: bool = False) -> dict:
     """The stats.json dictionary from the rows of the sql/ statistics queries
     (``stopping``: the rows of sql/summarize_stopping.sql)."""
     total_votes = int(stats_all["votes"])
@@ -79,6 +80,8 @@ def build_stats(*, label: str, stats_all: dict, stats_kept: dict, hist: list[dic
             "votes_planned": planned, "votes_used": used, "votes_saved": saved,
             "saved_fraction": saved / planned if planned else None,
             "pairs_by_stop_reason": {r["stop_reason"]: int(r["pairs"]) for r in stopping},
+            # soft labels over the votes a stopped pair used, not K (--allow-stopped-soft)
+            "soft_labels_from_stopped_votes": stopped_soft,
         },
     }
 
@@ -176,6 +179,14 @@ def _stopping_md(s: dict) -> list[str]:
     return lines + [""]
 
 
+STOPPED_SOFT_MD = [
+    "**Soft labels from stopped votes** (`--allow-stopped-soft`): the votes were asked with "
+    "adaptive stopping, so a pair that stopped early has p* = its vote fraction over the "
+    "votes it used, fewer than K; it differs from the fraction all K votes would have given.",
+    "",
+]
+
+
 def render_stats_md(stats: dict) -> str:
     """stats.md: the statistics a reader needs to judge the pseudo-labels."""
     v, p, a, b = stats["votes"], stats["pairs"], stats["agreement"], stats["position_bias"]
@@ -185,6 +196,7 @@ def render_stats_md(stats: dict) -> str:
         "",
         f"Label mode: **{stats['label']}** " + _label_text(stats),
         "",
+        *STOPPED_SOFT_MD * bool(stats["stopping"].get("soft_labels_from_stopped_votes")),
         "## Votes",
         "",
         "| | count | share |",

@@ -51,11 +51,12 @@ from evoq_data.aggregate.provenance import (
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import (
     make_output_dir,
+    read_json,
     write_json_atomic,
     write_parquet_atomic,
     write_text_atomic,
 )
-from evoq_data.core.manifests import new_manifest, read_manifest, write_manifest
+from evoq_data.core.manifests import new_manifest, write_manifest
 from evoq_data.core.resources import sql_hashes
 
 __all__ = ["AGGREGATE_COLUMNS", "IMAGE_COLUMNS", "LABELS", "PREFERENCE_COLUMNS", "Z95",
@@ -103,6 +104,24 @@ def write_preferences(cur, prefs_dir: Path) -> tuple[Path, Path, list[dict]]:
         return prefs_path, filtered_path, removed
     finally:
         cur.close()
+
+
+def check_stopped_soft(label: str, stop: str, votes_dir: Path, allow: bool) -> bool:
+    """Soft labels of an adaptive run (``vote --stop decided|confident``) are vote fractions
+    over the votes a pair used before it stopped, not over K: refused unless ``allow``
+    (``--allow-stopped-soft``), then said on stderr (and in the stats and on the card).
+    Returns whether the labels are such soft labels."""
+    if label != "soft" or stop == "fixed":
+        return False
+    why = (f"--label soft on votes of {votes_dir} made with --stop {stop}: a pair that stopped "
+           "early has its vote fraction over fewer votes than K, so its soft label is not the "
+           "full-K one")
+    if not allow:
+        raise EvoqError(f"{why}; use --label hard, vote with --stop fixed, or pass "
+                        "--allow-stopped-soft to aggregate them anyway (said in stats.json, "
+                        "stats.md and on the dataset card)")
+    log.warning("%s (aggregated anyway: --allow-stopped-soft)", why)
+    return True
 
 
 def _check_vote_rows(con, logprob: bool, adaptive: bool) -> None:
@@ -153,7 +172,8 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                   allow_mixed: bool = False, allow_incomplete: bool = False,
                   pairs: str | Path | None = None, quiet: bool = False,
                   bt_alpha: float = DEFAULT_BT_ALPHA, threads: int | None = None,
-                  memory_limit: str = "1GB", lineage: str | Path | None = None) -> dict:
+                  memory_limit: str = "1GB", lineage: str | Path | None = None,
+                  allow_stopped_soft: bool = False) -> dict:
     """The ``evoq-data aggregate`` stage. Returns a summary with the paths written.
 
     ``lineage``: a JSON object file (who voted these votes, from ``evoq-train evolve``)
@@ -172,7 +192,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         raise EvoqError(f"--min-valid-votes must be >= 0, got {min_valid_votes}")
     if bt_alpha <= 0:
         raise EvoqError(f"--bt-alpha must be positive, got {bt_alpha}")
-    evolve = None if lineage is None else read_manifest(lineage, "--lineage file")
+    evolve = None if lineage is None else read_json(lineage, "--lineage file")
     votes_dir, prefs_dir = Path(votes), Path(out)
     if prefs_dir.resolve() == votes_dir.resolve():
         raise EvoqError("--out must be a different folder from --votes")
@@ -182,6 +202,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
     mode, stop = vote_mode(vote_manifest)
     logprob, adaptive = mode == "logprob", stop != "fixed"
     k = vote_manifest["votes_per_pair"]  # None for imported votes of varying counts
+    stopped_soft = check_stopped_soft(label, stop, votes_dir, allow_stopped_soft)
     pairs_file = resolve_pairs_file(vote_manifest, votes_dir, pairs, allow_incomplete)
     make_output_dir(prefs_dir)
     tmp_dir = prefs_dir / ".duckdb_tmp"
@@ -265,7 +286,8 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
                             min_agreement=min_agreement, min_valid_votes=min_valid_votes,
                             n_images=n_images, bt_info=bt_info, triads=triads, groups=runs,
                             mixed=mixed, vote_manifest=vote_manifest,
-                            completeness=completeness, stopping=stopping)
+                            completeness=completeness, stopping=stopping,
+                            stopped_soft=stopped_soft)
         plots = pool.submit(write_plots, stats, prefs_dir)  # drawn beside images.parquet
         t = step("bradley_terry_wait", t)
         # (DuckDB's register() would import pandas: the scores join in pyarrow instead)
@@ -292,6 +314,7 @@ def run_aggregate(votes: str | Path, out: str | Path, *, label: str = "hard",
         pairs_file=None if pairs_file is None else str(pairs_file.resolve()),
         shards=[{"file": s.name, "bytes": s.stat().st_size} for s in shards.paths],
         label=label, allow_mixed=allow_mixed, allow_incomplete=allow_incomplete,
+        allow_stopped_soft=allow_stopped_soft,
         bt_alpha=bt_alpha,
         filters={"min_agreement": min_agreement, "min_valid_votes": min_valid_votes},
         sql=sql_hashes(), timings_s=timings, cpu_s=cpu_times,

@@ -160,6 +160,7 @@ def aggregate_cmd(
     threads: Annotated[int | None, typer.Option("--threads", help="DuckDB threads (default: all cores).")] = None,
     memory_limit: Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; it spills to disk beyond.")] = "1GB",
     lineage: Annotated[Path | None, typer.Option("--lineage", help="A JSON object file recorded as the manifest's `evolve` entry (who voted these votes; written by `evoq-train evolve`) and shown in the dataset card.")] = None,
+    allow_stopped_soft: Annotated[bool, typer.Option("--allow-stopped-soft", help="--label soft on an adaptive run (vote --stop decided|confident): vote fractions over fewer votes than K (said in stats and on the card). Refused by default.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Turn raw votes into pseudo-preferences (majority per pair), per-image scores and stats.
@@ -172,7 +173,7 @@ def aggregate_cmd(
                         min_valid_votes=min_valid_votes, allow_mixed=allow_mixed,
                         allow_incomplete=allow_incomplete, pairs=pairs, quiet=quiet,
                         bt_alpha=bt_alpha, threads=threads, memory_limit=memory_limit,
-                        lineage=lineage))
+                        lineage=lineage, allow_stopped_soft=allow_stopped_soft))
 
 
 @app.command("score")
@@ -338,7 +339,8 @@ def votes_import_cmd(
     input_file: Annotated[Path, typer.Option("--input", help="CSV/TSV or Parquet, one comparison a row: image_a, image_b, winner (a/b/tie or 0/1); optional shown_first (a/b) or swapped, rater or judge.")],
     out: Annotated[Path, typer.Option("--out", help="A new VOTES_DIR (votes, pairs.parquet, manifest.json).")],
     source: Annotated[str, typer.Option("--source", help="Who made the votes (recorded as the model), e.g. 'koniq-raters' or 'gpt-judge-v2'.")],
-    images_root: Annotated[Path | None, typer.Option("--images-root", help="Folder that relative image paths are relative to (default: the input file's folder).")] = None,
+    images_root: Annotated[Path | None, typer.Option("--images-root", help="Folder that relative image paths are relative to (default: the input file's folder); the published paths are relative to it when it holds every image.")] = None,
+    duplicates: Annotated[str, typer.Option("--duplicates", help="Rows identical to an earlier row: refuse (default), keep (each is a vote) or drop (keep the first); counted in the manifest.")] = "refuse",
 ) -> None:
     """Turn paired comparisons made elsewhere into a VOTES_DIR that aggregate, push and
     eval --prefs use like evoq's own votes.
@@ -347,4 +349,5 @@ def votes_import_cmd(
     """
     from evoq_data.votes.importer import run_import
 
-    _emit(run_import(input_file, out, source=source, images_root=images_root))
+    _emit(run_import(input_file, out, source=source, images_root=images_root,
+                     duplicates=duplicates))

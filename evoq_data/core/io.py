@@ -1,14 +1,19 @@
-"""Writing outputs safely: every file evoq writes appears whole or not at all.
+"""Reading and writing evoq's files safely.
 
-Parquet and JSON outputs are written to a temporary file in the same folder, flushed to disk
-(fsync) and renamed into place, so a crash leaves either the old file or the new one, never a
-truncated one; output folders are created by one helper that names the offending option.
+Every file evoq writes appears whole or not at all: it is written to a temporary file in the
+same folder, flushed to disk (fsync) and renamed into place (:func:`atomic_path`), so a crash
+leaves either the old file or the new one, never a truncated one. Parquet goes through
+:func:`write_parquet_atomic`, JSON through :func:`write_json_atomic` and is read back by
+:func:`read_json`, which names the file when it is unreadable. Output folders are created by
+one helper that names the offending option.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,21 +34,47 @@ def make_output_dir(path: str | Path, flag: str = "--out") -> Path:
     return path
 
 
-def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
-    """Write a Parquet file (zstd) by writing a temp file and renaming it into place."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp file name ``.NAME.<pid>.tmp`` beside ``path`` for the caller (or DuckDB's COPY)
+    to write; on success it is fsynced and renamed to ``path``, on failure removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd")
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        if tmp.is_file():
-            tmp.unlink()
         raise EvoqError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return path
+    finally:
+        if tmp.is_file():  # (is_file, not unlink: the parent may be a file)
+            tmp.unlink()
+
+
+def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
+    """Write a Parquet file (zstd) by writing a temp file and renaming it into place."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
+
+
+def read_json(path: str | Path, what: str = "JSON file", *, missing_ok: bool = False):
+    """The JSON object in ``path``, or one line naming the file: not found (None instead with
+    ``missing_ok``), unreadable, not valid UTF-8 JSON, or not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise EvoqError(f"{what} not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvoqError(f"{what} {path} is not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise EvoqError(f"{what} {path} does not hold a JSON object")
+    return data
 
 
 def write_json_atomic(data, path: str | Path) -> Path:

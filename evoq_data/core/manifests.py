@@ -8,22 +8,21 @@ as ``manifest.json`` inside; a file output ``NAME.parquet`` keeps it beside as
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from evoq_data import __version__
-from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import write_json_atomic
+from evoq_data.core.io import read_json, write_json_atomic
 from evoq_data.core.schemas import SCHEMA_VERSION
 
 MANIFEST_NAME = "manifest.json"
 
 
 def manifest_path(output: str | Path) -> Path:
-    """Where the manifest of ``output`` lives: inside a folder, beside a file."""
+    """Where the manifest of ``output`` lives: inside a folder (also one named like a file,
+    ``votes.parquet/``), beside a file."""
     output = Path(output)
-    if output.suffix in (".parquet", ".csv", ".json", ".jsonl"):
+    if output.suffix in (".parquet", ".csv", ".json", ".jsonl") and not output.is_dir():
         return output.with_name(output.stem + ".manifest.json")
     return output / MANIFEST_NAME
 
@@ -42,15 +41,10 @@ def write_manifest(output: str | Path, manifest: dict) -> Path:
     return write_json_atomic(manifest, manifest_path(output))
 
 
-def read_manifest(path: str | Path, what: str = "manifest") -> dict:
-    """Read a manifest (or any evoq JSON file), or fail with one line naming it."""
+def read_manifest(path: str | Path, what: str = "manifest", *, missing_ok: bool = False):
+    """Read a manifest (a folder's, a file's, or the manifest file itself), or fail with one
+    line naming it (:func:`evoq_data.core.io.read_json`)."""
     path = Path(path)
-    if not path.is_file():
-        raise EvoqError(f"{what} not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvoqError(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise EvoqError(f"{path} does not hold a JSON object")
-    return data
+    if not path.name.endswith(".json"):
+        path = manifest_path(path)
+    return read_json(path, what, missing_ok=missing_ok)

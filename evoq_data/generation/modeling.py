@@ -43,16 +43,14 @@ def _processor_class():
 
         def save_pretrained(self, save_directory, *args, **kwargs):
             """Save tokenizer, image processor and chat template in the standard layout."""
-            import json
-
-            from evoq_data.core.io import write_json_atomic
+            from evoq_data.core.io import read_json, write_json_atomic
 
             out = Path(save_directory)
             out.mkdir(parents=True, exist_ok=True)
             self.tokenizer.save_pretrained(out)
             self.image_processor.save_pretrained(out)
             cfg_path = out / "preprocessor_config.json"
-            cfg = json.loads(cfg_path.read_text())
+            cfg = read_json(cfg_path, "image processor config")
             cfg["image_processor_type"] = "Qwen2VLImageProcessor"
             cfg["processor_class"] = "Qwen2_5_VLProcessor"
             write_json_atomic(cfg, cfg_path)
@@ -121,12 +119,9 @@ def check_vlm_checkpoint(model: str) -> None:
     cfg = path / "config.json"
     if not path.is_dir() or not cfg.is_file():
         raise EvoqError(f"model folder {model} has no config.json: not a model checkpoint")
-    import json
+    from evoq_data.core.io import read_json
 
-    try:
-        config = json.loads(cfg.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvoqError(f"{cfg} is not readable JSON ({exc})") from exc
+    config = read_json(cfg, "model config")
     if "vision_config" not in config:
         raise EvoqError(
             f"model {model} is not a vision-language model (model_type "

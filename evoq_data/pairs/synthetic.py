@@ -8,6 +8,7 @@ made. The folder comes from ``evoq-data distort`` (:mod:`evoq_data.images.distor
 
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.core.schemas import PAIRS_SCHEMA, check_columns
 from evoq_data.images.distort import MANIFEST_COLUMNS, MANIFEST_NAME
 from evoq_data.pairs.sample import make_pair_id, write_pairs
+
+log = logging.getLogger(__name__)
 
 
 def read_distortions(folder: str | Path) -> pa.Table:
@@ -47,6 +50,7 @@ def synthetic_pairs(manifest: pa.Table) -> pa.Table:
             g["kinds"].setdefault(row["distortion"], []).append(row)
     cols = {name: [] for name in PAIRS_SCHEMA.names}
     seen: set[str] = set()
+    identical = 0
     for ref_id in sorted(groups):
         g = groups[ref_id]
         for kind in sorted(g["kinds"]):
@@ -57,6 +61,9 @@ def synthetic_pairs(manifest: pa.Table) -> pa.Table:
                 if better["level"] == worse["level"]:
                     continue
                 a, b = sorted((better, worse), key=lambda r: r["image_id"])
+                if a["image_id"] == b["image_id"]:  # a distortion that changed no byte
+                    identical += 1
+                    continue
                 pair_id = make_pair_id(a["image_id"], b["image_id"])
                 if pair_id in seen:
                     continue
@@ -66,6 +73,9 @@ def synthetic_pairs(manifest: pa.Table) -> pa.Table:
                                     ("image_b_path", b["path"]), ("reference_id", ref_id),
                                     ("known_better_id", better["image_id"])):
                     cols[name].append(value)
+    if identical:
+        log.warning("%d variant pair(s) left out: both files are the same image (a distortion "
+                    "that changed nothing), so their known order would be false", identical)
     return pa.table(cols, schema=PAIRS_SCHEMA)
 
 

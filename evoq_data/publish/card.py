@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from evoq_data.core.resources import card_path
+from evoq_data.core.cards import render_template
 from evoq_data.publish.exports import EXPORT_COLUMN_DOCS
 
 TEMPLATE = "dataset_card.md.j2"
@@ -35,6 +35,8 @@ PATH_DOCS = {
     False: "path of the file relative to the pool folder (the pool is named in the card); "
            "the local absolute paths are published only with `push --keep-local-paths`",
     True: "absolute path of the file on the machine that voted (`push --keep-local-paths`)",
+    "file_names": "file name of the image (its folder is not published: the images share "
+                  "no declared pool folder); the image id identifies it",
 }
 COLUMN_DOCS = {
     "preferences": {
@@ -92,7 +94,7 @@ COLUMN_DOCS = {
 COLUMN_DOCS.update(EXPORT_COLUMN_DOCS)  # dpo, reasoning_dpo, pseudo_mos (--export)
 
 
-def column_docs(local_paths: bool = False, configs=("preferences", "images", "votes"),
+def column_docs(local_paths: bool | str = False, configs=("preferences", "images", "votes"),
                 embed_images: bool | str = True) -> dict:
     """COLUMN_DOCS for a push: the path columns described as published, the image columns
     only in the layouts (``embed_images``: a layout name, or True = embed, False = none)
@@ -108,6 +110,11 @@ def column_docs(local_paths: bool = False, configs=("preferences", "images", "vo
     return {config: {name: PATH_DOCS[local_paths] if doc == PATH_DOCS[False] else doc
                      for name, doc in COLUMN_DOCS[config].items() if shown(doc)}
             for config in configs}
+
+
+def _path_kind(paths: dict) -> bool | str:
+    """The PATH_DOCS key of evoq.json's ``paths``."""
+    return "file_names" if paths.get("file_names") else bool(paths.get("local", False))
 
 
 def column_docs_markdown() -> str:
@@ -162,11 +169,11 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
     )
     stats_body = _demote(stats_md) if stats_md.strip() else ""
     missing_plots = [p for p in plots if p not in stats_body]
-    card = DatasetCard.from_template(
-        data, template_path=str(card_path(TEMPLATE)), meta=meta, votes=votes,
+    text = render_template(
+        TEMPLATE, strict=False, card_data=data.to_yaml(), meta=meta, votes=votes,
         aggregate=meta["aggregate"], pairs=meta.get("pairs") or {},
         stats=meta.get("stats") or {}, stats_md=stats_body, plots=missing_plots,
-        column_docs=column_docs(meta.get("paths", {}).get("local", False),
+        column_docs=column_docs(_path_kind(meta.get("paths", {})),
                                 [c for c in COLUMN_DOCS if c in meta["configs"]],
                                 meta.get("images") or meta["embed_images"]),
         judge=judge_of(votes), citation=CITATION, pretty_name=pretty,
@@ -175,4 +182,4 @@ def render_card(meta: dict, *, stats_md: str, plots: list[str], size_category: s
                      "min_agreement": None, "min_valid_votes": None}).items()},
         sizes={k: _human(v) for k, v in meta["image_bytes"].items()},
     )
-    return str(card)
+    return str(DatasetCard(text))  # the Hub's own serialisation of the YAML header

@@ -192,7 +192,7 @@ def _features(reasoning: bool):
 
 def _write_pair_rows(name: str, rows: list[dict], files: dict[str, Path], folder: Path,
                      reasoning: bool) -> dict:
-    from evoq_data.publish.repo import SHARD_BYTES, _image_struct, _write_config
+    from evoq_data.publish.tables import SHARD_BYTES, image_struct, write_config
 
     schema = _features(reasoning).arrow_schema
     sizes = {i: p.stat().st_size for i, p in files.items()}
@@ -203,14 +203,14 @@ def _write_pair_rows(name: str, rows: list[dict], files: dict[str, Path], folder
         for s in range(start, stop, ROWS_PER_TABLE):
             part = rows[s:min(stop, s + ROWS_PER_TABLE)]
             cache: dict[str, dict] = {}
-            built = [{**r, "images": [cache.setdefault(i, _image_struct(i, files[i]))
+            built = [{**r, "images": [cache.setdefault(i, image_struct(i, files[i]))
                                       for i in r["image_ids"]]} for r in part]
             yield pa.Table.from_pylist(built, schema=schema)
 
     starts = list(range(0, len(rows), per_shard)) or [0]
     shards = [lambda s=s: tables(s, min(len(rows), s + per_shard)) if rows
               else iter([pa.Table.from_pylist([], schema=schema)]) for s in starts]
-    conf = _write_config(name, shards, folder, 100)
+    conf = write_config(name, shards, folder, 100)
     conf["image_bytes"] = total
     return conf
 

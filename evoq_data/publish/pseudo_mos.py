@@ -129,18 +129,18 @@ def write_pseudo_mos(src: dict, folder: Path, *, layout: str, files: dict[str, P
                      keep) -> tuple[dict, dict]:
     """Write config ``pseudo_mos``: with ``embed`` the image itself (after ``image_id``),
     with ``once`` and ``none`` the id and path only (``once``: the image is in ``images``)."""
-    from evoq_data.publish.repo import _hf_schema, _image_struct, _with_features, _write_config
+    from evoq_data.publish.tables import hf_schema, image_struct, with_features, write_config
 
     alpha = alpha_of(src)
     table = keep(pseudo_mos_table(src["preferences"], src["images"], alpha))
 
     def build():
         if layout != "embed":
-            return [_hf_schema(table)]
-        cells = [_image_struct(i, files[i]) for i in table.column("image_id").to_pylist()]
-        return [_with_features(table, {"image": cells}, after="image_id")]
+            return [hf_schema(table)]
+        cells = [image_struct(i, files[i]) for i in table.column("image_id").to_pylist()]
+        return [with_features(table, {"image": cells}, after="image_id")]
 
-    conf = _write_config("pseudo_mos", [build], folder, 100)
+    conf = write_config("pseudo_mos", [build], folder, 100)
     scored = table.column("pseudo_mos").null_count
     return conf, {"images": table.num_rows, "scored": table.num_rows - scored,
                   "unscored_no_decisive_comparison": scored, "bt_alpha": alpha,

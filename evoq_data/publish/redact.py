@@ -3,16 +3,19 @@
 The PREFS_DIR, the vote manifest and the raw votes name files by absolute paths (the pool, a
 local model folder, VOTES_DIR, the pairs file), and so often a user name. ``push`` publishes
 
-- every ``*_path`` column relative to the **pool root** (the folder given to ``pairs``, or the
-  folder that holds every image), the pool being named by a label (``--pool-label``) or, by
-  default, by the hash of its image ids (``pool-<12 hex>``);
+- every ``*_path`` column relative to a **declared root** that holds every image: the pool
+  folder given to ``pairs``, or the ``--images-root`` of ``votes import`` (recorded in the
+  pairs manifest), the root being named by a label (``--pool-label``) or, by default, by the
+  hash of its image ids (``pool-<12 hex>``); when no declared root holds every image, as the
+  **bare file name** (the image is identified by its id, in the row beside it), never by a
+  path of the machine;
 - every other absolute path it knows (a local model folder, VOTES_DIR, PREFS_DIR, the pairs
   file, the home folder) by a short name: the model by its folder name, the others by theirs;
 - any other string value of a manifest that is an absolute path by its last component.
 
-Before anything is written or uploaded, :func:`find_leaks` reads every file of the built
-folder (text files as text, Parquet string columns value by value) and refuses the push when
-one of those paths is still there. ``push --keep-local-paths`` publishes them on purpose.
+Before anything is written or uploaded, :mod:`evoq_data.publish.leaks` searches every file
+of the built folder and refuses the push when a machine path is still there.
+``push --keep-local-paths`` publishes them on purpose.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from evoq_data.core.names import check_label
+from evoq_data.publish.repo import pairs_manifest
 
 PATH_COLUMNS = ("image_path", "image_a_path", "image_b_path")
 
@@ -50,17 +55,17 @@ def pool_hash(image_ids) -> str:
     return f"pool-{digest[:12]}"
 
 
-def pool_root(paths: list[str], named_source: str | None) -> str | None:
-    """The folder the published paths are relative to: the pool given to ``pairs`` when it
-    holds every image, else the deepest folder that does."""
+def pool_root(paths: list[str], declared: list[str | None]) -> str | None:
+    """The folder the published paths are relative to: the first declared root (the pool
+    given to ``pairs``, the ``--images-root`` of an import) that holds every image, else None
+    (the paths are then published as bare file names)."""
     absolute = [_abs(p) for p in paths if p and _is_local_path(p)]
-    if not absolute:
-        return None
-    if named_source and _is_local_path(named_source) and os.path.isdir(_abs(named_source)):
-        src = _abs(named_source)
-        if all(a == src or a.startswith(src.rstrip(os.sep) + os.sep) for a in absolute):
-            return src
-    return os.path.commonpath([os.path.dirname(a) for a in absolute])
+    for root in declared:  # (a relative one, as given to `pairs`, from the working folder)
+        if root and os.path.isdir(_abs(root)):
+            src = _abs(root)
+            if all(a.startswith(src.rstrip(os.sep) + os.sep) for a in absolute):
+                return src
+    return None
 
 
 @dataclass
@@ -71,6 +76,8 @@ class Redactor:
     pool_label: str
     # absolute prefix -> the name published instead, longest prefix first
     names: dict[str, str] = field(default_factory=dict)
+    # the absolute paths of the images (what the last search must not find, even stripped)
+    image_paths: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         names: dict[str, str] = {}
@@ -99,8 +106,21 @@ class Redactor:
                 s = s.replace(prefix, label)
         return s
 
+    @property
+    def file_names(self) -> bool:
+        """True when the ``*_path`` columns are published as bare file names."""
+        return self.root is None and bool(self.image_paths)
+
+    @property
+    def published_as(self) -> dict:
+        """evoq.json's ``paths``: relative to the named root, or bare file names."""
+        if self.file_names:
+            return {"local": False, "file_names": True}
+        return {"local": False, "relative_to": self.pool_label}
+
     def path(self, p: str | None) -> str | None:
-        """A ``*_path`` value: relative to the pool root (posix separators)."""
+        """A ``*_path`` value: relative to the declared root (posix separators), else the
+        bare file name; never a path of the machine."""
         if p is None or not _is_local_path(p):
             return p
         a = _abs(p)
@@ -108,8 +128,7 @@ class Redactor:
             rel = os.path.relpath(a, self.root)
             if not rel.startswith(".."):
                 return rel.replace(os.sep, "/")
-        named = self.text(a)
-        return named if named != a else posixpath.basename(a.replace(os.sep, "/"))
+        return posixpath.basename(a.replace(os.sep, "/"))
 
     def value(self, obj):
         """A manifest or stats value with every path replaced (recursively)."""
@@ -141,26 +160,32 @@ class Redactor:
         return table
 
 
-def find_leaks(folder: Path, forbidden: list[str]) -> list[str]:
-    """``file: string`` for every forbidden string found in a file of ``folder`` (text files
-    by their bytes, Parquet files by every string value of every column)."""
-    found = []
-    needles = [s for s in forbidden if s]
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = str(path.relative_to(folder))
-        if path.suffix == ".parquet":
-            pf = pq.ParquetFile(path)
-            names = [f.name for f in pf.schema_arrow
-                     if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-            meta = b"".join(k + v for k, v in (pf.schema_arrow.metadata or {}).items())
-            hits = {s for s in needles if s.encode() in meta}
-            if names:
-                for batch in pf.iter_batches(columns=names, batch_size=65536):
-                    for col in batch.columns:
-                        hits |= {s for s in needles
-                                 if pc.any(pc.match_substring(col, s)).as_py()}
-        else:
-            data = path.read_bytes()
-            hits = {s for s in needles if s.encode() in data}
-        found += [f"{rel}: {s}" for s in sorted(hits)]
-    return found
+def make_redactor(src: dict, votes_dir: Path | None, pool_label: str | None) -> Redactor:
+    """The path rules of this push (see the module doc)."""
+    prefs, images = src["preferences"], src["images"]
+    paths = images.column("image_path").to_pylist()
+    ids = images.column("image_id").to_pylist()
+    for side in "ab":
+        paths += prefs.column(f"image_{side}_path").to_pylist()
+        ids += prefs.column(f"image_{side}_id").to_pylist()
+    aggregate = src["manifest"]
+    vote = aggregate.get("votes") or {}
+    pairs = pairs_manifest(aggregate)
+    label = pool_label or pool_hash(ids)
+    check_label(label, "--pool-label")
+    names = {}
+    model = str(vote.get("model") or "")
+    if model.startswith(("/", "~", "./", "../")):
+        names[model] = Path(model.rstrip("/")).name or "model"
+    for value, name in ((aggregate.get("votes_dir"), "votes"), (votes_dir, "votes"),
+                        (src["dir"], "prefs"), (vote.get("pairs_file"), None)):
+        if value:
+            names[str(value)] = name or Path(str(value)).name
+    if vote.get("pairs_file"):
+        names.setdefault(str(Path(vote["pairs_file"]).parent), ".")
+    declared = [pairs.get("images_root")]
+    if not pairs.get("imported_from"):  # (an import's source is a name, not a folder)
+        declared.insert(0, pairs.get("source"))
+    paths = [p for p in paths if p]
+    return Redactor(pool_root(paths, declared), label, names,
+                    {_abs(p) for p in paths if _is_local_path(p)})

@@ -32,12 +32,20 @@ import pyarrow.parquet as pq
 
 from evoq_data import __version__
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import write_json_atomic, write_text_atomic
+from evoq_data.core.io import read_json, write_json_atomic, write_text_atomic
+from evoq_data.core.manifests import manifest_path, read_manifest
 from evoq_data.core.schemas import (
     VOTES_COLUMNS,
     VOTES_COLUMNS_ADDED_IN_2,
     VOTES_SCHEMA,
     check_columns,
+)
+from evoq_data.publish.tables import (
+    hf_schema,
+    image_struct,
+    shard_ranges,
+    with_features,
+    write_config,
 )
 
 log = logging.getLogger(__name__)
@@ -50,20 +58,10 @@ PREFS_COLUMNS = (
 IMAGES_COLUMNS = ("image_id", "image_path", "wins", "losses", "ties", "comparisons",
                   "win_rate", "bt_score")
 PLOTS = ("agreement_hist.png", "position_bias.png")
-SHARD_BYTES = 400 * 2**20  # target size of one Parquet data file
 VOTES_SHARD_ROWS = 500_000
 
 
 # --- reading and validating the PREFS_DIR ------------------------------------------------
-
-def read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise EvoqError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvoqError(f"{what} {path} is not readable JSON ({exc})") from exc
-
 
 def load_prefs_dir(prefs: str | Path) -> dict:
     """Read and check what ``evoq-data aggregate`` wrote; fail with one line otherwise."""
@@ -74,19 +72,22 @@ def load_prefs_dir(prefs: str | Path) -> dict:
         raise EvoqError(f"{prefs} has no preferences.parquet; make it with `evoq-data aggregate`")
     check_columns(prefs / "preferences.parquet", PREFS_COLUMNS, "preferences")
     check_columns(prefs / "images.parquet", IMAGES_COLUMNS, "images")
-    manifest = read_json(prefs / "manifest.json", "aggregate manifest")
+    manifest = read_manifest(prefs, "aggregate manifest")
     if manifest.get("stage") != "aggregate" or not isinstance(manifest.get("votes"), dict):
-        raise EvoqError(f"{prefs / 'manifest.json'} is not an aggregate manifest "
+        raise EvoqError(f"{manifest_path(prefs)} is not an aggregate manifest "
                         "(needs stage 'aggregate' and the vote run under 'votes')")
     preferences = pq.read_table(prefs / "preferences.parquet")
     if preferences.num_rows == 0:
         raise EvoqError(f"{prefs / 'preferences.parquet'} has no rows: nothing to publish")
+    if preferences.column("p_star").null_count == preferences.num_rows:
+        raise EvoqError(f"{prefs / 'preferences.parquet'}: all {preferences.num_rows} pairs "
+                        "have p_star null (not one valid vote): nothing to publish; look at "
+                        "the parse failures in stats.md (the judge's answers did not parse)")
     stats_md = prefs / "stats.md"
     return {
         "dir": prefs, "manifest": manifest, "preferences": preferences,
         "images": pq.read_table(prefs / "images.parquet"),
-        "stats": read_json(prefs / "stats.json", "stats") if (prefs / "stats.json").is_file()
-        else {},
+        "stats": read_json(prefs / "stats.json", "stats", missing_ok=True) or {},
         "stats_md": stats_md.read_text(encoding="utf-8") if stats_md.is_file() else "",
         "plots": [prefs / p for p in PLOTS if (prefs / p).is_file()],
     }
@@ -138,95 +139,6 @@ def check_images(paths: dict[str, str], prefs_dir: Path, quiet: bool = True) -> 
 
 # --- the repository folder ---------------------------------------------------------------
 
-def _image_struct(image_id: str, path: Path) -> dict:
-    """The image as the judge saw it (:func:`evoq_data.images.decode.dataset_image`); its
-    ``image_id`` stays the id of the source file (the sha256 of its bytes)."""
-    from evoq_data.images.decode import dataset_image
-
-    return dataset_image(path, image_id)
-
-
-def _with_features(table: pa.Table, image_cols: dict[str, list], after: str) -> pa.Table:
-    """Insert Image columns after column ``after`` and attach the `datasets` features."""
-    import datasets
-
-    names = list(table.column_names)
-    pos = names.index(after) + 1
-    features = datasets.Features.from_arrow_schema(table.schema)
-    ordered = {}
-    for name in names[:pos]:
-        ordered[name] = features[name]
-    for name in image_cols:
-        ordered[name] = datasets.Image()
-    for name in names[pos:]:
-        ordered[name] = features[name]
-    features = datasets.Features(ordered)
-    image_type = features.arrow_schema.field(next(iter(image_cols))).type
-    columns = [table.column(n) for n in names[:pos]]
-    columns += [pa.array(v, type=image_type) for v in image_cols.values()]
-    columns += [table.column(n) for n in names[pos:]]
-    return pa.Table.from_arrays(columns, schema=features.arrow_schema)
-
-
-def _hf_schema(table: pa.Table) -> pa.Table:
-    import datasets
-
-    features = datasets.Features.from_arrow_schema(table.schema)
-    return table.cast(features.arrow_schema)
-
-
-def _shards(n_rows: int, n_bytes: int) -> list[tuple[int, int]]:
-    """(start, length) row ranges so that each shard holds about SHARD_BYTES."""
-    n = min(max(1, -(-n_bytes // SHARD_BYTES)), max(1, n_rows))
-    step = max(1, -(-n_rows // n))
-    return [(s, min(step, n_rows - s)) for s in range(0, n_rows, step)] or [(0, 0)]
-
-
-class _Digest:
-    """sha256 over a config's column names, types and row values (bytes by their sha256):
-    independent of Parquet encoding and of how the rows are split into files."""
-
-    def __init__(self) -> None:
-        self.h, self.schema = hashlib.sha256(), None
-
-    @staticmethod
-    def _plain(v):
-        return "sha256:" + hashlib.sha256(v).hexdigest() if isinstance(v, bytes) else str(v)
-
-    def update(self, table: pa.Table) -> None:
-        if self.schema is None:
-            self.schema = [[f.name, str(f.type)] for f in table.schema]
-            self.h.update(json.dumps(self.schema).encode())
-        for batch in table.to_batches(max_chunksize=4096):
-            for row in batch.to_pylist():
-                self.h.update(json.dumps(row, sort_keys=True, default=self._plain).encode() + b"\n")
-
-    def hexdigest(self) -> str:
-        return self.h.hexdigest()
-
-
-def _write_config(name: str, shards: list[Callable[[], Iterable[pa.Table]]], folder: Path,
-                  row_group: int = 10_000) -> dict:
-    """Write config ``name``: one Parquet file per shard, each fed table by table."""
-    (folder / name).mkdir(parents=True, exist_ok=True)
-    files, digest, rows = [], _Digest(), 0
-    for i, make in enumerate(shards):
-        rel = f"{name}/train-{i:05d}-of-{len(shards):05d}.parquet"
-        writer = None
-        try:
-            for table in make():
-                if writer is None:
-                    writer = pq.ParquetWriter(folder / rel, table.schema, compression="zstd")
-                writer.write_table(table, row_group_size=row_group)
-                digest.update(table)
-                rows += table.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        files.append(rel)
-    return {"rows": rows, "files": files, "sha256": digest.hexdigest()}
-
-
 LEGACY_VOTES_COLUMNS = tuple(c for c in VOTES_COLUMNS if c not in VOTES_COLUMNS_ADDED_IN_2)
 
 
@@ -269,7 +181,7 @@ def _vote_shards(votes_dir: Path, redact=None) -> list[Callable[[], Iterable[pa.
         table = pq.read_table(f, columns=[c for c in VOTES_COLUMNS if c in present])
         if len(present & set(VOTES_COLUMNS)) < len(VOTES_COLUMNS):  # a schema-1 shard
             table = _upgrade_legacy_votes(table)
-        return _hf_schema(redact.table(table) if redact is not None else table)
+        return hf_schema(redact.table(table) if redact is not None else table)
 
     def stream(group):
         return lambda: (read(f) for f in group)
@@ -319,31 +231,31 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
 
         def build_prefs(start, length):
             part = keep(prefs.slice(start, length))
-            cols = {f"image_{s}": [_image_struct(i, files[i]) for i in
+            cols = {f"image_{s}": [image_struct(i, files[i]) for i in
                                    part.column(f"image_{s}_id").to_pylist()] for s in "ab"}
-            return [_with_features(part, cols, after="pair_id")]
+            return [with_features(part, cols, after="pair_id")]
 
         def build_images(start, length):
             part = keep(images.slice(start, length))
-            col = {"image": [_image_struct(i, files[i]) for i in
+            col = {"image": [image_struct(i, files[i]) for i in
                              part.column("image_id").to_pylist()]}
-            return [_with_features(part, col, after="image_id")]
+            return [with_features(part, col, after="image_id")]
 
-        configs["preferences"] = _write_config(
+        configs["preferences"] = write_config(
             "preferences", [lambda s=s, n=n: build_prefs(s, n)
-                            for s, n in _shards(prefs.num_rows, pref_bytes)], folder, 100) \
-            if layout == "embed" else _write_config(
-                "preferences", [lambda: [_hf_schema(keep(prefs))]], folder)
-        configs["images"] = _write_config(
+                            for s, n in shard_ranges(prefs.num_rows, pref_bytes)], folder, 100) \
+            if layout == "embed" else write_config(
+                "preferences", [lambda: [hf_schema(keep(prefs))]], folder)
+        configs["images"] = write_config(
             "images", [lambda s=s, n=n: build_images(s, n)
-                       for s, n in _shards(images.num_rows, bytes_stored - pref_bytes)],
+                       for s, n in shard_ranges(images.num_rows, bytes_stored - pref_bytes)],
             folder, 100)
     else:
         for name, table in (("preferences", prefs), ("images", images)):
-            configs[name] = _write_config(
-                name, [lambda t=table: [_hf_schema(keep(t))]], folder)
+            configs[name] = write_config(
+                name, [lambda t=table: [hf_schema(keep(t))]], folder)
     if include_votes:
-        configs["votes"] = _write_config("votes", _vote_shards(votes_dir, redact), folder)
+        configs["votes"] = write_config("votes", _vote_shards(votes_dir, redact), folder)
     export_summary = None
     if exports:
         from evoq_data.publish.exports import write_exports
@@ -372,8 +284,7 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
         "embed_images": layout != "none", "images": layout, "include_votes": include_votes,
         "license": license, **({"exports": export_summary} if export_summary else {}),
         "configs": configs, "image_bytes": {"unique": bytes_unique, "stored": bytes_stored},
-        "paths": ({"local": True} if redact is None else
-                  {"local": False, "relative_to": redact.pool_label}),
+        "paths": {"local": True} if redact is None else redact.published_as,
         "aggregate": value(src["manifest"]), "pairs": value(pairs_manifest(src["manifest"])),
         "stats": value(src["stats"]),
     }
@@ -390,13 +301,9 @@ def build_repo_folder(src: dict, folder: Path, repo_id: str, version: str, *,
 
 
 def pairs_manifest(aggregate: dict) -> dict:
-    """The pairs stage's manifest (source pool, image count), when it is still on disk."""
+    """The pairs stage's manifest (source pool, image count), when it is still on disk (an
+    unreadable one is refused, naming it)."""
     pairs_file = aggregate.get("votes", {}).get("pairs_file")
     if not pairs_file:
         return {}
-    path = Path(pairs_file)
-    path = path.with_name(path.stem + ".manifest.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return read_manifest(pairs_file, "pairs manifest", missing_ok=True) or {}

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import create_json_exclusive
 from evoq_data.core.manifests import read_manifest
-from evoq_data.core.schemas import PAIRS_COLUMNS, check_columns
 from evoq_data.generation.spec import engine_args_changes
+from evoq_data.pairs.read import read_pairs  # noqa: F401 - (votes' import of the one reader)
 
 log = logging.getLogger(__name__)
 
@@ -148,21 +148,3 @@ def shard_lock(votes_dir: Path, shard_index: int, num_shards: int):
             log.warning("cannot lock %s; make sure no other worker uses shard %d", path,
                         shard_index)
         yield
-
-
-def read_pairs(pairs_path: str | Path) -> list[dict]:
-    """The rows of a pairs file, checked: the needed columns, at least one row, unique ids."""
-    path = Path(pairs_path)
-    if not path.exists():
-        raise EvoqError(f"pairs file not found: {path}")
-    check_columns(path, PAIRS_COLUMNS, "pairs")
-    rows = pq.read_table(path, columns=list(PAIRS_COLUMNS)).to_pylist()
-    if not rows:
-        raise EvoqError(f"pairs file {path} has no rows")
-    seen: set[str] = set()
-    dup = next((r["pair_id"] for r in rows if r["pair_id"] in seen or seen.add(r["pair_id"])),
-               None)
-    if dup is not None:
-        raise EvoqError(f"pairs file {path} lists pair {dup} more than once; every pair_id "
-                        "must be unique (its K votes would be written twice)")
-    return rows

@@ -163,7 +163,7 @@ class EvolveSettings:
         elif self.bootstrap_model or self.bootstrap_args:
             raise EvoqError("--bootstrap-model and --bootstrap-arg need --bootstrap-engine")
         if self.repo_id is not None:
-            from evoq_data.publish.push import REPO_ID_RE
+            from evoq_data.core.names import REPO_ID_RE
 
             if not REPO_ID_RE.fullmatch(self.repo_id):
                 raise EvoqError(f"malformed --repo-id {self.repo_id!r}: expected OWNER/NAME")
