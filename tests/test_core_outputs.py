@@ -77,7 +77,7 @@ def test_manifest_path_is_one_rule(tmp_path):
 
 
 def test_a_broken_pairs_manifest_is_refused_by_push_not_skipped(tmp_path):
-    from push_fixtures import make_prefs_dir
+    from fixtures.push import make_prefs_dir
 
     from evoq_data.publish.push import run_push
 

@@ -255,7 +255,7 @@ def test_console_script_prints_one_error_line_and_exits_1(tmp_path):
 
 def test_a_dataset_without_one_valid_vote_is_refused(tmp_path):
     """Every p* null (every answer unparsable): nothing to learn from, refused."""
-    from push_fixtures import make_prefs_dir
+    from fixtures.push import make_prefs_dir
 
     prefs = make_prefs_dir(tmp_path / "run", pairs=[(0, 1, 0, 0, 4), (1, 2, 0, 0, 3)])
     out = tmp_path / "dataset"
