@@ -81,6 +81,7 @@ def vote_cmd(
     wave: Annotated[int, typer.Option("--wave", help="With --stop decided/confident: votes asked per pair at a time (even).")] = 8,
     confidence: Annotated[float | None, typer.Option("--confidence", help="With --stop confident: the posterior probability C in (0.5, 1) to stop at, e.g. 0.99.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="sample: K sampled answers; logprob: P('0') and P('1') of the first answer token, one forward pass per shown order (--no-reasoning; transformers, vllm).")] = "sample",
+    schedule: Annotated[str, typer.Option("--schedule", help="chunked: a chunk's pairs ask each wave together; streaming: every pair asks its next wave as soon as its last one is in, all pairs in flight (local runner, vllm engine). Same votes.")] = "chunked",
 ) -> None:
     """Ask the model K times per pair which image is better; keep every raw answer.
 
@@ -99,7 +100,7 @@ def vote_cmd(
                        num_shards=num_shards, shard_index=shard_index,
                        chunk_pairs=chunk_pairs, stop=stop, wave=wave,
                        confidence=confidence, mode=mode, quiet=quiet, runner=runner,
-                       ray_options=ray_options)
+                       ray_options=ray_options, schedule=schedule)
     _emit(summary)
 
 
