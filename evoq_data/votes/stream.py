@@ -3,8 +3,9 @@
 The chunked schedule (:func:`~evoq_data.votes.core.vote_chunk`) asks a chunk's pairs one
 wave at a time, and every pair of the chunk waits for the slowest answer of the wave; with
 reasoning answers of very different lengths the engine idles at the end of every wave of
-every chunk. Here requests of all pairs stay in flight, up to twice what the engine runs at
-once (so it never waits for the next request); when the last request of a pair's wave
+every chunk. Here requests of all pairs stay in flight: a new pair is let in while the
+engine wants more (about twice what it runs at once: it never waits for the next request,
+and a paper-size round is not loaded into memory at once); when the last request of a pair's wave
 returns, its stop rule (:mod:`evoq_data.votes.stop`) decides at once and its next wave is
 queued at once. Finished pairs are written as shard files (:mod:`evoq_data.votes.store`)
 ``--chunk-pairs`` at a time, so a crash loses the pairs in flight and those waiting to
@@ -13,7 +14,7 @@ fill a shard, and a rerun skips the pairs on disk.
 Each pair goes through :class:`~evoq_data.votes.core.PairVotes`, as in the chunked loop:
 same requests, same seeds, same stop, so the rows are those of a chunked run of the same
 seed (only ``created_at`` differs). An engine streams when it has ``submit``, ``poll`` and
-``capacity`` (vllm does; see its module).
+``wants_more`` (vllm and openai do; see their modules).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from evoq_data.votes.core import rows_table
 from evoq_data.votes.store import write_shard
 
 SCHEDULES = ("chunked", "streaming")
-STREAMING_METHODS = ("submit", "poll", "capacity")
+STREAMING_METHODS = ("submit", "poll", "wants_more")
 
 
 def check_schedule(schedule: str, engine: str, runner: str, mode: str) -> None:
@@ -46,7 +47,7 @@ def check_schedule(schedule: str, engine: str, runner: str, mode: str) -> None:
     cls = engine_class(engine)
     if not all(hasattr(cls, m) for m in STREAMING_METHODS):
         raise EvoqError(f"--schedule streaming needs an engine that takes requests one at a "
-                        f"time (vllm); engine {engine!r} votes --schedule chunked only")
+                        f"time (vllm, openai); engine {engine!r} votes --schedule chunked only")
 
 
 class _InFlight:
@@ -85,15 +86,12 @@ class StreamRunner:
                 shard_pairs: int) -> Iterator[ChunkDone]:
         settings = job.settings
         started_at = time.time()
-        budget = 2 * eng.capacity()  # sequences in flight: the engine's batch, and as many queued
         order = {pair["pair_id"]: i for i, pair in enumerate(pairs)}
         waiting = list(reversed(pairs))  # popped from the end: pairs-file order
         requests: dict[str, tuple[_InFlight, object, list[int]]] = {}  # id -> (wave, req, idx)
-        seqs = 0
         finished: list[PairVotes] = []
 
         def ask(pv: PairVotes) -> None:
-            nonlocal seqs
             wave = _InFlight(pv)
             asked = pv.requests()
             ids = eng.submit([req for req, _ in asked], settings.sampling)
@@ -103,7 +101,6 @@ class StreamRunner:
             for rid, (req, indices) in zip(ids, asked, strict=True):
                 requests[rid] = (wave, req, indices)
                 wave.out += 1
-                seqs += req.n
 
         def write(done: list[PairVotes]) -> ChunkDone:
             from datetime import UTC, datetime
@@ -115,14 +112,13 @@ class StreamRunner:
             return chunk_report(table, len(done), path.name, started_at)
 
         while waiting or requests:
-            while waiting and seqs < budget:
+            while waiting and eng.wants_more():
                 ask(PairVotes(waiting.pop(), settings))
             for rid, texts in eng.poll():
                 if rid not in requests:
                     raise EvoqError(f"engine {eng.name} answered request {rid} it was not "
                                     "asked")
                 wave, req, indices = requests.pop(rid)
-                seqs -= req.n
                 check_answers(eng, req, texts, wave.pv.pair["pair_id"])
                 wave.answers.update(zip(indices, texts, strict=True))
                 wave.out -= 1

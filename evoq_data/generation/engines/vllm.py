@@ -129,9 +129,12 @@ class VLLMEngine:
     # without waiting) and each step of its engine hands back those that finished, so a
     # caller keeps the engine full instead of waiting for a whole batch.
 
-    def capacity(self) -> int:
-        """Sequences the engine runs at once (vLLM's ``max_num_seqs``)."""
-        return int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+    def wants_more(self) -> bool:
+        """Whether fewer sequences are queued than twice what the engine runs at once
+        (vLLM's ``max_num_seqs``): enough that it never waits for the next request, few
+        enough that a large run is not loaded into memory at once."""
+        batch = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        return sum(n for n, _ in self._pending.values()) < 2 * batch
 
     def submit(self, requests: list[GenRequest], sampling: Sampling) -> list[str]:
         """Queue ``requests`` without waiting; their ids, for :meth:`poll`."""
