@@ -112,7 +112,7 @@ class StreamRunner:
             return chunk_report(table, len(done), path.name, started_at)
 
         while waiting or requests:
-            while waiting and eng.wants_more():
+            while waiting and (not requests or eng.wants_more()):  # never none in flight
                 ask(PairVotes(waiting.pop(), settings))
             for rid, texts in eng.poll():
                 if rid not in requests:
