@@ -117,7 +117,7 @@ class ScriptedEngine:
             u = digest_u64("scripted", req.seed + i) / 2**64
             first_better = u < self.bias  # the image with the smaller id wins mostly
             value = int(first_better != (req.image_ids[0] < req.image_ids[1]))
-            out.append("<think>ok</think> \\boxed{%d}" % value if u < 0.9 else "no idea")
+            out.append(f"<think>ok</think> \\boxed{{{value}}}" if u < 0.9 else "no idea")
         return out
 
     def generate(self, requests, sampling):

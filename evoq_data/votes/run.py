@@ -29,7 +29,6 @@ from evoq_data.votes.plan import (
     vote_settings,
 )
 from evoq_data.votes.ray import RayOptions, RayRunner
-from evoq_data.votes.stream import StreamRunner, check_schedule
 from evoq_data.votes.store import (
     claim_manifest,
     done_pair_ids,
@@ -38,6 +37,7 @@ from evoq_data.votes.store import (
     remove_stale_temp_files,
     shard_lock,
 )
+from evoq_data.votes.stream import StreamRunner, check_schedule
 
 RUNNERS = {"local": LocalRunner, "ray": RayRunner}
 

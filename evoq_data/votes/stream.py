@@ -24,8 +24,14 @@ from collections.abc import Iterator
 
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.engines import Engine, engine_class
-from evoq_data.votes.core import ChunkDone, PairVotes, VoteJob, check_answers, chunk_report
-from evoq_data.votes.core import rows_table
+from evoq_data.votes.core import (
+    ChunkDone,
+    PairVotes,
+    VoteJob,
+    check_answers,
+    chunk_report,
+    rows_table,
+)
 from evoq_data.votes.store import write_shard
 
 SCHEDULES = ("chunked", "streaming")
