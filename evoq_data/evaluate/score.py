@@ -228,7 +228,10 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
 def _scored_chunks(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,
                    samples: int, seed: int, runner: str, ray_options, quiet: bool,
                    stack: ExitStack):
-    """Score and write ``chunks``; yield (images, when its scoring began) per chunk."""
+    """Score and write ``chunks``; yield (images, when its scoring began) per chunk. No
+    chunk: no engine started."""
+    if not chunks:
+        return
     if runner == "ray":
         from evoq_data.evaluate.score_ray import score_on_ray
 
