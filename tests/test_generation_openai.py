@@ -70,6 +70,24 @@ def test_openai_vote_through_real_server(vllm_server, tiny_vlm, pairs_file, tmp_
     assert len({r["raw_text"] for r in rows}) > 1
 
 
+@pytest.mark.slow  # a real vLLM server: about 30 s to start on 2 idle cores (fast twins: test_votes_stream.py)
+def test_openai_streaming_rows_equal_the_chunked_rows(vllm_server, tiny_vlm, pairs_file, tmp_path):
+    """--schedule streaming on the openai engine: same rows as chunked (decided, waves of 2)."""
+    rows = {}
+    for schedule in ("chunked", "streaming"):
+        result = CliRunner().invoke(app, [
+            "vote", "--pairs", str(pairs_file), "--model", str(tiny_vlm), "--engine", "openai",
+            "--base-url", vllm_server, "--concurrency", "3", "-k", "6", "--seed", "3",
+            "--order", "balanced", "--stop", "decided", "--wave", "2", "--max-tokens", "8",
+            "--chunk-pairs", "2", "--schedule", schedule, "--out", str(tmp_path / schedule),
+            "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["votes"] == 6 * 3
+        rows[schedule] = [{k: v for k, v in r.items() if k != "created_at"}
+                          for r in _votes(tmp_path / schedule)]
+    assert rows["streaming"] == rows["chunked"] and len(rows["chunked"]) == 18
+
+
 @pytest.mark.slow
 def test_openai_model_from_server_and_child_seeds(vllm_server, tiny_vlm, pairs_file):
     """The served model's id from /v1/models; n answers at seed s equal n requests at seeds

@@ -19,6 +19,13 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.generation.spec import GenerationSpec
 from evoq_data.images.decode import DEFAULT_MAX_PIXELS
 
+# The runner options of vote and score: one declaration each.
+Runner = Annotated[str, typer.Option("--runner", help="local: in this process; ray: a pool of Ray actors, one engine each (pip install 'evoq[ray]'). Same rows, same files.")]
+RayAddress = Annotated[str | None, typer.Option("--ray-address", help="--runner ray: 'auto' or HOST:PORT joins a running cluster; 'local' starts a new one (default: RAY_ADDRESS if set, else a new local cluster).")]
+Workers = Annotated[int | None, typer.Option("--workers", help="--runner ray: actors, one engine each (default: as many as the cluster's GPUs, else CPUs, hold).")]
+GpusPerWorker = Annotated[float | None, typer.Option("--gpus-per-worker", help="--runner ray: GPUs per actor (default: tensor_parallel_size x pipeline_parallel_size for vllm, 1 for transformers, on a cluster with GPUs; else 0).")]
+CpusPerWorker = Annotated[float | None, typer.Option("--cpus-per-worker", help="--runner ray: CPUs per actor (default 1).")]
+
 app = make_app("evoq-data", "Make, publish and evaluate EvoQuality pseudo-preference datasets.")
 
 
@@ -71,16 +78,17 @@ def vote_cmd(
     num_shards: Annotated[int, typer.Option("--num-shards", help="Workers splitting the pairs.")] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", help="This worker's index in [0, num-shards).")] = 0,
     chunk_pairs: Annotated[int, typer.Option("--chunk-pairs", help="Pairs per engine batch and per shard file (the most a crash can lose).")] = 64,
-    runner: Annotated[str, typer.Option("--runner", help="local: vote in this process; ray: a pool of Ray actors, one engine each (pip install 'evoq[ray]'). Same votes, same store.")] = "local",
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="--runner ray: 'auto' or HOST:PORT joins a running cluster; 'local' starts a new one (default: RAY_ADDRESS if set, else a new local cluster).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="--runner ray: actors, one engine each (default: as many as the cluster's GPUs, else CPUs, hold).")] = None,
-    gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker", help="--runner ray: GPUs per actor (default: tensor_parallel_size x pipeline_parallel_size for vllm, 1 for transformers, on a cluster with GPUs; else 0).")] = None,
-    cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", help="--runner ray: CPUs per actor (default 1).")] = None,
+    runner: Runner = "local",
+    ray_address: RayAddress = None,
+    workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
+    cpus_per_worker: CpusPerWorker = None,
     quiet: Quiet = False,
     stop: Annotated[str, typer.Option("--stop", help="fixed: all K votes (paper); decided: stop once the majority can no longer change; confident: also stop once a Beta posterior puts the majority beyond --confidence.")] = "fixed",
     wave: Annotated[int, typer.Option("--wave", help="With --stop decided/confident: votes asked per pair at a time (even).")] = 8,
     confidence: Annotated[float | None, typer.Option("--confidence", help="With --stop confident: the posterior probability C in (0.5, 1) to stop at, e.g. 0.99.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="sample: K sampled answers; logprob: P('0') and P('1') of the first answer token, one forward pass per shown order (--no-reasoning; transformers, vllm).")] = "sample",
+    schedule: Annotated[str, typer.Option("--schedule", help="chunked: a chunk's pairs ask each wave together; streaming: every pair asks its next wave as soon as its last one is in, all pairs in flight (local runner, vllm engine). Same votes.")] = "chunked",
 ) -> None:
     """Ask the model K times per pair which image is better; keep every raw answer.
 
@@ -99,7 +107,7 @@ def vote_cmd(
                        num_shards=num_shards, shard_index=shard_index,
                        chunk_pairs=chunk_pairs, stop=stop, wave=wave,
                        confidence=confidence, mode=mode, quiet=quiet, runner=runner,
-                       ray_options=ray_options)
+                       ray_options=ray_options, schedule=schedule)
     _emit(summary)
 
 
@@ -189,6 +197,11 @@ def score_cmd(
     image_column: Annotated[str, typer.Option("--image-column", help="Image column of a HF dataset.")] = "image",
     split: Annotated[str, typer.Option("--split", help="Split of a HF dataset.")] = "train",
     quiet: Quiet = False,
+    runner: Runner = "local",
+    ray_address: RayAddress = None,
+    workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
+    cpus_per_worker: CpusPerWorker = None,
 ) -> None:
     """Score every image K times with the paper's score prompt; keep every raw answer.
 
@@ -196,9 +209,14 @@ def score_cmd(
     --engine vllm --samples 8 --out scores.parquet
     """
     from evoq_data.evaluate.score import run_score
+    from evoq_data.votes.ray import runner_options
 
+    ray_options = runner_options(runner, address=ray_address, workers=workers,
+                                 gpus_per_worker=gpus_per_worker,
+                                 cpus_per_worker=cpus_per_worker)
     _emit(run_score(images, spec, out, samples=samples, seed=seed, chunk_images=chunk_images,
-                    image_column=image_column, split=split, quiet=quiet))
+                    image_column=image_column, split=split, quiet=quiet, runner=runner,
+                    ray_options=ray_options))
 
 
 @app.command("compare")

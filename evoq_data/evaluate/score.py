@@ -56,6 +56,7 @@ SUMMARY_SCHEMA = pa.schema([
     ("total_samples", pa.int64()),
 ])
 SUMMARY_COLUMNS = tuple(SUMMARY_SCHEMA.names)
+RUNNERS = ("local", "ray")
 MAX_SAMPLES = 4096  # K scores per image; the paper's score prompt is asked 8 times
 
 
@@ -159,7 +160,7 @@ def _read_parts(parts: Path) -> dict[str, list[dict]]:
     return rows
 
 
-def _write_part(table: pa.Table, parts: Path) -> Path:
+def write_part(table: pa.Table, parts: Path) -> Path:
     ids = ",".join(sorted(set(table.column("image_id").to_pylist())))
     final = parts / f"scores-{hashlib.sha256(ids.encode()).hexdigest()[:16]}.parquet"
     tmp = parts / f".{final.name}.{os.getpid()}.tmp"
@@ -170,7 +171,7 @@ def _write_part(table: pa.Table, parts: Path) -> Path:
     return final
 
 
-def _score_chunk(eng, chunk, spec: GenerationSpec, samples: int, seed: int) -> pa.Table:
+def score_chunk(eng, chunk, spec: GenerationSpec, samples: int, seed: int) -> pa.Table:
     prompt, sampling = spec.score_prompt, spec.sampling
     seeds = [request_seed("score", seed, im.image_id, n=samples) for im in chunk]
     requests = [GenRequest(images=(im.path,), prompt=prompt, n=samples, seed=s,
@@ -196,8 +197,13 @@ def _score_chunk(eng, chunk, spec: GenerationSpec, samples: int, seed: int) -> p
 
 def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
               samples: int = 8, seed: int = 0, chunk_images: int = 32,
-              image_column: str = "image", split: str = "train", quiet: bool = False) -> dict:
+              image_column: str = "image", split: str = "train", quiet: bool = False,
+              runner: str = "local", ray_options=None) -> dict:
     """The ``evoq-data score`` stage. Returns a summary with the paths written.
+
+    ``runner``: ``local`` scores in this process; ``ray`` on a pool of Ray actors
+    (:mod:`evoq_data.evaluate.score_ray`, settings in ``ray_options``, a
+    :class:`~evoq_data.votes.ray.RayOptions`), the same samples into the same parts.
 
     What the engine's libraries print goes to stderr while it runs (stdout is for the
     summary, :func:`~evoq_data.generation.streams.stdout_to_stderr`)."""
@@ -205,14 +211,44 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
         raise EvoqError(f"--samples must be at least 1, got {samples}")
     if samples > MAX_SAMPLES:
         raise EvoqError(f"--samples must be at most {MAX_SAMPLES}, got {samples}")
+    if runner not in RUNNERS:
+        raise EvoqError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    if runner == "ray":
+        from evoq_data.votes.ray import require_ray
+
+        require_ray()  # or one line naming the extra, before anything is written
+    elif ray_options is not None:
+        raise EvoqError("Ray settings are for --runner ray, not --runner local")
     with stdout_to_stderr():
         return _run_score(images, spec, out, samples=samples, seed=seed,
                           chunk_images=chunk_images, image_column=image_column, split=split,
-                          quiet=quiet)
+                          quiet=quiet, runner=runner, ray_options=ray_options)
+
+
+def _scored_chunks(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,
+                   samples: int, seed: int, runner: str, ray_options, quiet: bool,
+                   stack: ExitStack):
+    """Score and write ``chunks``; yield (images, when its scoring began) per chunk. No
+    chunk: no engine started."""
+    if not chunks:
+        return
+    if runner == "ray":
+        from evoq_data.evaluate.score_ray import score_on_ray
+
+        yield from score_on_ray(spec, revision, chunks, parts, samples, seed, ray_options,
+                                quiet)
+        return
+    eng = open_engine(spec, revision)
+    stack.callback(eng.close)
+    for chunk in chunks:
+        started = time.time()
+        write_part(score_chunk(eng, chunk, spec, samples, seed), parts)
+        yield len(chunk), started
 
 
 def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
-               chunk_images: int, image_column: str, split: str, quiet: bool) -> dict:
+               chunk_images: int, image_column: str, split: str, quiet: bool, runner: str,
+               ray_options) -> dict:
     from tqdm.auto import tqdm
 
     if chunk_images < 1:
@@ -244,19 +280,18 @@ def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
         unique = list({im.image_id: im for im in pool}.values())
         todo = [im for im in unique if im.image_id not in done]
         already = len(unique) - len(todo)
-        eng = None
         load_seconds = 0.0
-        if todo:
-            loading = time.perf_counter()
-            eng = open_engine(spec, settings["model_revision"])
-            load_seconds = time.perf_counter() - loading
-            stack.callback(eng.close)
         bar = stack.enter_context(tqdm(total=len(unique), initial=already, desc="images",
                                        unit="img", disable=quiet, dynamic_ncols=True))
-        for start in range(0, len(todo), chunk_images):
-            table = _score_chunk(eng, todo[start : start + chunk_images], spec, samples, seed)
-            _write_part(table, parts)
-            bar.update(min(chunk_images, len(todo) - start))
+        chunks = [todo[start : start + chunk_images] for start in range(0, len(todo),
+                                                                        chunk_images)]
+        loading, first = time.time(), None
+        for n, began in _scored_chunks(spec, settings["model_revision"], chunks, parts,
+                                       samples, seed, runner, ray_options, quiet, stack):
+            first = began if first is None else min(first, began)
+            bar.update(n)
+        if first is not None:  # engine start (with Ray also the cluster's) to the first chunk
+            load_seconds = max(0.0, first - loading)
         done = _read_parts(parts)
     # assemble, in pool order, each image's samples under the path it has now
     cols = {name: [] for name in SCORES_SCHEMA.names}

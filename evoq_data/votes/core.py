@@ -55,7 +55,7 @@ def _row(pair: dict, vote_index: int, swapped: bool, raw: str, value, status: st
     }
 
 
-def _table(rows: list[dict]) -> pa.Table:
+def rows_table(rows: list[dict]) -> pa.Table:
     return pa.table({name: [r[name] for r in rows] for name in VOTES_SCHEMA.names},
                     schema=VOTES_SCHEMA)
 
@@ -77,6 +77,60 @@ def _wave_requests(pair: dict, plan: VotePlan, start: int, end: int,
     return out
 
 
+class PairVotes:
+    """One pair's votes as they come in, wave by wave: its plan, the answers so far, the
+    valid votes for each image and, once its stop rule says so, why it stopped. The chunked
+    loop (:func:`vote_chunk`) and the streaming scheduler (:mod:`evoq_data.votes.stream`)
+    both vote through it, so they ask the same requests and stop at the same vote."""
+
+    def __init__(self, pair: dict, settings: VoteSettings) -> None:
+        self.pair, self.settings = pair, settings
+        self.plan = plan_votes(pair["pair_id"], settings.votes_per_pair, settings.seed,
+                               settings.order)
+        self.wave = settings.votes_per_pair if settings.stop == "fixed" else settings.wave
+        self.got: list[tuple] = []  # (raw, value, status) per vote, in vote_index order
+        self.tally = [0, 0]  # valid votes for A, for B
+        self.reason: str | None = None
+
+    def next_wave(self) -> tuple[int, int]:
+        """The votes [start, end) to ask next."""
+        start = len(self.got)
+        return start, min(start + self.wave, self.settings.votes_per_pair)
+
+    def requests(self) -> list[tuple[GenRequest, list[int]]]:
+        """The requests of the next wave, with the vote indices each answers."""
+        start, end = self.next_wave()
+        return _wave_requests(self.pair, self.plan, start, end, self.settings.prompt)
+
+    def take(self, answers: dict[int, str]) -> str | None:
+        """Record the answers of the next wave (vote index -> raw text); return the stop
+        reason, or None to ask another wave."""
+        start, end = self.next_wave()
+        for v in range(start, end):
+            raw = answers[v]
+            value, status = parse_compare(raw, self.settings.prompt.reasoning)
+            self.got.append((raw, value, status))
+            if value is not None:  # a vote for the image shown at position `value`
+                self.tally[int(value != int(self.plan.swapped[v]))] += 1
+        s = self.settings
+        self.reason = stop_reason(*self.tally, end, s.votes_per_pair, s.stop, s.confidence)
+        return self.reason
+
+    def rows(self, eng: Engine, created_at: datetime) -> list[dict]:
+        """The vote rows of a stopped pair."""
+        plan, k = self.plan, self.settings.votes_per_pair
+        return [_row(self.pair, v, bool(plan.swapped[v]), raw, value, status,
+                     plan.seed_of(v), self.reason, k, eng, self.settings, created_at)
+                for v, (raw, value, status) in enumerate(self.got)]
+
+
+def check_answers(eng: Engine, req: GenRequest, texts: list[str], pair_id: str) -> None:
+    """Refuse an engine that returned other than ``n`` answers for a request."""
+    if len(texts) != req.n:
+        raise EvoqError(f"engine {eng.name} returned {len(texts)} answers for a request of "
+                        f"n={req.n} (pair {pair_id})")
+
+
 def vote_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa.Table:
     """Ask the engine for the votes of ``chunk`` (pairs-file rows) and return them as vote
     rows (VOTES_SCHEMA), all votes each pair used. The local runner and the Ray runner both
@@ -88,58 +142,21 @@ def vote_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa.Tab
     at which it stopped. Logprob mode asks one forward pass per pair and shown order."""
     if settings.mode == "logprob":
         return _logprob_chunk(eng, chunk, settings)
-    k = settings.votes_per_pair
-    prompt = settings.prompt
-    wave = k if settings.stop == "fixed" else settings.wave
-    plans = {r["pair_id"]: plan_votes(r["pair_id"], k, settings.seed, settings.order)
-             for r in chunk}
-    got: dict[str, list] = {r["pair_id"]: [] for r in chunk}  # (raw, value, status) per vote
-    tally = {r["pair_id"]: [0, 0] for r in chunk}  # valid votes for A, for B
-    reasons: dict[str, str] = {}
-    active = list(chunk)
-    for start in range(0, k, wave):
-        end = min(start + wave, k)
-        asked = [(pair, req, idx) for pair in active
-                 for req, idx in _wave_requests(pair, plans[pair["pair_id"]], start, end,
-                                                prompt)]
+    pairs = [PairVotes(pair, settings) for pair in chunk]
+    active = list(pairs)
+    while active:
+        asked = [(pv, req, idx) for pv in active for req, idx in pv.requests()]
         outputs = eng.generate([req for _, req, _ in asked], settings.sampling)
         if len(outputs) != len(asked):
             raise EvoqError(f"engine {eng.name} answered {len(outputs)} of {len(asked)} "
                             "requests")
-        answers: dict[tuple[str, int], str] = {}
-        for (pair, req, indices), texts in zip(asked, outputs, strict=True):
-            if len(texts) != req.n:
-                raise EvoqError(f"engine {eng.name} returned {len(texts)} answers for a "
-                                f"request of n={req.n} (pair {pair['pair_id']})")
-            answers.update({(pair["pair_id"], v): t for v, t in zip(indices, texts,
-                                                                     strict=True)})
-        still = []
-        for pair in active:
-            pid = pair["pair_id"]
-            plan = plans[pid]
-            for v in range(start, end):
-                raw = answers[(pid, v)]
-                value, status = parse_compare(raw, prompt.reasoning)
-                got[pid].append((raw, value, status))
-                if value is not None:  # a vote for the image shown at position `value`
-                    tally[pid][int(value != int(plan.swapped[v]))] += 1
-            reason = stop_reason(*tally[pid], end, k, settings.stop, settings.confidence)
-            if reason is None:
-                still.append(pair)
-            else:
-                reasons[pid] = reason
-        active = still
-        if not active:
-            break
+        answers: dict[int, dict[int, str]] = {id(pv): {} for pv in active}
+        for (pv, req, indices), texts in zip(asked, outputs, strict=True):
+            check_answers(eng, req, texts, pv.pair["pair_id"])
+            answers[id(pv)].update(zip(indices, texts, strict=True))
+        active = [pv for pv in active if pv.take(answers[id(pv)]) is None]
     created_at = datetime.now(UTC)
-    rows = []
-    for pair in chunk:
-        pid = pair["pair_id"]
-        plan = plans[pid]
-        for v, (raw, value, status) in enumerate(got[pid]):
-            rows.append(_row(pair, v, bool(plan.swapped[v]), raw, value, status,
-                             plan.seed_of(v), reasons[pid], k, eng, settings, created_at))
-    return _table(rows)
+    return rows_table([row for pv in pairs for row in pv.rows(eng, created_at)])
 
 
 def format_probs(p0: float, p1: float) -> str:
@@ -171,7 +188,7 @@ def _logprob_chunk(eng: Engine, chunk: list[dict], settings: VoteSettings) -> pa
             value = 1 if p1 > p0 else 0
             rows.append(_row(pair, int(swapped), swapped, format_probs(p0, p1), value, "ok",
                              None, "fixed", 2, eng, settings, created_at, (p0, p1)))
-    return _table(rows)
+    return rows_table(rows)
 
 
 @dataclass(frozen=True)

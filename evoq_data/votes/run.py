@@ -37,6 +37,7 @@ from evoq_data.votes.store import (
     remove_stale_temp_files,
     shard_lock,
 )
+from evoq_data.votes.stream import StreamRunner, check_schedule
 
 RUNNERS = {"local": LocalRunner, "ray": RayRunner}
 
@@ -102,7 +103,7 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
              num_shards: int = 1, shard_index: int = 0, chunk_pairs: int = 64,
              stop: str = "fixed", wave: int = 8, confidence: float | None = None,
              mode: str = "sample", quiet: bool = False, runner: str = "local",
-             ray_options: RayOptions | None = None) -> dict:
+             ray_options: RayOptions | None = None, schedule: str = "chunked") -> dict:
     """The ``evoq-data vote`` stage. Returns a summary (paths and counts).
 
     ``votes_per_pair``: K (default 32); in logprob mode 2 rows per pair, whatever K.
@@ -110,12 +111,21 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
     (:mod:`evoq_data.votes.ray`, settings in ``ray_options``). Both write the same votes into
     the same store; everything but the voting loop is shared. What the engines' libraries
     print goes to stderr while the stage runs (stdout is for the command's summary:
-    :func:`~evoq_data.generation.streams.stdout_to_stderr`)."""
+    :func:`~evoq_data.generation.streams.stdout_to_stderr`).
+
+    ``schedule``: ``chunked`` asks each chunk's pairs wave by wave (every pair of a chunk
+    waits for the wave's slowest answer); ``streaming`` keeps requests of all pairs in
+    flight and asks a pair's next wave as soon as its last one is in
+    (:mod:`evoq_data.votes.stream`; local runner, vllm engine). Same rows either way, so the
+    schedule is not part of the manifest and a run may resume under the other."""
     from tqdm.auto import tqdm
 
     if runner not in RUNNERS:
         raise EvoqError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
     voter = RUNNERS[runner](ray_options, quiet=quiet)  # checked before anything is written
+    check_schedule(schedule, spec.engine, runner, mode)
+    if schedule == "streaming":
+        voter = StreamRunner(ray_options, quiet=quiet)
     check_sharding(num_shards, shard_index, chunk_pairs)
     settings, spec = vote_settings(spec, votes_per_pair=votes_per_pair, seed=seed,
                                    order=order, stop=stop, wave=wave, confidence=confidence,

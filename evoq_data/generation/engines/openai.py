@@ -107,6 +107,9 @@ class OpenAIEngine:
         )
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # streaming: started at the first submit
+        self._futures: dict = {}  # streaming: id -> future of its answers
+        self._next_id = 0
         self.model = model or self._first_model()
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
@@ -187,5 +190,43 @@ class OpenAIEngine:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    # The streaming entry points (``evoq-data vote --schedule streaming``): each request is
+    # sent on its own thread as soon as it is submitted, ``concurrency`` at a time; ``poll``
+    # waits for the first to come back, so a pair's next wave is asked while the others'
+    # answers are still being written.
+
+    def wants_more(self) -> bool:
+        """Whether fewer requests are out than twice ``concurrency`` (one waiting behind
+        each that is being answered)."""
+        return len(self._futures) < 2 * self.concurrency
+
+    def submit(self, requests: list[GenRequest], sampling: Sampling) -> list[str]:
+        """Send ``requests`` without waiting; their ids, for :meth:`poll`."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                            thread_name_prefix="evoq-openai")
+        ids = []
+        for req in requests:
+            rid = str(self._next_id)
+            self._next_id += 1
+            self._futures[rid] = self._pool.submit(self._one, req, sampling)
+            ids.append(rid)
+        return ids
+
+    def poll(self) -> list[tuple[str, list[str]]]:
+        """Wait until one request at least is answered; (id, its ``n`` answers) of each that
+        is (a failed request raises its error here)."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        futures = self._futures
+        if not futures:
+            return []
+        done, _ = wait(futures.values(), return_when=FIRST_COMPLETED)
+        finished = [rid for rid, f in futures.items() if f in done]
+        return [(rid, futures.pop(rid).result()) for rid in finished]
+
     def close(self) -> None:
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()

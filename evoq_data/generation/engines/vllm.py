@@ -93,6 +93,7 @@ class VLLMEngine:
         self.model = model
         self.model_revision = model_revision
         self.settings = engine_settings(engine_args, is_cpu)
+        self._pending: dict[str, tuple[int, bool]] = {}  # streaming: id -> (n, greedy)
         log.info("starting vLLM for %s with %s", model, self.settings)
         try:
             self.llm = vllm.LLM(model=model, revision=revision, **self.settings)
@@ -122,6 +123,50 @@ class VLLMEngine:
                 texts = texts * req.n
             answers.append(texts)
         return answers
+
+    # The streaming entry points (``evoq-data vote --schedule streaming``): requests go into
+    # vLLM's engine as they are ready (LLM.enqueue_chat, the offline API's own way to queue
+    # without waiting) and each step of its engine hands back those that finished, so a
+    # caller keeps the engine full instead of waiting for a whole batch.
+
+    def wants_more(self) -> bool:
+        """Whether fewer sequences are queued than twice what the engine runs at once
+        (vLLM's ``max_num_seqs``): enough that it never waits for the next request, few
+        enough that a large run is not loaded into memory at once."""
+        batch = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        return sum(n for n, _ in self._pending.values()) < 2 * batch
+
+    def submit(self, requests: list[GenRequest], sampling: Sampling) -> list[str]:
+        """Queue ``requests`` without waiting; their ids, for :meth:`poll`."""
+        if not requests:
+            return []
+        params = [self._sampling_params(r, sampling) for r in requests]
+        added = self.llm.enqueue_chat(self._conversations(requests), params, use_tqdm=False)
+        # vLLM returns its internal ids (the LLM's own id, "-", 8 random characters) and
+        # answers under the LLM's id: the ids here are the latter
+        ids = [str(rid).rsplit("-", 1)[0] for rid in added]
+        for rid, req in zip(ids, requests, strict=True):
+            self._pending[rid] = (req.n, sampling.temperature == 0)
+        return ids
+
+    def poll(self) -> list[tuple[str, list[str]]]:
+        """Run one engine step; (id, the ``n`` answers in sample order) of every request
+        that finished in it."""
+        engine = self.llm.llm_engine
+        if self._pending and not engine.has_unfinished_requests():
+            raise EvoqError(f"vLLM holds none of the {len(self._pending)} requests still "
+                            "awaited")
+        finished = []
+        for out in engine.step():
+            if not out.finished:
+                continue
+            if str(out.request_id) not in self._pending:
+                raise EvoqError(f"vLLM answered request {out.request_id}, which was not "
+                                "asked")
+            n, greedy = self._pending.pop(str(out.request_id))
+            texts = [c.text for c in sorted(out.outputs, key=lambda c: c.index)]
+            finished.append((str(out.request_id), texts * n if greedy else texts))
+        return finished
 
     def _conversations(self, requests: list[GenRequest]) -> list:
         conversations = []

@@ -1,0 +1,102 @@
+"""``evoq-data score --runner ray``: the same samples, scored by a pool of Ray actors.
+
+The vote's Ray runner (:mod:`evoq_data.votes.ray`) over score's chunks: the driver (the
+``evoq-data score`` process) claims ``<stem>.parts/``, finds the images still to score and
+assembles the files at the end, as for the local runner; the chunks of ``--chunk-images``
+images go to Ray Data, one block per chunk, mapped over a fixed pool of ``--workers`` actors
+(:class:`ScoreWorker`). Each actor opens one engine and, per chunk, calls the local runner's
+own :func:`~evoq_data.evaluate.score.score_chunk` and writes the part file itself (temp file,
+fsync, rename, named after the chunk's image ids), so the samples are the local runner's,
+row for row but ``created_at``, and a retried chunk rewrites the same file. The cluster, the
+pool's size and the errors actors raise are handled as for ``vote`` (same options, same
+messages).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from evoq_data.core.errors import EvoqError
+from evoq_data.generation.spec import GenerationSpec, open_engine
+from evoq_data.votes.ray import RayOptions, _evoq_error_in, plan_pool, ray_session
+
+log = logging.getLogger(__name__)
+
+
+class ScoreWorker:
+    """One Ray actor: one engine, opened once; scores and writes whole chunks."""
+
+    def __init__(self, spec: GenerationSpec, revision: str, parts: str, samples: int,
+                 seed: int, cwd: str) -> None:
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)  # a relative --model means what it means to the driver
+        self.spec, self.parts, self.samples, self.seed = spec, Path(parts), samples, seed
+        self.engine = open_engine(spec, revision)
+
+    def __call__(self, batch) -> dict:
+        import numpy as np
+
+        from evoq_data.evaluate.score import score_chunk, write_part
+        from evoq_data.images.pool import PoolImage
+
+        chunk_ids = batch.column("_chunk").to_pylist()
+        rows = batch.drop_columns(["_chunk"]).to_pylist()
+        counts, starts = [], []
+        for chunk in dict.fromkeys(chunk_ids):  # whole chunks, in order
+            images = [PoolImage(**r) for r, c in zip(rows, chunk_ids, strict=True)
+                      if c == chunk]
+            starts.append(time.time())
+            table = score_chunk(self.engine, images, self.spec, self.samples, self.seed)
+            write_part(table, self.parts)
+            counts.append(len(images))
+        return {"images": np.array(counts), "started_at": np.array(starts)}
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+
+def score_on_ray(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,
+                 samples: int, seed: int, options: RayOptions | None,
+                 quiet: bool) -> Iterator[tuple[int, float]]:
+    """Score ``chunks`` (lists of PoolImage) on the cluster, writing their part files into
+    ``parts``; yield (images, when its actor began it) per chunk, as they complete."""
+    import dataclasses
+
+    options = options or RayOptions()
+    options.check()
+    with ray_session(options, quiet=quiet) as ray:
+        import pyarrow as pa
+        import ray.data
+
+        plan = plan_pool(options, spec.engine, spec.engine_args, ray.cluster_resources())
+        workers = min(plan.workers, len(chunks))
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the driver shows its own bar of images
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        tables = [pa.Table.from_pylist([dataclasses.asdict(im) for im in chunk]).append_column(
+            "_chunk", pa.array([i] * len(chunk), pa.int64())) for i, chunk in enumerate(chunks)]
+        scored = ray.data.from_arrow(tables).map_batches(
+            ScoreWorker, batch_size=None, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
+            fn_constructor_kwargs=dict(spec=spec, revision=revision, parts=str(parts.resolve()),
+                                       samples=samples, seed=seed, cwd=os.getcwd()))
+        try:
+            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                for n, started in zip(batch["images"], batch["started_at"], strict=True):
+                    yield int(n), float(started)
+        except Exception as exc:
+            user = _evoq_error_in(exc)
+            if user is not None:
+                raise EvoqError(user) from exc
+            raise EvoqError(f"the Ray score failed ({type(exc).__name__}); the chunks "
+                            "written are kept: rerun the same command to resume") from exc

@@ -1,0 +1,74 @@
+"""`evoq-data score --runner ray` on a local Ray cluster: the local runner's rows, summary and
+manifest, on the stochastic PIQE judge and on the tiny Qwen2.5-VL; its options refused on
+the local runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import assert_user_error, make_images, spec
+from typer.testing import CliRunner
+
+from evoq_data.cli import app
+from evoq_data.evaluate.score import run_score
+
+TIMES = ("created_at",)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 2-CPU local Ray cluster for this module (run_score uses the connection it finds)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             object_store_memory=128 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("score-ray") / "pool"
+    make_images(root, 5, seed=9, size=(64, 48))
+    return root
+
+
+def _rows(path: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in pq.read_table(path).to_pylist()]
+
+
+def _manifest(path: Path) -> dict:
+    m = json.loads(path.with_name(path.stem + ".manifest.json").read_text())
+    return {k: v for k, v in m.items() if k not in ("created_at", "command", "evoq_version")}
+
+
+@pytest.mark.parametrize("judge", [
+    pytest.param(lambda model: spec("piqe", engine_args={"random_crop": 0.7}), id="piqe"),
+    pytest.param(lambda model: spec("transformers", str(model), max_tokens=6), id="tiny-vlm")])
+def test_score_on_ray_equals_the_local_runner(cluster, pool, tiny_vlm, tmp_path, judge):
+    the_spec = judge(tiny_vlm)
+    local = run_score(pool, the_spec, tmp_path / "local.parquet", samples=3, seed=4,
+                      chunk_images=2, quiet=True)
+    on_ray = run_score(pool, the_spec, tmp_path / "ray.parquet", samples=3, seed=4,
+                       chunk_images=2, quiet=True, runner="ray")
+    want, got = _rows(tmp_path / "local.parquet"), _rows(tmp_path / "ray.parquet")
+    assert len(want) == 5 * 3 and len({r["raw_text"] for r in want}) > 1
+    assert got == want
+    assert pq.read_table(tmp_path / "ray.summary.parquet").to_pylist() == \
+        pq.read_table(tmp_path / "local.summary.parquet").to_pylist()
+    assert _manifest(tmp_path / "ray.parquet") == _manifest(tmp_path / "local.parquet")
+    assert on_ray["samples"] == local["samples"] == 15
+    assert not (tmp_path / "ray.parts").exists()
+
+
+def test_score_ray_options_need_the_ray_runner(pool, tmp_path):
+    result = CliRunner().invoke(app, ["score", "--images", str(pool), "--engine", "piqe",
+                                      "--workers", "2", "--out", str(tmp_path / "s.parquet")])
+    assert_user_error(result, "--workers is for --runner ray")
+    result = CliRunner().invoke(app, ["score", "--images", str(pool), "--engine", "piqe",
+                                      "--runner", "dask", "--out", str(tmp_path / "s.parquet")])
+    assert_user_error(result, "unknown --runner 'dask'")
+    assert not list(tmp_path.iterdir())
