@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_user_error, make_images, spec
+from fixtures.cli import assert_user_error
+from fixtures.images import make_images
+from fixtures.votes import spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app

@@ -9,7 +9,9 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error, make_images, read_votes, spec
+from fixtures.cli import assert_user_error
+from fixtures.images import make_images
+from fixtures.votes import read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app

@@ -14,27 +14,22 @@ order), counted back to the two images.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import shutil
 import time
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evoq_data import __version__
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.ids import request_seed
 from evoq_data.core.io import create_json_exclusive, write_parquet_atomic
 from evoq_data.core.manifests import manifest_path, new_manifest, read_manifest, write_manifest
 from evoq_data.core.schemas import SCORES_SCHEMA
-from evoq_data.generation.engines import GenRequest
-from evoq_data.generation.parse import OK, parse_score
+from evoq_data.evaluate.scoring import PARTS_GLOB, score_chunk, write_part
+from evoq_data.generation.parse import OK
 from evoq_data.generation.spec import (
     GenerationSpec,
     check_model,
@@ -105,7 +100,6 @@ def summarize(scores: pa.Table) -> pa.Table:
 # rerun with other settings is refused. At the end the parts are assembled in pool order into
 # the documented files, and the folder is removed.
 
-PARTS_GLOB = "scores-*.parquet"
 IDENTITY_FIELDS = ("model", "model_revision", "engine", "prompt_id", "prompt_sha256",
                    "temperature", "top_p", "max_tokens", "reasoning", "seed", "samples")
 
@@ -158,41 +152,6 @@ def _read_parts(parts: Path) -> dict[str, list[dict]]:
         for row in table.to_pylist():
             rows.setdefault(row["image_id"], []).append(row)
     return rows
-
-
-def write_part(table: pa.Table, parts: Path) -> Path:
-    ids = ",".join(sorted(set(table.column("image_id").to_pylist())))
-    final = parts / f"scores-{hashlib.sha256(ids.encode()).hexdigest()[:16]}.parquet"
-    tmp = parts / f".{final.name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    return final
-
-
-def score_chunk(eng, chunk, spec: GenerationSpec, samples: int, seed: int) -> pa.Table:
-    prompt, sampling = spec.score_prompt, spec.sampling
-    seeds = [request_seed("score", seed, im.image_id, n=samples) for im in chunk]
-    requests = [GenRequest(images=(im.path,), prompt=prompt, n=samples, seed=s,
-                           image_ids=(im.image_id,),
-                           key=im.image_id) for im, s in zip(chunk, seeds, strict=True)]
-    outputs = eng.generate(requests, sampling)
-    created = datetime.now(UTC)
-    cols = {name: [] for name in SCORES_SCHEMA.names}
-    for im, base, answers in zip(chunk, seeds, outputs, strict=True):
-        if len(answers) != samples:
-            raise EvoqError(f"engine {spec.engine} returned {len(answers)} answers "
-                            f"for n={samples} (image {im.path})")
-        for i, raw in enumerate(answers):
-            value, status = parse_score(raw, spec.reasoning)
-            row = (im.image_id, im.path, i, raw, value, status, eng.model,
-                   eng.model_revision, eng.name, prompt.prompt_id, prompt.sha256,
-                   sampling.temperature, sampling.top_p, sampling.max_tokens,
-                   base + i, created, __version__)
-            for name, v in zip(SCORES_SCHEMA.names, row, strict=True):
-                cols[name].append(v)
-    return pa.table(cols, schema=SCORES_SCHEMA)
 
 
 def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,

@@ -5,7 +5,7 @@ The vote's Ray runner (:mod:`evoq_data.votes.ray`) over score's chunks: the driv
 assembles the files at the end, as for the local runner; the chunks of ``--chunk-images``
 images go to Ray Data, one block per chunk, mapped over a fixed pool of ``--workers`` actors
 (:class:`ScoreWorker`). Each actor opens one engine and, per chunk, calls the local runner's
-own :func:`~evoq_data.evaluate.score.score_chunk` and writes the part file itself (temp file,
+own :func:`~evoq_data.evaluate.scoring.score_chunk` and writes the part file itself (temp file,
 fsync, rename, named after the chunk's image ids), so the samples are the local runner's,
 row for row but ``created_at``, and a retried chunk rewrites the same file. The cluster, the
 pool's size and the errors actors raise are handled as for ``vote`` (same options, same
@@ -40,7 +40,7 @@ class ScoreWorker:
     def __call__(self, batch) -> dict:
         import numpy as np
 
-        from evoq_data.evaluate.score import score_chunk, write_part
+        from evoq_data.evaluate.scoring import score_chunk, write_part
         from evoq_data.images.pool import PoolImage
 
         chunk_ids = batch.column("_chunk").to_pylist()
