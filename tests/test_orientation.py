@@ -47,7 +47,7 @@ def pool(tmp_path_factory) -> tuple[Path, dict[str, float]]:
             img.save(path)
             quality[str(path.resolve())] = float(piqe(np.asarray(img)[:, :, ::-1].copy())[0])
     values = sorted(quality.values())
-    assert min(b - a for a, b in zip(values, values[1:])) > 1.0  # no tie, no near-tie
+    assert min(np.diff(values)) > 1.0  # no tie, no near-tie
     return folder, quality
 
 
