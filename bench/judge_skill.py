@@ -7,8 +7,8 @@ For each skill: build the judge (`python -m evoq_data.testing.tiny_vlm DIR --jud
 per pair with `evoq-data vote --order balanced` (K/2 votes in each shown order), with and
 without the reasoning suffix. A vote is correct when it names the brighter image. Printed per
 brightness-gap bin: pairs, votes, valid answers, per-vote accuracy among valid votes, the
-accuracy the judge's noise model predicts (Phi(gap / (sigma * sqrt 2)), averaged over the
-bin's pairs), the majority's accuracy over decisive pairs, and the share of valid answers
+accuracy the judge's noise model predicts (evoq_data.testing.judge.expected_accuracy,
+averaged over the bin's pairs), the majority's accuracy over decisive pairs, and the share of valid answers
 that say "0" (position bias: 0.5 when none).
 
     python bench/judge_skill.py                                # good and weak, 256 pairs, K 8
@@ -75,7 +75,7 @@ def brightness_of(labels_csv: str) -> dict[str, float]:
         return {str((root / r["image"]).resolve()): float(r["mos"]) for r in csv.DictReader(fh)}
 
 
-def by_gap(votes: list[dict], f: dict[str, float], sigma: float) -> list[dict]:
+def by_gap(votes: list[dict], f: dict[str, float], skill) -> list[dict]:
     """Per gap bin (and a final 'all' row): the numbers the table prints."""
     pairs: dict[str, dict] = {}
     for v in votes:
@@ -100,7 +100,7 @@ def by_gap(votes: list[dict], f: dict[str, float], sigma: float) -> list[dict]:
             "bin": "all" if hi == math.inf else f"{lo:.2f}-{hi:.2f}", "pairs": len(ps),
             "votes": valid + invalid, "valid": valid / (valid + invalid) if ps else math.nan,
             "accuracy": right / valid if valid else math.nan,
-            "model": (sum(expected_accuracy(p["gap"], sigma) for p in ps) / len(ps)
+            "model": (sum(expected_accuracy(p["gap"], skill) for p in ps) / len(ps)
                       if ps else math.nan),
             "majority": (sum(p["right"] > p["wrong"] for p in decisive) / len(decisive)
                          if decisive else math.nan),

@@ -18,10 +18,11 @@ from evoq_data.testing.judge import (
     MAX_THINK_WORDS,
     SKILLS,
     VERDICTS,
+    Skill,
     expected_accuracy,
     judge_answer,
     noisy_label,
-    skill_sigma,
+    skill_of,
 )
 
 
@@ -45,22 +46,29 @@ def test_bad_answer_and_skill_are_refused():
     with pytest.raises(ValueError, match="0 or 1"):
         judge_answer(2, True, random.Random(0))
     with pytest.raises(ValueError, match="good, weak"):
-        skill_sigma("excellent")
+        skill_of("excellent")
 
 
-@pytest.mark.parametrize(("gap", "sigma"), [(0.0, 0.5), (0.05, 0.05), (0.2, 0.5), (0.4, 0.3)])
-def test_noise_model_matches_thurstone(gap, sigma):
+@pytest.mark.parametrize(("gap", "skill"), [
+    (0.0, Skill(0.5)), (0.05, Skill(0.05)), (0.2, Skill(0.5)), (0.4, Skill(0.3)),
+    (0.3, Skill(0.05, jnd=0.4)), (0.45, Skill(0.05, jnd=0.4)), (0.45, Skill(0.3, jnd=0.4)),
+])
+def test_noise_model_matches_its_formula(gap, skill):
+    """Below the jnd a coin flip, above it Thurstone: against scipy and by simulation."""
     from scipy.stats import norm
 
-    want = norm.cdf(gap / (sigma * np.sqrt(2)))
-    assert expected_accuracy(gap, sigma) == pytest.approx(want, abs=1e-12)
+    want = 0.5 if gap < skill.jnd else norm.cdf(gap / (skill.sigma * np.sqrt(2)))
+    assert expected_accuracy(gap, skill) == pytest.approx(want, abs=1e-12)
     rng = np.random.default_rng(0)
     n = 20000
     f_first = 0.3 + gap
-    right = sum(noisy_label(f_first, 0.3, sigma, rng) == 0 for _ in range(n))
+    right = sum(noisy_label(f_first, 0.3, skill, rng) == 0 for _ in range(n))
     assert right / n == pytest.approx(want, abs=4 * np.sqrt(want * (1 - want) / n) + 1e-3)
 
 
 def test_skills_are_ordered():
-    assert SKILLS["good"] < SKILLS["weak"]
-    assert expected_accuracy(0.3, 0.0) == 1.0 and expected_accuracy(0.0, 0.0) == 0.5
+    gaps = np.linspace(0, 0.9, 91)
+    good = [expected_accuracy(g, SKILLS["good"]) for g in gaps]
+    weak = [expected_accuracy(g, SKILLS["weak"]) for g in gaps]
+    assert all(w <= g for w, g in zip(weak, good, strict=True)) and sum(weak) < sum(good)
+    assert expected_accuracy(0.3, Skill(0.0)) == 1.0 and expected_accuracy(0.0, Skill(0.0)) == 0.5

@@ -7,14 +7,15 @@ brightness, for testing and measuring the loop on a CPU.
 On the "quality = brightness" task (:mod:`evoq_data.testing.learning`: textures darkened by a
 factor f in [0.1, 1], f is the true quality) a real VLM's pseudo-labels are noisy, and more so
 when the two images are close. The judge reproduces that with a known noise model. Each
-supervised step draws fresh pairs of textures with f uniform in [0.1, 1] and labels them the
-way a Thurstone observer would: the first shown image is called better (answer 0) when
-``f_first + e_1 > f_second + e_2``, with e_1, e_2 independent N(0, sigma^2), else 1. A judge
-that learned the labels perfectly answers correctly with probability
-``Phi(gap / (sigma * sqrt(2)))``, gap = |f_first - f_second|: near 0.5 for close pairs, rising
-with the gap. ``sigma`` is the skill (:data:`SKILLS`); the tiny model's own limits add to it,
-so the measured accuracy (docs/train.md, "A judge with known skill"; bench/judge_skill.py) is
-what counts.
+supervised step draws fresh pairs of textures with f uniform in [0.1, 1] and labels them as an
+observer with a :class:`Skill` would: when the gap |f_first - f_second| is below the skill's
+just-noticeable difference ``jnd`` it guesses (0 or 1, even odds); otherwise it calls the first
+shown image better (answer 0) when ``f_first + e_1 > f_second + e_2``, with e_1, e_2
+independent N(0, sigma^2) (a Thurstone observer), else 1. A judge that learned the labels
+perfectly answers correctly with probability 0.5 below the jnd and
+``Phi(gap / (sigma * sqrt(2)))`` above it (:func:`expected_accuracy`). :data:`SKILLS` names
+two; the tiny model's own limits add to them, so the measured accuracy (docs/train.md, "A
+judge with known skill"; bench/judge_skill.py) is what counts.
 
 The answers have the paper's forms, so they go through the normal parser:
 
@@ -33,11 +34,22 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import NamedTuple
 
 from evoq_data.testing.warmup import random_image, supervise
 
-#: Thurstone noise sigma (per image, in units of f) of each named skill.
-SKILLS = {"good": 0.05, "weak": 0.3}
+
+class Skill(NamedTuple):
+    """A label observer: Thurstone noise ``sigma`` per image (units of f), and the gap below
+    which it only guesses (``jnd``)."""
+
+    sigma: float
+    jnd: float = 0.0
+
+
+#: The named skills (``--judge-skill``).
+SKILLS = {"good": Skill(sigma=0.05), "weak": Skill(sigma=0.05, jnd=0.4)}
+CLEAN = Skill(sigma=0.0)
 TASKS = ("brightness",)
 MAX_THINK_WORDS = 6
 #: The reasoning's first word: which shown image it found better (answer 0, answer 1).
@@ -65,24 +77,29 @@ def judge_answer(better: int, reasoning: bool, pick: random.Random) -> str:
     return f"<think>{think_text(better, pick)}</think> \\boxed{{{better}}}"
 
 
-def noisy_label(f_first: float, f_second: float, sigma: float, rng) -> int:
-    """The Thurstone observer's answer: 0 when the first image looks brighter, else 1."""
-    seen_first = f_first + sigma * rng.standard_normal()
-    seen_second = f_second + sigma * rng.standard_normal()
+def noisy_label(f_first: float, f_second: float, skill: Skill, rng) -> int:
+    """The observer's answer: 0 when it calls the first image brighter, else 1."""
+    if abs(f_first - f_second) < skill.jnd:
+        return int(rng.random() < 0.5)
+    seen_first = f_first + skill.sigma * rng.standard_normal()
+    seen_second = f_second + skill.sigma * rng.standard_normal()
     return 0 if seen_first > seen_second else 1
 
 
-def expected_accuracy(gap: float, sigma: float) -> float:
+def expected_accuracy(gap: float, skill: Skill) -> float:
     """P(a vote names the brighter image) for a judge that learned the labels exactly."""
-    if sigma == 0:
+    gap = abs(gap)
+    if gap < skill.jnd:
+        return 0.5
+    if skill.sigma == 0:
         return 1.0 if gap > 0 else 0.5
-    return 0.5 * math.erfc(-abs(gap) / (sigma * math.sqrt(2.0)) / math.sqrt(2.0))
+    return 0.5 * math.erfc(-gap / (skill.sigma * math.sqrt(2.0)) / math.sqrt(2.0))
 
 
-def skill_sigma(skill: str) -> float:
-    if skill not in SKILLS:
-        raise ValueError(f"judge skill must be one of {', '.join(SKILLS)}, got {skill!r}")
-    return SKILLS[skill]
+def skill_of(name: str) -> Skill:
+    if name not in SKILLS:
+        raise ValueError(f"judge skill must be one of {', '.join(SKILLS)}, got {name!r}")
+    return SKILLS[name]
 
 
 def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "brightness",
@@ -103,7 +120,7 @@ def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "bri
 
     if task not in TASKS:
         raise ValueError(f"judge task must be one of {', '.join(TASKS)}, got {task!r}")
-    sigma = skill_sigma(skill)
+    observer = skill_of(skill)
     if batch_size < 1 or see_steps < 0:
         raise ValueError("the judge needs batch_size >= 1 and see_steps >= 0")
     pick = random.Random(seed)
@@ -113,7 +130,7 @@ def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "bri
     def next_batch(step: int, proc):
         seeing = step <= see_steps
         reasoning = not seeing and (step - see_steps) % 2 == 1
-        noise = 0.0 if seeing else sigma
+        noise = CLEAN if seeing else observer
         rows = []
         for _ in range(batch_size):
             f = rng.uniform(*BRIGHTNESS_RANGE, size=2)
@@ -124,7 +141,7 @@ def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "bri
         return label, prompts[reasoning], rows
 
     return supervise(model_in, model_out, next_batch, steps=see_steps + steps, lr=lr, seed=seed,
-                     summary={"task": task, "skill": skill, "sigma": sigma,
+                     summary={"task": task, "skill": skill, **observer._asdict(),
                               "see_steps": see_steps, "batch_size": batch_size,
                               "image_size": image_size},
                      name="judge", log_every=log_every, quiet=quiet)
