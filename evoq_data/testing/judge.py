@@ -48,7 +48,7 @@ class Skill(NamedTuple):
 
 
 #: The named skills (``--judge-skill``).
-SKILLS = {"good": Skill(sigma=0.05), "weak": Skill(sigma=0.05, jnd=0.4)}
+SKILLS = {"good": Skill(sigma=0.05), "weak": Skill(sigma=0.05, jnd=0.25)}
 CLEAN = Skill(sigma=0.0)
 TASKS = ("brightness",)
 MAX_THINK_WORDS = 6
