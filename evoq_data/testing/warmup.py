@@ -53,75 +53,72 @@ def random_image(rng, size: int = 64, brightness: float | None = None):
     return Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
 
 
-def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr: float = 3e-3,
-           batch_size: int = 16, compare_every: int = 4, seed: int = 0, image_size: int = 64,
-           log_every: int = 50, quiet: bool = False) -> dict:
-    """Warm ``model_in`` up on the answer format; save it to ``model_out``; return a summary.
+def encode_batch(proc, prompt, rows: list[tuple[list, str]]) -> dict:
+    """One supervised batch: ``rows`` of (images, target text), all for ``prompt``, as the
+    engines and TRL build them (one user turn; the loss only on the target and its end token).
 
-    Every ``compare_every``-th step is a batch of compare prompts (two images, answer 0 or 1),
-    the others are score prompts (one image, answer 1..5); 0 means score prompts only.
-    """
+    Same-size images: every prompt of a batch has the same length, so no padding inside."""
+    import torch
+
+    from evoq_data.generation.prompts import chat_messages
+
+    tok = proc.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    images, texts, targets = [], [], []
+    for imgs, target in rows:
+        images.extend(imgs)
+        texts.append(proc.apply_chat_template(chat_messages(prompt, imgs),
+                                              add_generation_prompt=True, tokenize=False))
+        targets.append(tok(target, add_special_tokens=False)["input_ids"] + [eos])
+    enc = proc(text=texts, images=images, return_tensors="pt", padding=True)
+    width = max(len(t) for t in targets)
+    tgt = torch.full((len(rows), width), pad, dtype=torch.long)
+    tgt_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, t in enumerate(targets):
+        tgt[i, :len(t)] = torch.tensor(t)
+        tgt_mask[i, :len(t)] = 1
+    ids = torch.cat([enc["input_ids"], tgt], dim=1)
+    mask = torch.cat([enc["attention_mask"], tgt_mask], dim=1)
+    labels = ids.clone()
+    labels[:, :enc["input_ids"].shape[1]] = -100
+    labels[mask == 0] = -100
+    return dict(input_ids=ids, attention_mask=mask, labels=labels,
+                pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"])
+
+
+def supervise(model_in: str | Path, model_out: str | Path, next_batch, *, steps: int, lr: float,
+              seed: int, summary: dict, name: str, log_every: int = 50,
+              quiet: bool = False) -> dict:
+    """The supervised loop both tiny-model trainings share: load ``model_in``, take ``steps``
+    AdamW steps on ``next_batch(step, proc) -> (label, prompt, rows)`` (rows as
+    :func:`encode_batch` takes them), save the model, its processor and the checkpoint's
+    sampling settings to ``model_out``, and write ``summary`` (plus steps, lr, seed, final loss
+    and seconds) as ``evoq_<name>.json`` there. Returns the summary."""
     import numpy as np
     import torch
     from transformers import AutoModelForImageTextToText
 
     from evoq_data.generation.modeling import load_processor
-    from evoq_data.generation.prompts import chat_messages, compare_prompt, score_prompt
 
-    if steps < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError("warm-up needs steps >= 1, batch_size >= 1 and lr > 0")
+    if steps < 1 or lr <= 0:
+        raise ValueError(f"{name} needs steps >= 1 and lr > 0")
     torch.manual_seed(seed)
-    pick = random.Random(seed)
-    rng = np.random.default_rng(seed)
     proc = load_processor(str(model_in))
-    tok = proc.tokenizer
     model = AutoModelForImageTextToText.from_pretrained(str(model_in), dtype=torch.float32)
     model.train()
-    eos = tok.convert_tokens_to_ids("<|im_end|>")
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    kinds = {
-        "score": (score_prompt(True), SCORE_VALUES),
-        "compare": (compare_prompt(True), COMPARE_VALUES),
-    }
-
-    def batch(kind: str):
-        prompt, values = kinds[kind]
-        images, texts, targets = [], [], []
-        for _ in range(batch_size):
-            imgs = [random_image(rng, image_size) for _ in range(prompt.num_images)]
-            images.extend(imgs)
-            texts.append(proc.apply_chat_template(chat_messages(prompt, imgs),
-                                                  add_generation_prompt=True, tokenize=False))
-            targets.append(tok(answer(pick.choice(values)), add_special_tokens=False)["input_ids"]
-                           + [eos])
-        enc = proc(text=texts, images=images, return_tensors="pt", padding=True)
-        # Same-size images: every prompt of a kind has the same length, so no padding inside.
-        width = max(len(t) for t in targets)
-        tgt = torch.full((batch_size, width), pad, dtype=torch.long)
-        tgt_mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for i, t in enumerate(targets):
-            tgt[i, :len(t)] = torch.tensor(t)
-            tgt_mask[i, :len(t)] = 1
-        ids = torch.cat([enc["input_ids"], tgt], dim=1)
-        mask = torch.cat([enc["attention_mask"], tgt_mask], dim=1)
-        labels = ids.clone()
-        labels[:, :enc["input_ids"].shape[1]] = -100
-        labels[mask == 0] = -100
-        return dict(input_ids=ids, attention_mask=mask, labels=labels,
-                    pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"])
-
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     t0 = time.time()
     losses = []
     for step in range(1, steps + 1):
-        kind = "compare" if compare_every and step % compare_every == 0 else "score"
-        loss = model(**batch(kind)).loss
+        label, prompt, rows = next_batch(step, proc)
+        loss = model(**encode_batch(proc, prompt, rows)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if not quiet and (step == 1 or step % log_every == 0 or step == steps):
-            print(f"warm-up step {step}/{steps} ({kind}) loss {losses[-1]:.4f} "
+            print(f"{name} step {step}/{steps} ({label}) loss {losses[-1]:.4f} "
                   f"({time.time() - t0:.0f}s)", flush=True)
     out = Path(model_out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,11 +128,46 @@ def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr:
     gen = Path(model_in, "generation_config.json")
     if gen.is_file():
         (out / "generation_config.json").write_text(gen.read_text())
-    summary = {"model_in": str(model_in), "model_out": str(out), "steps": steps, "lr": lr,
-               "batch_size": batch_size, "compare_every": compare_every, "seed": seed,
-               "final_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - t0, 1)}
-    write_json_atomic(summary, out / "evoq_warmup.json")
+    summary = {"model_in": str(model_in), "model_out": str(out), **summary, "steps": steps,
+               "lr": lr, "seed": seed, "final_loss": float(np.mean(losses[-10:])),
+               "seconds": round(time.time() - t0, 1)}
+    write_json_atomic(summary, out / f"evoq_{name}.json")
     return summary
+
+
+def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr: float = 3e-3,
+           batch_size: int = 16, compare_every: int = 4, seed: int = 0, image_size: int = 64,
+           log_every: int = 50, quiet: bool = False) -> dict:
+    """Warm ``model_in`` up on the answer format; save it to ``model_out``; return a summary.
+
+    Every ``compare_every``-th step is a batch of compare prompts (two images, answer 0 or 1),
+    the others are score prompts (one image, answer 1..5); 0 means score prompts only.
+    """
+    import numpy as np
+
+    from evoq_data.generation.prompts import compare_prompt, score_prompt
+
+    if batch_size < 1:
+        raise ValueError("warm-up needs batch_size >= 1")
+    pick = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    kinds = {
+        "score": (score_prompt(True), SCORE_VALUES),
+        "compare": (compare_prompt(True), COMPARE_VALUES),
+    }
+
+    def next_batch(step: int, proc):
+        kind = "compare" if compare_every and step % compare_every == 0 else "score"
+        prompt, values = kinds[kind]
+        rows = []
+        for _ in range(batch_size):
+            imgs = [random_image(rng, image_size) for _ in range(prompt.num_images)]
+            rows.append((imgs, answer(pick.choice(values))))
+        return kind, prompt, rows
+
+    return supervise(model_in, model_out, next_batch, steps=steps, lr=lr, seed=seed,
+                     summary={"batch_size": batch_size, "compare_every": compare_every},
+                     name="warmup", log_every=log_every, quiet=quiet)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,164 @@
+"""Does the loop teach, end to end? `evoq-train evolve` on the brightness task, on CPU.
+
+Round 1 is voted by the tiny brightness judge (`python -m evoq_data.testing.tiny_vlm DIR
+--judge brightness`, evoq_data.testing.judge) as the bootstrap judge; GRPO then trains the
+format-warmed tiny model on round 1's majorities; round 2 is voted by the model of round 1,
+and so on. Everything runs through `evoq-train evolve` itself (`--bootstrap-engine
+transformers --bootstrap-model JUDGE`, `--eval heldout=labels_heldout.csv`). Printed per
+round, from the run folder:
+
+* who voted, votes, the share of valid answers;
+* vote agreement: mean over pairs of the majority's share of the valid votes;
+* pseudo-label accuracy: the share of decisive pairs (p* 0 or 1) whose p* names the brighter
+  image, and the coverage (decisive pairs / pairs);
+* held-out SRCC / PLCC of the round's model (round 0: the warmed-up base model), by
+  `evoq-data score` + `evoq-data eval` as evolve runs them.
+
+    python bench/evolve_learns.py                                   # 2 rounds, small
+    python bench/evolve_learns.py --pairs 256 -k 8 --max-steps 300 --out runs/evolve-learns
+
+The defaults are small enough for a 2-core machine (see docs/train.md for what was measured
+and how long it took); the table goes to OUT/results.md. CPU only; one torch thread per
+process (--threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evoq_data.testing.learning import (
+    LEARN_SETTINGS,
+    _bin,
+    _run,
+    build_warm_model,
+    make_brightness_task,
+)
+
+
+def _f(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def brightness_of(labels_csv: str) -> dict[str, float]:
+    """Image file name -> its brightness factor f (names are unique in the task)."""
+    with open(labels_csv, newline="") as fh:
+        return {Path(r["image"]).name: float(r["mos"]) for r in csv.DictReader(fh)}
+
+
+def round_votes(run: Path, r: int, f: dict[str, float]) -> dict:
+    """Vote and pseudo-label numbers of round ``r`` (from its VOTES_DIR and PREFS_DIR)."""
+    import pyarrow.parquet as pq
+
+    votes = []
+    for shard in sorted((run / f"round-{r}" / "votes").glob("votes-*.parquet")):
+        votes += pq.read_table(shard).to_pylist()
+    prefs = pq.read_table(run / f"round-{r}" / "prefs" / "preferences.parquet").to_pylist()
+    shares = []
+    for p in prefs:
+        valid = p["votes_a"] + p["votes_b"]
+        if valid:
+            shares.append(max(p["votes_a"], p["votes_b"]) / valid)
+    decisive = [p for p in prefs if p["p_star"] in (0.0, 1.0)]
+    right = sum((f[Path(p["image_a_path"]).name] > f[Path(p["image_b_path"]).name])
+                == (p["p_star"] == 1.0) for p in decisive)
+    return {"judge": votes[0]["model"] if votes else None, "votes": len(votes),
+            "valid": (sum(v["answer"] is not None for v in votes) / len(votes)
+                      if votes else math.nan),
+            "agreement": sum(shares) / len(shares) if shares else math.nan,
+            "pseudo_label_accuracy": right / len(decisive) if decisive else math.nan,
+            "coverage": len(decisive) / len(prefs) if prefs else math.nan}
+
+
+def round_eval(run: Path, r: int) -> dict:
+    path = run / f"round-{r}" / "eval" / "metrics.json"
+    if not path.is_file():
+        return {"srcc": math.nan, "plcc": math.nan}
+    wavg = json.loads(path.read_text())["wavg"]
+    return {"srcc": float(wavg["srcc"]), "plcc": float(wavg["plcc"])}
+
+
+def table(rows: list[dict]) -> str:
+    head = ["round", "voted by", "votes", "valid", "agreement", "pseudo-label accuracy",
+            "coverage", "held-out SRCC", "held-out PLCC"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in rows:
+        cells = [str(row["round"]), row.get("judge") or "-",
+                 str(row.get("votes", "-")), _f(row.get("valid")), _f(row.get("agreement")),
+                 _f(row.get("pseudo_label_accuracy")), _f(row.get("coverage")),
+                 _f(row["srcc"]), _f(row["plcc"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--pairs", type=int, default=128, help="pairs per round")
+    p.add_argument("-k", type=int, default=8, help="votes per pair")
+    p.add_argument("--max-steps", type=int, default=150, help="GRPO steps per round")
+    p.add_argument("--n-train", type=int, default=128)
+    p.add_argument("--n-heldout", type=int, default=48)
+    p.add_argument("--judge-skill", default="good", choices=["good", "weak"])
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--score-samples", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=32,
+                   help="per vote and score answer (the judge's reasoning needs ~22)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
+    args = p.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="evoq-evolve-learns-"))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    task = make_brightness_task(out / "task", n_train=args.n_train, n_heldout=args.n_heldout,
+                                n_pairs=1, seed=args.seed)
+    base, judge = out / "base", out / f"judge-{args.judge_skill}"
+    if not base.is_dir():
+        build_warm_model(base, seed=args.seed, warmup_steps=args.warmup_steps,
+                         threads=args.threads)
+    if not judge.is_dir():
+        _run([sys.executable, "-m", "evoq_data.testing.tiny_vlm", str(judge), "--judge",
+              "brightness", "--judge-skill", args.judge_skill, "--seed", str(args.seed)],
+             Path(f"{judge}.log"), args.threads)
+    print(f"base and judge ready ({time.time() - t0:.0f} s)", flush=True)
+    settings = {**LEARN_SETTINGS, "max_steps": args.max_steps, "seed": args.seed}
+    run = out / "run"
+    cmd = [_bin("evoq-train"), "evolve", "--pool", task["root"] + "/images/train",
+           "--model", str(base), "--rounds", str(args.rounds), "--run-dir", str(run),
+           "--engine", "transformers", "--bootstrap-engine", "transformers",
+           "--bootstrap-model", str(judge), "--pairs-per-round", str(args.pairs),
+           "-k", str(args.k), "--max-tokens", str(args.max_tokens),
+           "--vote-arg=--order=balanced", "--train-config", "cpu-smoke",
+           "--eval", f"heldout={task['heldout_labels']}",
+           "--score-samples", str(args.score_samples), "--seed", str(args.seed), "--quiet"]
+    for k, v in settings.items():
+        cmd += ["--train-arg", f"{k}={v}"]
+    t1 = time.time()
+    _run(cmd, out / "evolve.log", args.threads)
+    evolve_s = time.time() - t1
+    f = brightness_of(task["train_labels"])
+    rows = [{"round": 0, **round_eval(run, 0)}]
+    for r in range(1, args.rounds + 1):
+        rows.append({"round": r, **round_votes(run, r, f), **round_eval(run, r)})
+    md = table(rows)
+    summary = (f"{args.rounds} rounds, {args.pairs} pairs x K = {args.k} a round, "
+               f"{args.max_steps} GRPO steps a round, judge {args.judge_skill}; evolve "
+               f"{evolve_s:.0f} s, total {time.time() - t0:.0f} s; run folder {run}")
+    (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in
+                                                           vars(args).items()},
+                                                  "rounds": rows}, indent=2))
+    (out / "results.md").write_text(f"{md}\n\n{summary}\n")
+    print(f"\n{md}\n\n{summary}")
+
+
+if __name__ == "__main__":
+    main()
