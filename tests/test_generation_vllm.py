@@ -219,6 +219,7 @@ def test_vllm_logprob_rows_match_the_transformers_probabilities(tiny_vlm, pairs_
     assert manifest["mode"] == "logprob"
 
 
+@pytest.mark.slow  # two vLLM start-ups in subprocesses (~20-45 s); the fd redirect is engine-independent and test_votes.py::test_stdout_holds_the_summary_alone_and_its_times covers it fast
 def test_vote_and_score_stdout_hold_the_summary_alone(tiny_vlm, pairs_file, tmp_path):
     """vLLM logs to stdout by default; `evoq-data vote/score --engine vllm ... | jq` still
     works: its lines go to stderr, stdout is the JSON summary alone, with the engine's load

@@ -112,6 +112,7 @@ def _vote_cmd(pairs_file, model, out):
             "--max-tokens", "24", "--chunk-pairs", "1", "--out", str(out), "--quiet"]
 
 
+@pytest.mark.slow  # ~15-30 s of transformers votes; the fast twin is test_sigkill_then_resume_gives_the_uninterrupted_votes_fast (PIQE, same store and resume code)
 def test_sigkill_then_resume_gives_the_uninterrupted_votes(tiny_vlm, pairs_file, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     reference = tmp_path / "reference"  # uninterrupted, in this process
@@ -188,6 +189,7 @@ def test_a_second_worker_on_the_same_shard_is_refused(tiny_vlm, pairs_file, tmp_
     assert len(rows) == 12 and {r["model"] for r in rows} == {str(tiny_vlm)}
 
 
+@pytest.mark.slow  # ~15 s; the fast twin is test_sigterm_says_what_was_kept_and_resume_completes_fast (PIQE)
 def test_sigterm_says_what_was_kept_and_resume_completes(tiny_vlm, pairs_file, tmp_path):
     """SIGTERM mid-run: one line saying what was kept and how to resume, exit 143, no
     traceback and no transformers loading bar (--quiet); the rerun finishes the job."""

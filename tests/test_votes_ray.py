@@ -87,6 +87,7 @@ def test_ray_equals_local_on_piqe(cluster, many_pairs, tmp_path):
     assert (again["pairs_voted"], again["pairs_already_done"]) == (0, 16)
 
 
+@pytest.mark.slow  # a transformers engine in each actor; test_ray_equals_local_on_piqe checks the same row-for-row identity fast
 def test_ray_equals_local_on_the_tiny_model(cluster, tiny_vlm, pairs_file, tmp_path):
     sp = spec("transformers", str(tiny_vlm), max_tokens=8)
     args = dict(votes_per_pair=4, seed=11, order="balanced", chunk_pairs=2, quiet=True)
