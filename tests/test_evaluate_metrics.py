@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.schemas import SCORES_SCHEMA
-from evoq_data.evaluate.metrics import BENCHMARKS, benchmark_key, correlations, weighted_average
+from evoq_data.evaluate.labels import BENCHMARKS, benchmark_key
+from evoq_data.evaluate.metrics import correlations, weighted_average
 
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import make_output_dir, write_json_atomic, write_text_atomic
 from evoq_data.core.schemas import check_columns
-from evoq_data.evaluate.metrics import SHOWN_ROWS
+from evoq_data.evaluate.labels import SHOWN_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _truth_from_distortions(path: Path):
 
 
 def _truth_from_mos(spec: str, image_column: str, mos_column: str, split: str):
-    from evoq_data.evaluate.metrics import load_labels
+    from evoq_data.evaluate.labels import load_labels
 
     labels = load_labels(spec, image_column=image_column, mos_column=mos_column, split=split)
     mos = labels.mos

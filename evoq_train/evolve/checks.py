@@ -63,12 +63,12 @@ def check_places(settings: EvolveSettings) -> None:
 def check_eval_contents(settings: EvolveSettings) -> None:
     """Every --eval manifest: a finite numeric MOS in every row, and images that decode as
     the judge will see them; else one line naming the file and row."""
-    from evoq_data.evaluate.metrics import _read_table
+    from evoq_data.evaluate.labels import read_label_table
     from evoq_data.images.pool import check_image_bytes
 
     for spec in settings.evals:
         name, labels = check_eval(spec, deep=False)
-        table = _read_table(labels)
+        table = read_label_table(labels)
         column = next(c for c in table.column_names if c.lower() == "mos")
         values = table.column(column)
         for row, (v, raw) in enumerate(zip(_numbers(values), values.to_pylist(), strict=True)):
@@ -118,7 +118,7 @@ def pool_label_ids(path: Path) -> dict[str, int]:
     """The images a --pool-labels file labels, by image id, with the row (from 1) that first
     names each; one line for a file that cannot be read, a row whose MOS is not a number, or
     an image listed twice with different MOS."""
-    from evoq_data.evaluate.metrics import _manifest_labels, _read_table, check_label_rows
+    from evoq_data.evaluate.labels import check_label_rows, manifest_labels, read_label_table
 
     if is_distortions(path):
         from evoq_data.pairs.synthetic import read_distortions
@@ -129,7 +129,7 @@ def pool_label_ids(path: Path) -> dict[str, int]:
             raise EvoqError(f"--pool-labels: {exc}") from None
         return {i: row for row, i in reversed(list(enumerate(ids, start=1)))}
     try:
-        table = _read_table(path)
+        table = read_label_table(path)
         column = next((c for c in table.column_names if c.lower() == "mos"), None)
         if column is None:
             raise EvoqError(f"labels {path} have no 'mos' column (columns: "
@@ -139,7 +139,7 @@ def pool_label_ids(path: Path) -> dict[str, int]:
                                            strict=True), start=1):
             if v is None:
                 raise EvoqError(f"{path} row {row}: MOS {raw!r} is not a number")
-        ids, mos, keys = _manifest_labels(path, column)
+        ids, mos, keys = manifest_labels(path, column)
         check_label_rows(path.stem, str(path), ids, mos, keys)  # one MOS per image
     except EvoqError as exc:
         raise EvoqError(f"--pool-labels: {exc}") from None
@@ -155,7 +155,7 @@ def check_pool_labels(settings: EvolveSettings) -> None:
     if settings.pool_labels is None:
         return
     from evoq_data.core.ids import file_sha256
-    from evoq_data.evaluate.metrics import SHOWN_ROWS
+    from evoq_data.evaluate.labels import SHOWN_ROWS
     from evoq_data.images.pool import scan_folder
 
     path = check_pool_labels_file(settings.pool_labels)

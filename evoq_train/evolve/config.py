@@ -319,9 +319,9 @@ def check_pool_labels_file(value: str) -> Path:
 def eval_images(path: Path) -> list[Path]:
     """The image files a labels manifest names (relative paths from the manifest's folder);
     one line when it lacks the MOS or a path column, or names a missing file."""
-    from evoq_data.evaluate.metrics import PATH_COLUMNS, _read_table
+    from evoq_data.evaluate.labels import PATH_COLUMNS, read_label_table
 
-    table = _read_table(path)
+    table = read_label_table(path)
     by_lower = {c.lower(): c for c in table.column_names}
     if "mos" not in by_lower:
         raise EvoqError(f"--eval labels {path} have no 'mos' column (columns: "
