@@ -19,4 +19,5 @@ pytest_plugins = [
     "fixtures.openai_server",
     "fixtures.pairs",
     "fixtures.push",
+    "fixtures.ray_cluster",
 ]

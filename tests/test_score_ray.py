@@ -21,17 +21,6 @@ TIMES = ("created_at",)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A 2-CPU local Ray cluster for this module (run_score uses the connection it finds)."""
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             object_store_memory=128 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("score-ray") / "pool"
     make_images(root, 5, seed=9, size=(64, 48))

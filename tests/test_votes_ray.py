@@ -31,17 +31,6 @@ runner = CliRunner()
 TIME_KEYS = ("created_at",)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """A 2-CPU local Ray cluster for this module; yields its address."""
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             object_store_memory=128 * 2**20, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 # 16 pairs: enough one-pair chunks for a kill to land mid-run.
 many_pairs = pairs_fixture(images=8, pairs=16, image_seed=4, seed=2)
 
