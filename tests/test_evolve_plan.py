@@ -235,3 +235,17 @@ def test_pool_labels_add_one_measuring_step_and_change_no_other_command():
         argv = " ".join(s.argv(FACTS.get(s.kind)) or [])
         assert "pool-labels" not in argv and "label-accuracy" not in argv, s.name
         assert not any("label-accuracy" in i for i in s.inputs), s.name
+
+
+@pytest.mark.parametrize("reader,what", [("read_metrics", "eval metrics"),
+                                         ("read_label_accuracy", "pseudo-label accuracy")])
+def test_a_broken_eval_file_is_named(tmp_path, reader, what):
+    from evoq_data.core.errors import EvoqError
+    from evoq_train.evolve import work
+
+    path = tmp_path / "metrics.json"
+    with pytest.raises(EvoqError, match=f"^{what} not found: {re.escape(str(path))}$"):
+        getattr(work, reader)(path)
+    path.write_text('{"wavg": ')
+    with pytest.raises(EvoqError, match=f"^{what} {re.escape(str(path))} is not readable JSON"):
+        getattr(work, reader)(path)
