@@ -249,3 +249,16 @@ def test_a_broken_eval_file_is_named(tmp_path, reader, what):
     path.write_text('{"wavg": ')
     with pytest.raises(EvoqError, match=f"^{what} {re.escape(str(path))} is not readable JSON"):
         getattr(work, reader)(path)
+
+
+@pytest.mark.parametrize("repo_id", ["me/da..ta", "me/data.git", "data", "me/x--y"])
+def test_evolve_refuses_a_repo_id_push_refuses(repo_id):
+    """One name rule: evolve refuses before round 1 what push would refuse at its end."""
+    from evoq_data.core.errors import EvoqError
+    from evoq_data.core.names import repo_id_problem
+
+    assert repo_id_problem(repo_id)
+    s = EvolveSettings(pool="Org/pool", model="Org/base", rounds=2, run_dir="/runs/evo",
+                       repo_id=repo_id)
+    with pytest.raises(EvoqError, match=f"^malformed --repo-id {re.escape(repr(repo_id))}: "):
+        s.validate()
