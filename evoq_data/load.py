@@ -28,11 +28,10 @@ def _load_config(source: str, config: str, revision: str | None):
 
     folder = Path(source)
     if folder.is_dir() and revision is not None:
-        meta = folder / "evoq.json"
-        import json
+        from evoq_data.core.io import read_json
 
-        held = json.loads(meta.read_text(encoding="utf-8")).get("version") if meta.is_file() \
-            else None
+        held = (read_json(folder / "evoq.json", "dataset metadata", missing_ok=True)
+                or {}).get("version")
         if held != revision:
             raise EvoqError(f"{source} holds version {held}, not {revision}: a local folder "
                             "holds one version (load the Hub repository for another)")

@@ -8,7 +8,6 @@ card with lineage written beside the checkpoint.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 
@@ -111,26 +110,25 @@ def _dataset_lineage(source: str, revision: str | None) -> dict:
         except Exception as exc:  # noqa: BLE001 - lineage is best effort; say what is missing
             log.warning("no evoq.json in dataset %s (%s); lineage without its hash", source, exc)
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
+        from evoq_data.core.io import read_json
+
+        try:  # read after training: a damaged file costs the hash, not the trained model
+            meta = read_json(meta_path, "dataset metadata")
+        except EvoqError as exc:
+            log.warning("%s; lineage without the dataset hash", exc)
+        else:
             lineage["dataset_repo_id"] = meta.get("repo_id")
             lineage["dataset_version"] = meta.get("version")
             lineage["dataset_content_hash"] = meta.get("content_hash")
-        except (OSError, json.JSONDecodeError):
-            log.warning("cannot read %s; lineage without the dataset hash", meta_path)
     return lineage
 
 
 def write_model_card(out: Path, lineage: dict) -> Path:
     """Render cards/model_card.md.j2 into ``out/README.md``; lineage also as JSON."""
-    import jinja2
-
+    from evoq_data.core.cards import render_model_card
     from evoq_data.core.io import write_json_atomic, write_text_atomic
-    from evoq_data.core.resources import card_path
 
-    template = jinja2.Template(card_path("model_card.md.j2").read_text(encoding="utf-8"),
-                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    write_text_atomic(template.render(**lineage), out / "README.md")
+    write_text_atomic(render_model_card(lineage), out / "README.md")
     write_json_atomic(lineage, out / LINEAGE_FILE)
     return out / "README.md"
 

@@ -235,3 +235,30 @@ def test_pool_labels_add_one_measuring_step_and_change_no_other_command():
         argv = " ".join(s.argv(FACTS.get(s.kind)) or [])
         assert "pool-labels" not in argv and "label-accuracy" not in argv, s.name
         assert not any("label-accuracy" in i for i in s.inputs), s.name
+
+
+@pytest.mark.parametrize("reader,what", [("read_metrics", "eval metrics"),
+                                         ("read_label_accuracy", "pseudo-label accuracy")])
+def test_a_broken_eval_file_is_named(tmp_path, reader, what):
+    from evoq_data.core.errors import EvoqError
+    from evoq_train.evolve import work
+
+    path = tmp_path / "metrics.json"
+    with pytest.raises(EvoqError, match=f"^{what} not found: {re.escape(str(path))}$"):
+        getattr(work, reader)(path)
+    path.write_text('{"wavg": ')
+    with pytest.raises(EvoqError, match=f"^{what} {re.escape(str(path))} is not readable JSON"):
+        getattr(work, reader)(path)
+
+
+@pytest.mark.parametrize("repo_id", ["me/da..ta", "me/data.git", "data", "me/x--y"])
+def test_evolve_refuses_a_repo_id_push_refuses(repo_id):
+    """One name rule: evolve refuses before round 1 what push would refuse at its end."""
+    from evoq_data.core.errors import EvoqError
+    from evoq_data.core.names import repo_id_problem
+
+    assert repo_id_problem(repo_id)
+    s = EvolveSettings(pool="Org/pool", model="Org/base", rounds=2, run_dir="/runs/evo",
+                       repo_id=repo_id)
+    with pytest.raises(EvoqError, match=f"^malformed --repo-id {re.escape(repr(repo_id))}: "):
+        s.validate()

@@ -1,27 +1,22 @@
 """What a round with synthetic pairs publishes: no path component of the folders above the
-run or the pool (the published ``*_path`` columns and the card name the images relative to
-one root inside the run). The round's steps run as evolve runs them, except the vote, which
-PIQE casts here (no model needed)."""
+run or the pool. Such a round mixes pool images and the run's distorted images, so no declared
+root (the pool) holds every image and push publishes each ``*_path`` as the image's bare file
+name, as evoq.json's ``paths`` says (the image is identified by the id beside it). The round's
+steps run as evolve runs them, except the vote, which PIQE casts here (no model needed)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from fixtures.images import make_images
 
 from evoq_train.evolve.config import EvolveSettings
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "evoq-data pairs records resolved absolute image paths and push makes them relative to "
-    "the deepest folder holding every image: for a round mixing pool images and the run's "
-    "distorted images, the folder above both, so the path components between it and RUN "
-    "are published. Needs a root option of push (the published-paths rule in "
-    "evoq_data/publish), passed by commands.push_argv."))
 def test_synthetic_round_publishes_no_machine_path(tmp_path):
     from evoq_train.evolve.context import RunContext, Sources
     from evoq_train.evolve.layout import RunLayout
@@ -54,19 +49,40 @@ def test_synthetic_round_publishes_no_machine_path(tmp_path):
         run_step(ctx, steps[name], quiet=True)
 
     published = run / "datasets" / "round-2"
-    private = {p.name for p in [*run.parents, *pool.parents] if p.name} - {""}
-    paths = []
+    meta = json.loads((published / "evoq.json").read_text())
+    assert meta["paths"] == {"local": False, "file_names": True}
+    # the published path of each image, computed apart: a file name it has in the round's
+    # pairs (a reference copied beside its distortions has the pool image's id, so two names)
+    rl = ctx.layout.round(2)
+    names_of: dict[str, set[str]] = {}
+    for p in pq.read_table(ctx.layout.path(rl.pairs)).to_pylist():
+        for s in ("a", "b"):
+            names_of.setdefault(p[f"image_{s}_id"], set()).add(Path(p[f"image_{s}_path"]).name)
+    synthetic_ids = set(pq.read_table(ctx.layout.path(rl.synthetic_pairs))
+                        .column("pair_id").to_pylist())
+    private = {p.name for p in [*run.parents, *pool.parents] if p.name}
+    published_pairs, checked = set(), 0
     for f in sorted(published.rglob("*.parquet")):
         table = pq.read_table(f)
-        for name in table.column_names:
-            if name.endswith("_path"):
-                paths += [v for v in table.column(name).to_pylist() if v]
-    assert paths
-    synthetic = [p for p in paths if "distorted" in p]
-    assert synthetic, "the round's synthetic pairs were published"
-    for p in paths:
-        assert not (set(Path(p).parts) & private), p
-        assert not Path(p).is_absolute() and ".." not in Path(p).parts, p
-    text = (published / "README.md").read_text() + (published / "evoq.json").read_text()
-    for name in ("data-disk", "home-of-user", str(tmp_path)):
-        assert name not in text
+        if "pair_id" in table.column_names:
+            published_pairs |= set(table.column("pair_id").to_pylist())
+        for row in table.drop_columns([c for c in table.column_names
+                                       if c in ("image", "image_a", "image_b")]).to_pylist():
+            for col, value in row.items():
+                if col.endswith("_path"):
+                    side = col.removesuffix("_path")
+                    assert value in names_of[row[f"{side}_id"]], (f.name, col, value)
+                    checked += 1
+                if isinstance(value, str):
+                    assert not (set(Path(value).parts) & private), (f.name, col, value)
+                    assert str(tmp_path) not in value, (f.name, col, value)
+        for key, value in (table.schema.metadata or {}).items():
+            for name in (*private, str(tmp_path)):
+                assert name.encode() not in key + value, (f.name, name)
+    assert checked
+    assert published_pairs & synthetic_ids, "the round's synthetic pairs were published"
+    for f in published.rglob("*"):
+        if f.is_file() and f.suffix != ".parquet":
+            data = f.read_bytes()
+            for name in ("data-disk", "home-of-user", tmp_path.name):
+                assert name.encode() not in data, (f.name, name)

@@ -156,3 +156,19 @@ def test_console_script_exit_code(tmp_path):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no recipe 'no-such-recipe'")
+
+
+def test_dataset_lineage_reads_evoq_json_and_names_a_broken_one(tmp_path, caplog):
+    from evoq_train.trainer import _dataset_lineage
+
+    (tmp_path / "evoq.json").write_text(json.dumps(
+        {"repo_id": "me/prefs", "version": "v1", "content_hash": "abc"}))
+    assert _dataset_lineage(str(tmp_path), "v1") == {
+        "dataset": str(tmp_path), "dataset_revision": "v1", "dataset_repo_id": "me/prefs",
+        "dataset_version": "v1", "dataset_content_hash": "abc"}
+    (tmp_path / "evoq.json").write_text("{not json")
+    with caplog.at_level("WARNING", logger="evoq_train.trainer"):
+        lineage = _dataset_lineage(str(tmp_path), None)
+    assert lineage == {"dataset": str(tmp_path), "dataset_revision": None}
+    assert f"dataset metadata {tmp_path / 'evoq.json'} is not readable JSON" in caplog.text
+    assert "lineage without the dataset hash" in caplog.text

@@ -35,6 +35,20 @@ PAIRS_SCHEMA = pa.schema(
     ]
 )
 
+# What made a vote or a score (the same columns, in this order, in both files) and when.
+_GENERATION_FIELDS = [
+    ("model", pa.string()),
+    ("model_revision", pa.string()),
+    ("engine", pa.string()),
+    ("prompt_id", pa.string()),
+    ("prompt_sha256", pa.string()),
+    ("temperature", pa.float64()),
+    ("top_p", pa.float64()),
+    ("max_tokens", pa.int32()),
+    ("seed", pa.int64()),
+]
+_WRITTEN_FIELDS = [("created_at", pa.timestamp("us", tz="UTC")), ("evoq_version", pa.string())]
+
 VOTES_SCHEMA = pa.schema(
     [
         ("pair_id", pa.string()),
@@ -48,15 +62,7 @@ VOTES_SCHEMA = pa.schema(
         ("answer", pa.int8()),
         ("winner_id", pa.string()),
         ("parse_status", pa.string()),
-        ("model", pa.string()),
-        ("model_revision", pa.string()),
-        ("engine", pa.string()),
-        ("prompt_id", pa.string()),
-        ("prompt_sha256", pa.string()),
-        ("temperature", pa.float64()),
-        ("top_p", pa.float64()),
-        ("max_tokens", pa.int32()),
-        ("seed", pa.int64()),
+        *_GENERATION_FIELDS,
         # How the pair's votes were asked for (the same on every vote row of a pair):
         # votes_planned = K, the votes the pair could have had; stop_reason = 'fixed' (all K
         # asked), 'decided' (the Eq. 1 majority could no longer change), 'confident' (a
@@ -67,8 +73,7 @@ VOTES_SCHEMA = pa.schema(
         # renormalised over the two (prob_0 + prob_1 = 1).
         ("prob_0", pa.float64()),
         ("prob_1", pa.float64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("evoq_version", pa.string()),
+        *_WRITTEN_FIELDS,
     ]
 )
 VOTES_COLUMNS = tuple(VOTES_SCHEMA.names)
@@ -81,17 +86,8 @@ SCORES_SCHEMA = pa.schema(
         ("raw_text", pa.string()),
         ("score", pa.float64()),
         ("parse_status", pa.string()),
-        ("model", pa.string()),
-        ("model_revision", pa.string()),
-        ("engine", pa.string()),
-        ("prompt_id", pa.string()),
-        ("prompt_sha256", pa.string()),
-        ("temperature", pa.float64()),
-        ("top_p", pa.float64()),
-        ("max_tokens", pa.int32()),
-        ("seed", pa.int64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("evoq_version", pa.string()),
+        *_GENERATION_FIELDS,
+        *_WRITTEN_FIELDS,
     ]
 )
 

@@ -199,10 +199,11 @@ def score_and_eval(model: str | Path, images: str | Path, labels: str | Path, ou
                    *, samples: int = 8, seed: int = 0, threads: int | None = 1) -> dict:
     """``evoq-data score`` (transformers engine, K samples) then ``evoq-data eval``; returns
     {"srcc", "plcc", "n", "parse_rate", "score_std", "seconds"} on the held-out images."""
-    import json
     import time
 
     import pandas as pd
+
+    from evoq_data.core.io import read_json
 
     out = Path(out)
     t0 = time.time()
@@ -212,7 +213,7 @@ def score_and_eval(model: str | Path, images: str | Path, labels: str | Path, ou
          out / "score.log", threads)
     _run([_bin("evoq-data"), "eval", "--scores", str(out / "scores.parquet"),
           "--labels", f"heldout={labels}", "--out", str(out / "eval")], out / "eval.log", threads)
-    wavg = json.loads((out / "eval" / "metrics.json").read_text())["wavg"]
+    wavg = read_json(out / "eval" / "metrics.json", "eval metrics")["wavg"]
     rows = pd.read_parquet(out / "scores.parquet")
     summary = pd.read_parquet(out / "scores.summary.parquet")
     return {"srcc": float(wavg["srcc"]), "plcc": float(wavg["plcc"]), "n": int(wavg["n"]),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +22,12 @@ from evoq_data.cli.fields import check_fields, option_label, settings_from_mappi
 from evoq_data.cli.options import GenerationOptions, generation_field
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import file_sha256
+from evoq_data.core.names import HUB_ID_RE, LABEL_RE, check_repo_id
 from evoq_train.recipes import read_yaml_mapping, resolve_recipe
 
 SELF_ENGINES = ("transformers", "vllm")  # engines that load a checkpoint trained in the run
 BOOTSTRAP_ENGINES = ("transformers", "vllm", "openai", "piqe")
 INIT_FROM = ("previous", "base")
-HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Engine arguments that are command-line options of the generating commands, not --engine-arg.
 OPTION_ARGS = {name: option_label(GenerationOptions, name)
                for name in ("base_url", "concurrency", "model_revision")}
@@ -163,10 +161,7 @@ class EvolveSettings:
         elif self.bootstrap_model or self.bootstrap_args:
             raise EvoqError("--bootstrap-model and --bootstrap-arg need --bootstrap-engine")
         if self.repo_id is not None:
-            from evoq_data.core.names import REPO_ID_RE
-
-            if not REPO_ID_RE.fullmatch(self.repo_id):
-                raise EvoqError(f"malformed --repo-id {self.repo_id!r}: expected OWNER/NAME")
+            check_repo_id(self.repo_id, "--repo-id")
         if self.local_dir is not None and Path(self.local_dir).expanduser().is_file():
             raise EvoqError(f"--local-dir {self.local_dir} is an existing file; give a folder")
         # one line naming the shipped recipes when unknown
@@ -292,7 +287,7 @@ def check_eval(spec: str, *, deep: bool = True) -> tuple[str, Path]:
     name, sep, source = str(spec).partition("=")
     if not sep:
         name, source = Path(spec).stem, spec
-    if not NAME_RE.fullmatch(name):
+    if not LABEL_RE.fullmatch(name):
         raise EvoqError(f"--eval {spec!r}: the name must be letters, digits, '.', '_' or '-'")
     path = Path(source).expanduser()
     if path.suffix.lower() not in (".csv", ".tsv", ".parquet"):

@@ -40,8 +40,12 @@ _MODEL_RE = re.compile(r"round-([0-9]+)/model")
 
 
 def manifest_of(path: str) -> str:
-    """The manifest written beside a Parquet file (``x.parquet`` -> ``x.manifest.json``)."""
-    return path.removesuffix(".parquet") + ".manifest.json"
+    """The manifest written beside a Parquet file of the run (``x.parquet`` ->
+    ``x.manifest.json``), by the one rule of :func:`evoq_data.core.manifests.manifest_path`
+    (the run's Parquet outputs are files, never folders)."""
+    from evoq_data.core.manifests import manifest_path
+
+    return manifest_path(path).as_posix()
 
 
 def summary_of(path: str) -> str:

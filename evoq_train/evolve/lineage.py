@@ -43,11 +43,10 @@ lineage.json::
 from __future__ import annotations
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import write_json_atomic, write_text_atomic
+from evoq_data.core.io import read_json, write_json_atomic
 from evoq_data.core.manifests import read_manifest
 
 from .context import ModelRef, RunContext
-from .layout import manifest_of
 
 SCHEMA_VERSION = 1
 
@@ -103,15 +102,13 @@ def write_voted_by(ctx: RunContext, r: int) -> dict:
 def record_model_lineage(ctx: RunContext, r: int) -> dict:
     """Add the ``evolve`` entry to round r's evoq_train.json and render its card again;
     return the model's revision (as a vote in the next round will record it)."""
-    import jinja2
-
-    from evoq_data.core.resources import card_path
     from evoq_data.generation.spec import model_revision_of
+
+    from ..trainer import LINEAGE_FILE, write_model_card
 
     rl = ctx.layout.round(r)
     out = ctx.layout.path(rl.model)
-    path = out / "evoq_train.json"
-    lineage = read_manifest(path, "training lineage")
+    lineage = read_manifest(out / LINEAGE_FILE, "training lineage")
     parent = ctx.parent(r)
     prefs = read_manifest(ctx.layout.path(rl.prefs_manifest), "aggregate manifest")
     ref = dataset_ref(ctx, r) or {}
@@ -123,11 +120,7 @@ def record_model_lineage(ctx: RunContext, r: int) -> dict:
         "dataset_content_hash": ref.get("content_hash"),
         "dataset_voted_by": (prefs.get("evolve") or {}).get("voted_by"),
     }
-    template = jinja2.Template(card_path("model_card.md.j2").read_text(encoding="utf-8"),
-                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    card = template.render(**lineage)
-    write_json_atomic(lineage, path)
-    write_text_atomic(card, out / "README.md")
+    write_model_card(out, lineage)
     return {"revision": model_revision_of(str(out)), "global_steps": lineage.get("global_steps"),
             "recipe": lineage.get("recipe")}
 
@@ -138,21 +131,16 @@ def _output_hash(ctx: RunContext, name: str) -> str | None:
     return outs[0]["sha256"] if outs else None
 
 
-def _read_json(path) -> dict:
-    try:
-        return read_manifest(path)
-    except EvoqError:
-        return {}
-
-
 def round_lineage(ctx: RunContext, r: int) -> dict:
     state, rl = ctx.require_state(), ctx.layout.round(r)
     entry: dict = {"round": r, "dataset": None, "model": None}
     if state.done(rl.step("push")):
         push = state.summary(rl.step("push"))
         prefs = read_manifest(ctx.layout.path(rl.prefs_manifest), "aggregate manifest")
-        stats = _read_json(ctx.layout.path(rl.prefs_stats))
-        mixed = _read_json(ctx.layout.path(manifest_of(rl.pairs))).get("mixed") or {}
+        stats = read_json(ctx.layout.path(rl.prefs_stats), "aggregate statistics",
+                          missing_ok=True) or {}
+        mixed = (read_manifest(ctx.layout.path(rl.pairs), "pairs manifest", missing_ok=True)
+                 or {}).get("mixed") or {}
         entry["dataset"] = {
             "repo_id": push.get("repo_id"), "version": push.get("version"),
             "content_hash": push.get("content_hash"),

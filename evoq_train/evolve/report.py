@@ -12,13 +12,13 @@ was never logged) is shown as ``—``, never guessed.
 from __future__ import annotations
 
 import ast
-import json
 import math
-import os
 from pathlib import Path
 
-from evoq_data.core.io import write_text_atomic
+from evoq_data.core.errors import EvoqError
+from evoq_data.core.io import atomic_path, read_json, write_text_atomic
 
+from ..trainer import LINEAGE_FILE
 from .context import RunContext
 from .layout import REPORT_PNG
 
@@ -38,18 +38,15 @@ def training_end(model_dir: Path, log: Path) -> dict:
     entries, source = [], None
     ckpts = sorted(model_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
                    if p.name.split("-")[-1].isdigit() else -1)
-    final = None
-    try:
-        final = json.loads((model_dir / "evoq_train.json").read_text()).get("global_steps")
-    except (OSError, json.JSONDecodeError):
-        pass
+    final = (read_json(model_dir / LINEAGE_FILE, "training lineage", missing_ok=True)
+             or {}).get("global_steps")
     if ckpts:
         try:
-            state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
-            if final is None or state.get("global_step") == final:
-                entries, source = state.get("log_history", []), "trainer_state.json"
-        except (OSError, json.JSONDecodeError):
-            pass
+            state = read_json(ckpts[-1] / "trainer_state.json", "trainer state")
+        except EvoqError:
+            state = {}  # a checkpoint cut short: the log lines below tell the end
+        if state and (final is None or state.get("global_step") == final):
+            entries, source = state.get("log_history", []), "trainer_state.json"
     if not entries and log.is_file():
         for line in log.read_text(errors="replace").splitlines():
             line = line.strip()
@@ -68,13 +65,6 @@ def training_end(model_dir: Path, log: Path) -> dict:
             "step": last.get("step"), "source": source}
 
 
-def _stats(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def collect(ctx: RunContext) -> list[dict]:
     """One row per round (round 0: the base model, evaluated only)."""
     s, state = ctx.settings, ctx.require_state()
@@ -89,7 +79,8 @@ def collect(ctx: RunContext) -> list[dict]:
         if r >= 1:
             row["voted_by"] = ctx.voter(r).role
             if state.done(rl.step("aggregate")):
-                stats = _stats(ctx.layout.path(rl.prefs_stats))
+                stats = read_json(ctx.layout.path(rl.prefs_stats), "aggregate statistics",
+                                  missing_ok=True) or {}
                 row["pairs"] = (stats.get("pairs") or {}).get("total")
                 votes = stats.get("votes") or {}
                 row["votes"], row["invalid_rate"] = votes.get("total"), votes.get("invalid_rate")
@@ -250,10 +241,11 @@ def draw(rows: list[dict], path: Path, *, labelled: bool = False) -> Path:
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)  # whole or not at all, like every other output
+    try:
+        with atomic_path(path) as tmp:  # whole or not at all, like every other output
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

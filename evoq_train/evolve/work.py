@@ -65,8 +65,6 @@ def mix_pairs(random_: Path, synthetic: Path, out: Path, *, names: tuple[str, st
     from evoq_data.core.schemas import PAIRS_SCHEMA
     from evoq_data.pairs.sample import write_pairs
 
-    from .layout import manifest_of
-
     parts = [pq.read_table(p).select(PAIRS_SCHEMA.names).cast(PAIRS_SCHEMA)
              for p in (random_, synthetic)]
     table = pa.concat_tables(parts)
@@ -78,7 +76,7 @@ def mix_pairs(random_: Path, synthetic: Path, out: Path, *, names: tuple[str, st
     if duplicates:
         table = table.take(pa.array(sorted(first.values())))
     assert pc.count_distinct(table.column("pair_id")).as_py() == table.num_rows
-    rm = read_manifest(Path(manifest_of(str(random_))), "pairs manifest")
+    rm = read_manifest(random_, "pairs manifest")
     write_pairs(table, out, {
         "source": rm.get("source"), "seed": rm.get("seed"), "pool": rm.get("pool"),
         "possible_pairs": rm.get("possible_pairs"),
@@ -170,7 +168,9 @@ def check_pseudo_labels(stats_file: Path, r: int, *, prefs: str, votes: str) -> 
 
 def read_metrics(metrics_json: Path) -> dict:
     """Per benchmark and their weighted average: n, SRCC, PLCC (raw and logistic)."""
-    doc = json.loads(metrics_json.read_text())
+    from evoq_data.core.io import read_json
+
+    doc = read_json(metrics_json, "eval metrics")
     return {"benchmarks": {b["benchmark"]: {k: b.get(k) for k in METRIC_KEYS}
                            for b in doc["benchmarks"]},
             "wavg": {k: doc["wavg"].get(k) for k in METRIC_KEYS}}
@@ -193,7 +193,9 @@ def pairs_with_known_order(prefs: Path, labels: Path) -> int:
 def read_label_accuracy(accuracy_json: Path) -> dict:
     """Overall and per agreement bin: the pseudo-label accuracy ``evoq-data eval --prefs``
     wrote (counts and accuracy; ``None`` where no pair was decisive)."""
-    doc = json.loads(accuracy_json.read_text())
+    from evoq_data.core.io import read_json
+
+    doc = read_json(accuracy_json, "pseudo-label accuracy")
     return {**{k: doc.get(k) for k in ACCURACY_KEYS},
             "by_agreement": {b: {k: v.get(k) for k in ("decisive", "correct", "accuracy")}
                              for b, v in (doc.get("by_agreement") or {}).items()}}
