@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.io import create_json_exclusive
-from evoq_data.core.manifests import read_manifest
+from evoq_data.core.io import create_json_exclusive, write_parquet_atomic
+from evoq_data.core.manifests import manifest_path, read_manifest
 from evoq_data.generation.spec import engine_args_changes
 from evoq_data.pairs.read import read_pairs  # noqa: F401 - (votes' import of the one reader)
 
@@ -59,7 +58,7 @@ def claim_manifest(votes_dir: Path, manifest: dict) -> bool:
     ``manifest.json`` (a link fails when the name exists), so of two workers started together
     with different settings exactly one claims the folder and the other is refused, naming
     the differing fields. Returns True when this call created the manifest."""
-    path = votes_dir / "manifest.json"
+    path = manifest_path(votes_dir)
     if create_json_exclusive(manifest, path):
         return True
     old = read_manifest(path, "vote manifest")
@@ -78,7 +77,7 @@ def release_manifest(votes_dir: Path, remove_folder: bool = False) -> None:
     ``remove_folder``, also the folder the run created, when nothing else is in it."""
     if any(votes_dir.glob(SHARD_GLOB)):
         return
-    (votes_dir / "manifest.json").unlink(missing_ok=True)
+    manifest_path(votes_dir).unlink(missing_ok=True)
     if remove_folder:
         for lock in votes_dir.glob(".lock-*"):
             lock.unlink(missing_ok=True)
@@ -106,12 +105,7 @@ def write_shard(table: pa.Table, votes_dir: Path, shard_index: int, num_shards: 
     ids = ",".join(sorted(set(table.column("pair_id").to_pylist())))
     tag = hashlib.sha256(ids.encode()).hexdigest()[:16]
     final = votes_dir / f"votes-{shard_name(shard_index, num_shards)}-{tag}.parquet"
-    tmp = votes_dir / f".{final.name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    return final
+    return write_parquet_atomic(table, final)
 
 
 def attempts_file(votes_dir: Path, shard_index: int, num_shards: int, chunk: int) -> Path:
