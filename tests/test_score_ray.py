@@ -38,7 +38,9 @@ def _manifest(path: Path) -> dict:
 
 @pytest.mark.parametrize("judge", [
     pytest.param(lambda model: spec("piqe", engine_args={"random_crop": 0.7}), id="piqe"),
-    pytest.param(lambda model: spec("transformers", str(model), max_tokens=6), id="tiny-vlm")])
+    # a transformers engine in each actor (~9 s); piqe checks the same identity fast
+    pytest.param(lambda model: spec("transformers", str(model), max_tokens=6), id="tiny-vlm",
+                 marks=pytest.mark.slow)])
 def test_score_on_ray_equals_the_local_runner(cluster, pool, tiny_vlm, tmp_path, judge):
     the_spec = judge(tiny_vlm)
     local = run_score(pool, the_spec, tmp_path / "local.parquet", samples=3, seed=4,

@@ -316,7 +316,9 @@ def test_sizes_are_checked_before_anything_is_claimed(tmp_path, args, message):
     assert json.loads(fixed.stdout)["votes"] == 8
 
 
-@pytest.mark.parametrize("engine", ["piqe", "transformers"])
+@pytest.mark.parametrize("engine", [
+    # the stdout redirect does not depend on the engine: piqe checks it fast
+    "piqe", pytest.param("transformers", marks=pytest.mark.slow)])
 def test_stdout_holds_the_summary_alone_and_its_times(engine, tiny_vlm, tmp_path):
     """`evoq-data vote ... | jq` works: stdout is the JSON summary and nothing else; the
     summary splits the seconds into engine load and voting."""

@@ -47,7 +47,9 @@ def pairs_file(tmp_path_factory) -> Path:
 
 # --- the real engine -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stop", ["fixed", "decided"])
+@pytest.mark.parametrize("stop", [
+    # fixed is one wave: the scripted-engine tests below cover it fast; decided keeps waves
+    pytest.param("fixed", marks=pytest.mark.slow), "decided"])
 def test_vllm_streaming_rows_equal_the_chunked_rows(tiny_vlm, pairs_file, tmp_path, stop):
     pytest.importorskip("vllm")
     judge = spec("vllm", str(tiny_vlm), max_tokens=12, engine_args={"kv_cache_memory_bytes": KV})
@@ -64,6 +66,7 @@ def test_vllm_streaming_rows_equal_the_chunked_rows(tiny_vlm, pairs_file, tmp_pa
     assert "schedule" not in manifest  # the rows do not depend on it
 
 
+@pytest.mark.slow  # ~15 s of vLLM; the store that resumes it is the chunked one, tested fast in test_votes.py and test_votes_stop.py
 def test_vllm_streaming_interrupted_then_resumed(tiny_vlm, pairs_file, tmp_path, monkeypatch):
     """Stopped after its first shard file, a streaming run resumed (through the command,
     streaming) holds the rows of an uninterrupted chunked run."""
