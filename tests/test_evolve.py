@@ -446,6 +446,7 @@ def test_openai_bootstrap_judge_votes_round_1(tmp_path, inputs, tiny_vlm, fake_e
     assert build_lineage(ctx)["rounds"][0]["dataset"] is None  # not published yet
 
 
+@pytest.mark.slow  # four child commands and a loopback Hub (~6 s); test_evolve_plan.py checks the push/grpo argv by repo id and tag, test_publish_hub.py the upload
 def test_round_published_to_the_hub_as_version_round_1(tmp_path, inputs, tiny_vlm, hub,
                                                        monkeypatch):
     """--repo-id: the push step uploads tag round-1 (loopback Hub) and training reads it

@@ -142,6 +142,7 @@ def _no_ray_lines(stderr: str) -> None:
         assert marker not in stderr, stderr[-2000:]
 
 
+@pytest.mark.slow  # a CLI driver joining the cluster, killed and rerun (~13 s); the store's resume after a SIGKILL is tested fast by test_votes.py's PIQE twin, actor deaths by the tests above
 def test_driver_killed_then_rerun_gives_the_uninterrupted_votes(cluster, many_pairs,
                                                                 tmp_path):
     """The CLI joins the module's cluster (--ray-address HOST:PORT); SIGKILL of the driver
