@@ -49,6 +49,17 @@ def grpo_cmd(ctx: typer.Context) -> None:
         summary = run_grpo(args)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary, from the main process
         typer.echo(json.dumps(summary, indent=2, default=str))
+    _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy torch.distributed's process group once every rank has finished training.
+    Left to interpreter shutdown, a gloo group's threads can abort a rank after a finished run
+    ("terminate called without an active exception", exit -6 under accelerate launch)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @app.command("recipe-path")
