@@ -56,12 +56,9 @@ class ScoreWorker:
         return {"images": np.array(counts), "started_at": np.array(starts)}
 
     def __del__(self) -> None:
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            try:
-                engine.close()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+        from evoq_data.generation.engines import close_quietly
+
+        close_quietly(getattr(self, "engine", None))
 
 
 def score_on_ray(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,

@@ -285,12 +285,9 @@ class VoteWorker:
         return {"done": out}
 
     def __del__(self) -> None:
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            try:
-                engine.close()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+        from evoq_data.generation.engines import close_quietly
+
+        close_quietly(getattr(self, "engine", None))
 
 
 class RayRunner:

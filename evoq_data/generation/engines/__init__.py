@@ -112,6 +112,15 @@ class Engine(Protocol):
     #     the two (one forward pass per request; ``n`` and ``seed`` are not used)."""
 
 
+def close_quietly(engine: Engine | None) -> None:
+    """Close ``engine`` on the way out (a Ray actor's ``__del__``): best effort, never raises."""
+    if engine is not None:
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+
+
 def answer_token_ids(tokenizer) -> tuple[int, int]:
     """The ids of the answer tokens "0" and "1"; an error unless each is a single token."""
     ids = []
