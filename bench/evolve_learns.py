@@ -112,6 +112,8 @@ def main(argv=None) -> None:
     p.add_argument("--score-samples", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=32,
                    help="per vote and score answer (the judge's reasoning needs ~22)")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="passed to each round's aggregate (drops ties below it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
@@ -142,6 +144,8 @@ def main(argv=None) -> None:
            "--score-samples", str(args.score_samples), "--seed", str(args.seed), "--quiet"]
     for k, v in settings.items():
         cmd += ["--train-arg", f"{k}={v}"]
+    if args.min_agreement is not None:
+        cmd += [f"--aggregate-arg=--min-agreement={args.min_agreement}"]
     t1 = time.time()
     _run(cmd, out / "evolve.log", args.threads)
     evolve_s = time.time() - t1

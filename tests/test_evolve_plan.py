@@ -4,6 +4,7 @@ and the layout alone; and the layout as the one owner of the run's paths and ste
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import sys
@@ -262,3 +263,33 @@ def test_evolve_refuses_a_repo_id_push_refuses(repo_id):
                        repo_id=repo_id)
     with pytest.raises(EvoqError, match=f"^malformed --repo-id {re.escape(repr(repo_id))}: "):
         s.validate()
+
+
+def test_aggregate_arg_reaches_every_aggregate_and_only_it():
+    """--aggregate-arg lands at the end of each round's aggregate command; no other step
+    changes, and a run without it keeps the fingerprint it had before the option existed."""
+    plain, extra = context(), context(aggregate_args=["--min-agreement=0.6"])
+    before = {s.name: s for s in build_steps(plain)}
+    for s in build_steps(extra):
+        argv, old = s.argv(FACTS.get(s.kind)), before[s.name].argv(FACTS.get(s.kind))
+        if s.kind == "aggregate":
+            assert argv == [*old[:-1], "--min-agreement=0.6", "--quiet"], s.name
+        else:
+            assert argv == old, s.name
+
+
+
+def test_aggregate_arg_must_be_an_option(tmp_path):
+    from evoq_data.core.errors import EvoqError
+
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "model").mkdir()
+    s = EvolveSettings(pool=str(tmp_path / "pool"), model=str(tmp_path / "model"),
+                       run_dir=str(tmp_path / "run"), train_config="cpu-smoke",
+                       aggregate_args=["min-agreement=0.6"])
+    with pytest.raises(EvoqError, match=r"^--aggregate-arg 'min-agreement=0.6': pass one "
+                                        r"option of `evoq-data aggregate`"):
+        s.validate()
+    # a run without it keeps the fingerprint it had before the option existed
+    assert "aggregate_args" not in dataclasses.replace(s, aggregate_args=[]).identity()
+    assert s.identity()["aggregate_args"] == ["min-agreement=0.6"]

@@ -78,9 +78,9 @@ def vote_argv(ctx: RunContext, r: int) -> list[str]:
 
 
 def aggregate_argv(ctx: RunContext, r: int) -> list[str]:
-    rl = ctx.layout.round(r)
+    s, rl = ctx.settings, ctx.layout.round(r)
     return data_command("aggregate", "--votes", rl.votes, "--out", rl.prefs,
-                        "--lineage", rl.voted_by, "--quiet")
+                        "--lineage", rl.voted_by, *s.aggregate_args, "--quiet")
 
 
 def push_argv(ctx: RunContext, r: int) -> list[str]:

@@ -71,6 +71,10 @@ class EvolveSettings:
         "flag": "--vote-arg",
         "help": "An extra `evoq-data vote` option for every round (repeatable), e.g. "
                 "--vote-arg=--chunk-pairs=256."})
+    aggregate_args: list[str] = field(default_factory=list, metadata={
+        "flag": "--aggregate-arg",
+        "help": "An extra `evoq-data aggregate` option for every round (repeatable), e.g. "
+                "--aggregate-arg=--min-agreement=0.6."})
     train_config: str = field(default="qwen2.5-vl-7b-8xa100", metadata={
         "help": "GRPO recipe: shipped name or YAML file."})
     train_args: list[str] = field(default_factory=list, metadata={
@@ -171,6 +175,10 @@ class EvolveSettings:
             if not str(arg).startswith("--"):
                 raise EvoqError(f"--vote-arg {arg!r}: pass one option of `evoq-data vote`, "
                                 "e.g. --vote-arg=--chunk-pairs=256")
+        for arg in self.aggregate_args:
+            if not str(arg).startswith("--"):
+                raise EvoqError(f"--aggregate-arg {arg!r}: pass one option of `evoq-data "
+                                "aggregate`, e.g. --aggregate-arg=--min-agreement=0.6")
         if self.accelerate_config is not None:
             accelerate_file(self.accelerate_config)
         if self.pool_labels is not None:
@@ -206,6 +214,8 @@ class EvolveSettings:
             doc["pool_labels"] = {"file": str(path.resolve()), "sha256": file_sha256(path)}
         else:
             doc.pop("pool_labels")  # a run started before the option keeps its fingerprint
+        if not self.aggregate_args:
+            doc.pop("aggregate_args")  # likewise
         return doc
 
 
