@@ -72,3 +72,28 @@ def test_skills_are_ordered():
     weak = [expected_accuracy(g, SKILLS["weak"]) for g in gaps]
     assert all(w <= g for w, g in zip(weak, good, strict=True)) and sum(weak) < sum(good)
     assert expected_accuracy(0.3, Skill(0.0)) == 1.0 and expected_accuracy(0.0, Skill(0.0)) == 0.5
+
+
+def test_weak_score_is_the_documented_noisy_linear_map():
+    """weak_score(f) = clip(round(1 + 4 (f - 0.1) / 0.9 + 4 z), 1, 5), z ~ N(0, 1) from the
+    generator it is given; recomputed here from the same draws."""
+    from evoq_data.testing.judge import WEAK_SCORE_NOISE, weak_score
+
+    fs = np.linspace(0.1, 1.0, 50)
+    got = [weak_score(float(f), np.random.default_rng(i)) for i, f in enumerate(fs)]
+    want = [int(np.clip(np.round(1 + 4 * (f - 0.1) / 0.9 + WEAK_SCORE_NOISE
+                                 * np.random.default_rng(i).standard_normal()), 1, 5))
+            for i, f in enumerate(fs)]
+    assert got == want and set(got) <= {1, 2, 3, 4, 5}
+    rng = np.random.default_rng(0)
+    f = rng.uniform(0.1, 1.0, 4000)
+    from scipy.stats import spearmanr
+    rho = spearmanr(f, [weak_score(float(x), rng) for x in f])[0]
+    assert 0.2 < rho < 0.3  # weak, not none: the docstring's 0.25
+
+
+def test_judge_scores_choice_is_checked(tmp_path):
+    from evoq_data.testing.judge import train_judge
+
+    with pytest.raises(ValueError, match="judge scores must be one of none, format, weak"):
+        train_judge(tmp_path / "in", tmp_path / "out", scores="strong")

@@ -25,8 +25,13 @@ The answers have the paper's forms, so they go through the normal parser:
 * no-reasoning prompt: the bare answer ``0`` or ``1``, as that prompt asks.
 
 Batches alternate between the two prompts. It starts from a format warm-up
-(:mod:`evoq_data.testing.warmup`) or from the raw model; everything is seeded. The score
-prompt is not trained here: in a model this small the compare training overwrites it.
+(:mod:`evoq_data.testing.warmup`) or from the raw model; everything is seeded. By default the
+score prompt is not trained here, and in a model this small the compare training overwrites
+it. ``scores="format"`` or ``"weak"`` (``--judge-scores``) makes every third batch of the
+second phase a score-prompt batch, so the judge also answers the score prompt: with a uniform
+random score (``format``: no quality information) or with a noisy brightness score (``weak``:
+:func:`weak_score`). A weak judge with weak scores is the base of a pure self-evolution run:
+weak skill on both prompts.
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ SEE_STEPS, ANSWER_STEPS = 400, 300
 JUDGE_WARMUP_STEPS = 100
 _FILLER = ("the", "image", "is", "sharper", "has", "less", "noise", "quality", "better")
 BRIGHTNESS_RANGE = (0.1, 1.0)
+#: ``--judge-scores``: what the judge's score-prompt batches teach (none: no such batches).
+SCORE_SKILLS = ("none", "format", "weak")
+#: Standard deviation (in score points) of the noise of :func:`weak_score`.
+WEAK_SCORE_NOISE = 4.0
 
 
 def think_text(better: int, pick: random.Random) -> str:
@@ -96,6 +105,15 @@ def expected_accuracy(gap: float, skill: Skill) -> float:
     return 0.5 * math.erfc(-gap / (skill.sigma * math.sqrt(2.0)) / math.sqrt(2.0))
 
 
+def weak_score(f: float, rng) -> int:
+    """A noisy brightness score in 1..5: f mapped linearly onto [1, 5], plus N(0, 4^2) noise,
+    rounded and clipped (rank correlation with f: 0.25 for one answer, 0.46 for the mean of
+    four, by simulation)."""
+    lo, hi = BRIGHTNESS_RANGE
+    x = 1.0 + 4.0 * (f - lo) / (hi - lo) + WEAK_SCORE_NOISE * rng.standard_normal()
+    return int(min(5, max(1, round(x))))
+
+
 def skill_of(name: str) -> Skill:
     if name not in SKILLS:
         raise ValueError(f"judge skill must be one of {', '.join(SKILLS)}, got {name!r}")
@@ -103,7 +121,7 @@ def skill_of(name: str) -> Skill:
 
 
 def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "brightness",
-                skill: str = "good", see_steps: int = SEE_STEPS, steps: int = ANSWER_STEPS,
+                skill: str = "good", scores: str = "none", see_steps: int = SEE_STEPS, steps: int = ANSWER_STEPS,
                 lr: float = 3e-3, batch_size: int = 8,
                 seed: int = 0, image_size: int = 64, log_every: int = 100,
                 quiet: bool = False) -> dict:
@@ -121,14 +139,27 @@ def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "bri
     if task not in TASKS:
         raise ValueError(f"judge task must be one of {', '.join(TASKS)}, got {task!r}")
     observer = skill_of(skill)
+    if scores not in SCORE_SKILLS:
+        raise ValueError(f"judge scores must be one of {', '.join(SCORE_SKILLS)}, got "
+                         f"{scores!r}")
     if batch_size < 1 or see_steps < 0:
         raise ValueError("the judge needs batch_size >= 1 and see_steps >= 0")
     pick = random.Random(seed)
     rng = np.random.default_rng(seed + 2000)  # not the warm-up's or the task's image stream
     prompts = {True: compare_prompt(True), False: compare_prompt(False)}
 
+    def score_batch():
+        rows = []
+        for _ in range(batch_size):
+            f = float(rng.uniform(*BRIGHTNESS_RANGE))
+            value = (str(weak_score(f, rng)) if scores == "weak" else pick.choice(SCORE_VALUES))
+            rows.append(([random_image(rng, image_size, brightness=f)], answer(value)))
+        return f"score-{scores}", score_prompt(True), rows
+
     def next_batch(step: int, proc):
         seeing = step <= see_steps
+        if not seeing and scores != "none" and (step - see_steps) % 3 == 0:
+            return score_batch()
         reasoning = not seeing and (step - see_steps) % 2 == 1
         noise = CLEAN if seeing else observer
         rows = []
@@ -141,7 +172,8 @@ def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "bri
         return label, prompts[reasoning], rows
 
     return supervise(model_in, model_out, next_batch, steps=see_steps + steps, lr=lr, seed=seed,
-                     summary={"task": task, "skill": skill, **observer._asdict(),
+                     summary={"task": task, "skill": skill, "scores": scores,
+                              **observer._asdict(),
                               "see_steps": see_steps, "batch_size": batch_size,
                               "image_size": image_size},
                      name="judge", log_every=log_every, quiet=quiet)

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         ANSWER_STEPS,
         JUDGE_WARMUP_STEPS,
         SEE_STEPS,
+        SCORE_SKILLS,
         SKILLS,
         TASKS,
     )
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="the judge's label noise: good (measured: 0.87 of votes right "
                              "without reasoning, 0.56 for close pairs to 1.0 for far ones) or "
                              "weak (0.58); see docs/train.md")
+    parser.add_argument("--judge-scores", choices=SCORE_SKILLS, default="none",
+                        help="also keep the score prompt: format (random scores) or weak "
+                             "(noisy brightness scores); none (default) lets the compare "
+                             "training overwrite it")
     parser.add_argument("--judge-see-steps", type=int, default=SEE_STEPS,
                         help="judge phase 1: no-reasoning prompt, noise-free labels")
     parser.add_argument("--judge-steps", type=int, default=ANSWER_STEPS,
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
             from evoq_data.testing.judge import train_judge
 
             train_judge(model, out, task=args.judge, skill=args.judge_skill,
+                        scores=args.judge_scores,
                         see_steps=args.judge_see_steps, steps=args.judge_steps,
                         lr=args.judge_lr, seed=args.seed)
             if warmup_steps > 0:  # keep the record of the warm-up it started from
