@@ -131,10 +131,13 @@ def train_judge(model_in: str | Path, model_out: str | Path, *, task: str = "bri
     Two phases: ``see_steps`` steps on the no-reasoning prompt with noise-free labels (the
     model learns to see the brightness; in a model this small that takes a few hundred steps
     and happens abruptly), then ``steps`` steps alternating the reasoning and the no-reasoning
-    prompt with the skill's noisy labels (both answer forms, and the skill's accuracy)."""
+    prompt with the skill's noisy labels (both answer forms, and the skill's accuracy).
+    ``scores`` other than "none": every third step of the second phase is a score-prompt batch
+    instead (see the module docstring)."""
     import numpy as np
 
-    from evoq_data.generation.prompts import compare_prompt
+    from evoq_data.generation.prompts import compare_prompt, score_prompt
+    from evoq_data.testing.warmup import SCORE_VALUES, answer
 
     if task not in TASKS:
         raise ValueError(f"judge task must be one of {', '.join(TASKS)}, got {task!r}")
