@@ -55,27 +55,50 @@ def brightness_of(labels_csv: str) -> dict[str, float]:
 
 
 def round_votes(run: Path, r: int, f: dict[str, float]) -> dict:
-    """Vote and pseudo-label numbers of round ``r`` (from its VOTES_DIR and PREFS_DIR)."""
+    """Vote and pseudo-label numbers of round ``r`` (from its VOTES_DIR and PREFS_DIR).
+
+    ``vote_accuracy``: the share of valid votes naming the brighter image (the voter's compare
+    accuracy). ``pseudo_label_accuracy`` / ``coverage``: over every voted pair, the majority
+    of its valid votes against the true order, and the share of pairs with a majority (before
+    any ``--min-agreement`` filter); ``kept`` / ``kept_accuracy``: the pairs the published
+    dataset holds and how many of its decisive labels are right."""
     import pyarrow.parquet as pq
 
     votes = []
     for shard in sorted((run / f"round-{r}" / "votes").glob("votes-*.parquet")):
         votes += pq.read_table(shard).to_pylist()
     prefs = pq.read_table(run / f"round-{r}" / "prefs" / "preferences.parquet").to_pylist()
-    shares = []
-    for p in prefs:
-        valid = p["votes_a"] + p["votes_b"]
-        if valid:
-            shares.append(max(p["votes_a"], p["votes_b"]) / valid)
-    decisive = [p for p in prefs if p["p_star"] in (0.0, 1.0)]
-    right = sum((f[Path(p["image_a_path"]).name] > f[Path(p["image_b_path"]).name])
-                == (p["p_star"] == 1.0) for p in decisive)
+    by_pair: dict[str, list[int]] = {}
+    valid_votes = right_votes = 0
+    for v in votes:
+        tally = by_pair.setdefault(v["pair_id"], [0, 0])  # votes for a's side, for b's side
+        if v["winner_id"] is None:
+            continue
+        a_wins = v["winner_id"] == v["image_a_id"]
+        tally[0 if a_wins else 1] += 1
+        truth_a = f[Path(v["image_a_path"]).name] > f[Path(v["image_b_path"]).name]
+        valid_votes += 1
+        right_votes += a_wins == truth_a
+    truth = {v["pair_id"]: f[Path(v["image_a_path"]).name] > f[Path(v["image_b_path"]).name]
+             for v in votes}
+    shares, decisive, right = [], 0, 0
+    for pair, (a, b) in by_pair.items():
+        if a + b:
+            shares.append(max(a, b) / (a + b))
+        if a != b:
+            decisive += 1
+            right += (a > b) == truth[pair]
+    kept = [p for p in prefs if p["p_star"] in (0.0, 1.0)]
+    kept_right = sum((f[Path(p["image_a_path"]).name] > f[Path(p["image_b_path"]).name])
+                     == (p["p_star"] == 1.0) for p in kept)
     return {"judge": votes[0]["model"] if votes else None, "votes": len(votes),
-            "valid": (sum(v["answer"] is not None for v in votes) / len(votes)
-                      if votes else math.nan),
+            "valid": valid_votes / len(votes) if votes else math.nan,
+            "vote_accuracy": right_votes / valid_votes if valid_votes else math.nan,
             "agreement": sum(shares) / len(shares) if shares else math.nan,
-            "pseudo_label_accuracy": right / len(decisive) if decisive else math.nan,
-            "coverage": len(decisive) / len(prefs) if prefs else math.nan}
+            "pseudo_label_accuracy": right / decisive if decisive else math.nan,
+            "coverage": decisive / len(by_pair) if by_pair else math.nan,
+            "kept": len(prefs),
+            "kept_accuracy": kept_right / len(kept) if kept else math.nan}
 
 
 def round_eval(run: Path, r: int) -> dict:
@@ -87,13 +110,16 @@ def round_eval(run: Path, r: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["round", "voted by", "votes", "valid", "agreement", "pseudo-label accuracy",
-            "coverage", "held-out SRCC", "held-out PLCC"]
+    head = ["round", "voted by", "votes", "valid", "vote accuracy", "agreement",
+            "pseudo-label accuracy", "coverage", "pairs kept", "kept accuracy",
+            "held-out SRCC", "held-out PLCC"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row in rows:
         cells = [str(row["round"]), row.get("judge") or "-",
-                 str(row.get("votes", "-")), _f(row.get("valid")), _f(row.get("agreement")),
+                 str(row.get("votes", "-")), _f(row.get("valid")),
+                 _f(row.get("vote_accuracy")), _f(row.get("agreement")),
                  _f(row.get("pseudo_label_accuracy")), _f(row.get("coverage")),
+                 str(row.get("kept", "-")), _f(row.get("kept_accuracy")),
                  _f(row["srcc"]), _f(row["plcc"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -108,6 +134,14 @@ def main(argv=None) -> None:
     p.add_argument("--n-train", type=int, default=128)
     p.add_argument("--n-heldout", type=int, default=48)
     p.add_argument("--judge-skill", default="good", choices=["good", "weak"])
+    p.add_argument("--judge-scores", default="none", choices=["none", "format", "weak"],
+                   help="the judge also keeps the score prompt (tiny_vlm --judge-scores)")
+    p.add_argument("--self", dest="pure_self", action="store_true",
+                   help="pure self-evolution: no bootstrap judge; the judge itself "
+                        "(--judge-skill, --judge-scores) is the base model and votes round 1")
+    p.add_argument("--no-reasoning", action="store_true", help="votes without reasoning")
+    p.add_argument("--train-arg", action="append", default=[],
+                   help="KEY=VALUE added to every round's GRPO settings (repeatable)")
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--score-samples", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=32,
@@ -123,27 +157,35 @@ def main(argv=None) -> None:
     t0 = time.time()
     task = make_brightness_task(out / "task", n_train=args.n_train, n_heldout=args.n_heldout,
                                 n_pairs=1, seed=args.seed)
-    base, judge = out / "base", out / f"judge-{args.judge_skill}"
-    if not base.is_dir():
+    base = out / "base"
+    judge = out / (f"judge-{args.judge_skill}" + ("" if args.judge_scores == "none"
+                                                   else f"-scores-{args.judge_scores}"))
+    if not base.is_dir() and not args.pure_self:
         build_warm_model(base, seed=args.seed, warmup_steps=args.warmup_steps,
                          threads=args.threads)
     if not judge.is_dir():
         _run([sys.executable, "-m", "evoq_data.testing.tiny_vlm", str(judge), "--judge",
-              "brightness", "--judge-skill", args.judge_skill, "--seed", str(args.seed)],
+              "brightness", "--judge-skill", args.judge_skill, "--judge-scores",
+              args.judge_scores, "--seed", str(args.seed)],
              Path(f"{judge}.log"), args.threads)
     print(f"base and judge ready ({time.time() - t0:.0f} s)", flush=True)
     settings = {**LEARN_SETTINGS, "max_steps": args.max_steps, "seed": args.seed}
     run = out / "run"
+    start = judge if args.pure_self else base
+    bootstrap = [] if args.pure_self else ["--bootstrap-engine", "transformers",
+                                           "--bootstrap-model", str(judge)]
     cmd = [_bin("evoq-train"), "evolve", "--pool", task["root"] + "/images/train",
-           "--model", str(base), "--rounds", str(args.rounds), "--run-dir", str(run),
-           "--engine", "transformers", "--bootstrap-engine", "transformers",
-           "--bootstrap-model", str(judge), "--pairs-per-round", str(args.pairs),
+           "--model", str(start), "--rounds", str(args.rounds), "--run-dir", str(run),
+           "--engine", "transformers", *bootstrap, "--pairs-per-round", str(args.pairs),
            "-k", str(args.k), "--max-tokens", str(args.max_tokens),
            "--vote-arg=--order=balanced", "--train-config", "cpu-smoke",
            "--eval", f"heldout={task['heldout_labels']}",
            "--score-samples", str(args.score_samples), "--seed", str(args.seed), "--quiet"]
     for k, v in settings.items():
         cmd += ["--train-arg", f"{k}={v}"]
+    cmd += [f"--train-arg={kv}" for kv in args.train_arg]
+    if args.no_reasoning:
+        cmd += ["--vote-arg=--no-reasoning"]
     if args.min_agreement is not None:
         cmd += [f"--aggregate-arg=--min-agreement={args.min_agreement}"]
     t1 = time.time()
@@ -154,9 +196,14 @@ def main(argv=None) -> None:
     for r in range(1, args.rounds + 1):
         rows.append({"round": r, **round_votes(run, r, f), **round_eval(run, r)})
     md = table(rows)
+    who = ("pure self-evolution from the judge" if args.pure_self
+           else f"round 1 voted by the {args.judge_skill} judge")
     summary = (f"{args.rounds} rounds, {args.pairs} pairs x K = {args.k} a round, "
-               f"{args.max_steps} GRPO steps a round, judge {args.judge_skill}; evolve "
-               f"{evolve_s:.0f} s, total {time.time() - t0:.0f} s; run folder {run}")
+               f"{args.max_steps} GRPO steps a round, {who} (scores: {args.judge_scores}), "
+               f"reasoning votes: {not args.no_reasoning}, min agreement: "
+               f"{args.min_agreement}, extra train args: {args.train_arg or '-'}, seed "
+               f"{args.seed}; evolve {evolve_s:.0f} s, total {time.time() - t0:.0f} s; run "
+               f"folder {run}")
     (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in
                                                            vars(args).items()},
                                                   "rounds": rows}, indent=2))
