@@ -30,13 +30,15 @@ def _trainer_class():
 
         def _get_train_sampler(self, dataset=None):
             dataset = self.train_dataset if dataset is None else dataset
+            rows = self.args.prompts_per_pair
             return PairRepeatSampler(
                 dataset,
                 num_generations=self.num_generations,
-                pairs_per_batch=self.args.generation_batch_size // (2 * self.num_generations),
+                pairs_per_batch=self.args.generation_batch_size // (rows * self.num_generations),
                 repeat_count=self.num_iterations * self.args.steps_per_generation,
                 shuffle=self.shuffle_dataset,
                 seed=self.args.seed,
+                rows_per_pair=rows,
             )
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -81,15 +83,19 @@ def load_checkpoint_weights(model, folder: str | Path) -> None:
     log.info("resumed the weights of %s", folder)
 
 
-def build_rewards(config) -> tuple[list, list[float]]:
-    """The reward functions and their weights, from the config's reward settings."""
-    from .rewards import fidelity_reward, format_reward, length_penalty
+def build_rewards(config, compare_reasoning: bool = True) -> tuple[list, list[float]]:
+    """The reward functions and their weights, from the config's reward settings;
+    ``compare_reasoning``: the compare rows' suffix setting (with compare_weight > 0)."""
+    from .rewards import agreement_reward, fidelity_reward, format_reward, length_penalty
 
     funcs = [fidelity_reward(gamma=config.thurstone_gamma, eps=config.fidelity_eps,
                              reasoning=config.reasoning, audit_path=config.pair_audit_path)]
     weights = [1.0]
+    if config.compare_weight > 0:
+        funcs.append(agreement_reward(reasoning=compare_reasoning))
+        weights.append(config.compare_weight)
     if config.format_weight > 0:
-        funcs.append(format_reward())
+        funcs.append(format_reward(compare_reasoning=compare_reasoning))
         weights.append(config.format_weight)
     if config.length_penalty_weight > 0:
         funcs.append(length_penalty(config.length_penalty_chars))
@@ -131,6 +137,24 @@ def write_model_card(out: Path, lineage: dict) -> Path:
     write_text_atomic(render_model_card(lineage), out / "README.md")
     write_json_atomic(lineage, out / LINEAGE_FILE)
     return out / "README.md"
+
+
+def _compare_setting(config, script) -> dict | None:
+    """With compare_weight > 0: the compare rows' weight and suffix setting, and where the
+    setting comes from: the votes' own (the prompt the next round votes with), as the dataset
+    records it, else the score prompt's ``reasoning``. None when the option is off."""
+    if not config.compare_weight > 0:
+        return None
+    from .data import vote_reasoning
+
+    recorded = vote_reasoning(script.dataset, script.dataset_revision)
+    if recorded is None:
+        log.warning("compare rows: the dataset does not record how its votes were asked for; "
+                    "the compare prompt takes the score prompt's setting (reasoning %s)",
+                    config.reasoning)
+    return {"weight": config.compare_weight,
+            "reasoning": config.reasoning if recorded is None else recorded,
+            "reasoning_from": "reasoning setting" if recorded is None else "votes"}
 
 
 def _resumed_step(checkpoint: str | None) -> int:
@@ -191,9 +215,13 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
 
     check_vlm_checkpoint(model)
     pairs = load_preferences(script.dataset, script.dataset_revision)
-    train_ds, data_summary = to_image_prompts(pairs, reasoning=config.reasoning,
-                                              max_pairs=script.max_pairs)
-    pairs_per_batch = config.generation_batch_size // (2 * config.num_generations)
+    compare = _compare_setting(config, script)
+    train_ds, data_summary = to_image_prompts(
+        pairs, reasoning=config.reasoning, max_pairs=script.max_pairs,
+        compare=compare is not None,
+        compare_reasoning=compare["reasoning"] if compare else True)
+    pairs_per_batch = config.generation_batch_size // (config.prompts_per_pair
+                                                       * config.num_generations)
     if data_summary["pairs_used"] < pairs_per_batch:
         raise EvoqError(
             f"{data_summary['pairs_used']} pair(s) to train on, but one generation batch takes "
@@ -202,7 +230,7 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
 
     processor = load_processor(model, revision=model_args.model_revision,
                                min_pixels=script.min_pixels, max_pixels=script.max_pixels)
-    funcs, weights = build_rewards(config)
+    funcs, weights = build_rewards(config, compare["reasoning"] if compare else True)
     if wrap_reward is not None:
         funcs = [wrap_reward(f) for f in funcs]
     config.reward_weights = weights
@@ -236,8 +264,9 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
             "steps_per_generation", "gradient_accumulation_steps", "learning_rate",
             "lr_scheduler_type", "beta", "epsilon", "loss_type", "optim", "bf16",
             "max_completion_length", "temperature", "reasoning", "format_weight",
-            "length_penalty_weight", "thurstone_gamma", "fidelity_eps", "num_train_epochs",
-            "max_steps", "seed")},
+            "length_penalty_weight", "compare_weight", "thurstone_gamma", "fidelity_eps",
+            "num_train_epochs", "max_steps", "seed")},
+        **({"compare": compare} if compare else {}),
         "train_loss": train_loss,
         "warnings": warnings,
     }
