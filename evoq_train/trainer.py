@@ -230,6 +230,10 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
 
     processor = load_processor(model, revision=model_args.model_revision,
                                min_pixels=script.min_pixels, max_pixels=script.max_pixels)
+    # TRL pads prompt ids on the left and reads the processor's image-token mask as padded
+    # alike (the side TRL loads a processor with); padded on the right, prompts of unequal
+    # length (compare beside score prompts, images of different sizes) misplace the images.
+    processor.tokenizer.padding_side = "left"
     funcs, weights = build_rewards(config, compare["reasoning"] if compare else True)
     if wrap_reward is not None:
         funcs = [wrap_reward(f) for f in funcs]
