@@ -83,6 +83,22 @@ def load_checkpoint_weights(model, folder: str | Path) -> None:
     log.info("resumed the weights of %s", folder)
 
 
+def training_processor(model: str, **kwargs):
+    """The checkpoint's processor (``load_processor``), padding on the left.
+
+    TRL pads the prompt ids on the left and takes the processor's image-token mask
+    (``mm_token_type_ids``) as padded alike, which is the side TRL loads a processor with when
+    it loads one itself. Padded on the right, a batch whose prompts differ in length (images of
+    different sizes, compare prompts beside score prompts) gets its image tokens misplaced in
+    the rope positions of the training forward pass (a wrong loss, or a shape error).
+    """
+    from evoq_data.generation.modeling import load_processor
+
+    processor = load_processor(model, **kwargs)
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
 def build_rewards(config, compare_reasoning: bool = True) -> tuple[list, list[float]]:
     """The reward functions and their weights, from the config's reward settings;
     ``compare_reasoning``: the compare rows' suffix setting (with compare_weight > 0)."""
@@ -211,7 +227,7 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
         raise EvoqError(f"--resume-from-checkpoint: {resume} is not a checkpoint folder")
     resumed_step = _resumed_step(config.resume_from_checkpoint)
 
-    from evoq_data.generation.modeling import check_vlm_checkpoint, load_processor
+    from evoq_data.generation.modeling import check_vlm_checkpoint
 
     check_vlm_checkpoint(model)
     pairs = load_preferences(script.dataset, script.dataset_revision)
@@ -228,12 +244,8 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
             f"{pairs_per_batch} (samples_per_device x processes / 2); use fewer processes or a "
             "smaller samples_per_device")
 
-    processor = load_processor(model, revision=model_args.model_revision,
-                               min_pixels=script.min_pixels, max_pixels=script.max_pixels)
-    # TRL pads prompt ids on the left and reads the processor's image-token mask as padded
-    # alike (the side TRL loads a processor with); padded on the right, prompts of unequal
-    # length (compare beside score prompts, images of different sizes) misplace the images.
-    processor.tokenizer.padding_side = "left"
+    processor = training_processor(model, revision=model_args.model_revision,
+                                   min_pixels=script.min_pixels, max_pixels=script.max_pixels)
     funcs, weights = build_rewards(config, compare["reasoning"] if compare else True)
     if wrap_reward is not None:
         funcs = [wrap_reward(f) for f in funcs]
