@@ -21,7 +21,7 @@ from pathlib import Path
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.parse import OK, parse_compare, parse_score
 
-COMPARE = "compare"  # the ``task`` of a compare row (evoq_train.data.COMPARE)
+from .data import COMPARE  # the ``task`` of a compare row
 
 
 def _valid(x) -> bool:
