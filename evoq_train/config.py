@@ -120,6 +120,12 @@ class EvoqGRPOConfig(trl.GRPOConfig):
         "help": "gamma added to the variance sum in the Thurstone probability."})
     fidelity_eps: float = field(default=1e-6, metadata={
         "help": "eps inside the fidelity reward's square roots."})
+    compare_weight: float = field(default=0.0, metadata={
+        "help": "Also train the compare prompt (the one the next round votes with) on every "
+                "pair, shown in both orders, with the agreement reward (the probability the "
+                "pseudo-label gives the image the answer names) at this weight; 0 = off (the "
+                "paper's setting). A pair then takes four prompts: samples_per_device score "
+                "images plus as many compare prompts per device and step."})
     pair_audit_path: str | None = field(default=None, metadata={
         "help": "Debugging: append one JSON line per reward call (rank, pairs seen, answers per "
                 "image) to this file."})
@@ -133,6 +139,10 @@ class EvoqGRPOConfig(trl.GRPOConfig):
                             "to compare them (card: 32); set --num_generations 2 or more")
         if self.format_weight < 0 or self.length_penalty_weight < 0:
             raise EvoqError("format_weight and length_penalty_weight must be >= 0")
+        if not self.compare_weight >= 0:  # NaN too
+            raise EvoqError(f"compare_weight is {self.compare_weight}: give 0 (off) or a "
+                            "positive weight such as 1")
+        rows = self.prompts_per_pair
         if self.samples_per_device is not None:
             s = self.samples_per_device
             if s < 2 or s % 2:
@@ -143,11 +153,13 @@ class EvoqGRPOConfig(trl.GRPOConfig):
                 raise EvoqError(
                     "samples_per_device sets steps_per_generation; give one or the other "
                     "(set samples_per_device to null to size the generation batch yourself)")
-            local = s * g
+            local = s * g * rows // 2
             if local % self.per_device_train_batch_size:
+                with_compare = " x 2 (compare prompts)" if rows > 2 else ""
                 raise EvoqError(
-                    f"samples_per_device x num_generations = {local} completions is not a "
-                    f"multiple of per_device_train_batch_size ({self.per_device_train_batch_size}); "
+                    f"samples_per_device x num_generations{with_compare} = {local} completions "
+                    f"is not a multiple of per_device_train_batch_size "
+                    f"({self.per_device_train_batch_size}); "
                     "choose a per_device_train_batch_size that divides it")
             steps = local // self.per_device_train_batch_size
             if self.gradient_accumulation_steps not in (1, steps):
@@ -159,12 +171,20 @@ class EvoqGRPOConfig(trl.GRPOConfig):
             self.gradient_accumulation_steps = steps
         super().__post_init__()
         local = self.per_device_train_batch_size * self.steps_per_generation
-        if local % (2 * g):
+        if local % (rows * g):
             raise EvoqError(
                 f"the per-device generation batch ({self.per_device_train_batch_size} x "
                 f"{self.steps_per_generation} = {local} completions) cannot hold whole pairs, "
-                f"which need 2 x num_generations = {2 * g} completions each; make it a multiple "
-                f"of {2 * g} (e.g. samples_per_device 2 or 4)")
+                f"which need {rows} x num_generations = {rows * g} completions each; make it a "
+                f"multiple of {rows * g} (e.g. samples_per_device 2 or 4)")
+
+    @property
+    def prompts_per_pair(self) -> int:
+        """Training rows per pair: its two score prompts, and with compare_weight > 0 its
+        compare prompt in both shown orders."""
+        from .data import ROWS_PER_PAIR
+
+        return ROWS_PER_PAIR[self.compare_weight > 0]
 
 
 BETA_ZERO_WARNING = (

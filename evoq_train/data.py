@@ -11,7 +11,9 @@ Sources, in the order they are recognised:
 
 Each pair with a p* becomes two consecutive rows (row ``2p`` its first image, ``2p + 1`` its
 second), which is what :class:`evoq_train.sampler.PairRepeatSampler` relies on. Pairs whose
-p* is null (no valid vote) are skipped and counted.
+p* is null (no valid vote) are skipped and counted. With ``compare`` (``evoq-train grpo
+--compare_weight``) a pair is four rows: its two score prompts, then its compare prompt shown
+in both orders (rows ``4p`` .. ``4p + 3``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 from pathlib import Path
 
 from evoq_data.core.errors import EvoqError, require
-from evoq_data.generation.prompts import score_prompt
+from evoq_data.generation.prompts import compare_prompt, score_prompt
 from evoq_data.images.decode import dataset_image, needs_normalising
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,10 @@ IMAGE_COLUMNS = ("image_a", "image_b")
 PATH_COLUMNS = ("image_a_path", "image_b_path")
 # Columns of the per-image training set (besides TRL's ``prompt`` and ``image``).
 PROMPT_COLUMNS = ("pair_id", "image_id", "partner_id", "role", "p_star_self")
+# With compare rows: which prompt a row holds (the rewards read it), and the values.
+TASK_COLUMN = "task"
+SCORE, COMPARE = "score", "compare"
+ROWS_PER_PAIR = {False: 2, True: 4}  # without / with compare rows
 
 
 def _resolve(path: str, base: Path) -> str | None:
@@ -88,13 +94,22 @@ def load_preferences(source: str | Path, revision: str | None = None):
     return ds
 
 
-def to_image_prompts(pairs, *, reasoning: bool = True, max_pairs: int | None = None):
+def to_image_prompts(pairs, *, reasoning: bool = True, max_pairs: int | None = None,
+                     compare: bool = False, compare_reasoning: bool = True):
     """Per-image prompts (rows 2p, 2p+1 = pair p) and a summary of what was kept and skipped.
 
     Columns: ``prompt`` (one user turn with the score prompt and, when ``reasoning``, the
     reasoning suffix, verbatim; TRL puts the image before the text), ``image``, ``pair_id``,
     ``image_id``, ``partner_id``, ``role`` ("a" or "b") and ``p_star_self`` (the probability
     that this image beats its partner: p* for the first image, 1 - p* for the second).
+
+    ``compare``: each pair takes four rows, ``4p`` and ``4p + 1`` its score prompts as above,
+    ``4p + 2`` its compare prompt (``compare_prompt(compare_reasoning)``, the vote stage's)
+    with image a shown first, ``4p + 3`` with image b first. The images go in ``images`` (one
+    for a score row, two in shown order for a compare row) and ``task`` says "score" or
+    "compare". On a compare row ``image_id`` is the image shown first, ``partner_id`` the one
+    shown second, ``role`` the role of the first shown image, and ``p_star_self`` the
+    probability that the first shown image is the better one (what answer 0 claims).
     """
     datasets = require("datasets", "train")
     total = len(pairs)
@@ -109,33 +124,76 @@ def to_image_prompts(pairs, *, reasoning: bool = True, max_pairs: int | None = N
                         "vote)")
     pairs = pairs.select(keep)
     text = score_prompt(reasoning).text
+    compare_text = compare_prompt(compare_reasoning).text
+    image_col = "images" if compare else "image"
+    extra = (TASK_COLUMN,) if compare else ()
 
     def expand(batch):
-        out = {k: [] for k in ("prompt", "image", *PROMPT_COLUMNS)}
+        out = {k: [] for k in ("prompt", image_col, *PROMPT_COLUMNS, *extra)}
+
+        def add(prompt_text, images, pid, me, other, role, p_self, task):
+            out["prompt"].append([{"role": "user", "content": prompt_text}])
+            out[image_col].append(images if compare else images[0])
+            out["pair_id"].append(pid)
+            out["image_id"].append(me)
+            out["partner_id"].append(other)
+            out["role"].append(role)
+            out["p_star_self"].append(p_self)
+            if compare:
+                out[TASK_COLUMN].append(task)
+
         for i, pid in enumerate(batch["pair_id"]):
             p = float(batch["p_star"][i])
             a, b = batch["image_a_id"][i], batch["image_b_id"][i]
-            for role, img, me, other, p_self in (("a", batch["image_a"][i], a, b, p),
-                                                 ("b", batch["image_b"][i], b, a, 1.0 - p)):
-                out["prompt"].append([{"role": "user", "content": text}])
-                out["image"].append(img)
-                out["pair_id"].append(pid)
-                out["image_id"].append(me)
-                out["partner_id"].append(other)
-                out["role"].append(role)
-                out["p_star_self"].append(p_self)
+            img_a, img_b = batch["image_a"][i], batch["image_b"][i]
+            add(text, [img_a], pid, a, b, "a", p, SCORE)
+            add(text, [img_b], pid, b, a, "b", 1.0 - p, SCORE)
+            if compare:  # both shown orders: no position is favoured by the labels
+                add(compare_text, [img_a, img_b], pid, a, b, "a", p, COMPARE)
+                add(compare_text, [img_b, img_a], pid, b, a, "b", 1.0 - p, COMPARE)
         return out
 
     features = datasets.Features({
         "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
-        "image": datasets.Image(),
+        image_col: [datasets.Image()] if compare else datasets.Image(),
         "pair_id": datasets.Value("string"), "image_id": datasets.Value("string"),
         "partner_id": datasets.Value("string"), "role": datasets.Value("string"),
         "p_star_self": datasets.Value("float64"),
+        **({TASK_COLUMN: datasets.Value("string")} if compare else {}),
     })
     images = pairs.map(expand, batched=True, batch_size=256, remove_columns=pairs.column_names,
                        features=features, desc="pairs -> image prompts")
     summary = {"pairs_total": total, "pairs_skipped_null_p_star": skipped,
                "pairs_used": len(keep), "prompts": len(images)}
+    if compare:
+        summary["compare_prompts"] = 2 * len(keep)
     log.info("training set: %s", summary)
     return images, summary
+
+
+def vote_reasoning(source: str | Path, revision: str | None = None) -> bool | None:
+    """Whether the dataset's votes were asked for with the reasoning suffix, as its aggregate
+    manifest records it (a PREFS_DIR's manifest.json, a pushed dataset's evoq.json); None when
+    it records none (hand-made preferences, imported votes, no evoq.json)."""
+    from evoq_data.core.io import read_json
+    from evoq_data.core.manifests import read_manifest
+
+    folder = Path(source)
+    if folder.is_dir() and (folder / "preferences.parquet").is_file():
+        aggregate = read_manifest(folder, "aggregate manifest", missing_ok=True) or {}
+    elif folder.is_dir():
+        meta = read_json(folder / "evoq.json", "dataset metadata", missing_ok=True) or {}
+        aggregate = meta.get("aggregate") or {}
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(str(source), "evoq.json", repo_type="dataset",
+                                   revision=revision)
+        except Exception as exc:  # noqa: BLE001 - not recorded; the caller says what it uses
+            log.warning("no evoq.json in dataset %s (%s)", source, exc)
+            return None
+        aggregate = (read_json(Path(path), f"evoq.json of {source}") or {}).get("aggregate") or {}
+    votes = aggregate.get("votes") if isinstance(aggregate, dict) else None
+    value = votes.get("reasoning") if isinstance(votes, dict) else None
+    return value if isinstance(value, bool) else None

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.parse import OK, parse_score
+from evoq_data.generation.parse import OK, parse_compare, parse_score
+
+from .data import COMPARE  # the ``task`` of a compare row
 
 
 def _valid(x) -> bool:
@@ -109,6 +111,11 @@ def _text(completion) -> str:
     return ""
 
 
+def _compare_rows(task, n: int) -> list[bool]:
+    """Which rows hold the compare prompt (none without a ``task`` column)."""
+    return [False] * n if task is None else [t == COMPARE for t in task]
+
+
 def fidelity_reward(*, gamma: float = 1e-6, eps: float = 1e-6, reasoning: bool = True,
                     audit_path: str | Path | None = None):
     """The Thurstone fidelity reward as TRL calls it, averaged over every partner in the batch.
@@ -122,17 +129,24 @@ def fidelity_reward(*, gamma: float = 1e-6, eps: float = 1e-6, reasoning: bool =
 
     ``audit_path`` (debugging and tests): every call appends one JSON line with the process rank
     and, per pair it saw, the number of answers of each image.
+
+    With compare rows in the batch (a ``task`` column, ``--compare_weight``) the reward is
+    None for them (TRL leaves a None out of its weighted sum) and everything above, the
+    metrics included, is computed over the score rows only.
     """
     if gamma < 0 or eps < 0:
         raise EvoqError(f"fidelity reward needs gamma >= 0 and eps >= 0, got {gamma}, {eps}")
 
     def evoq_fidelity(prompts, completions, pair_id, image_id, partner_id, p_star_self,
-                      log_metric=None, log_extra=None, **_):
-        parsed = [parse_score(_text(c), reasoning=reasoning) for c in completions]
-        scores = [p.value if p.status == OK else None for p in parsed]
+                      log_metric=None, log_extra=None, task=None, **_):
+        compare_row = _compare_rows(task, len(completions))
+        rows = [i for i, c in enumerate(compare_row) if not c]
+        parsed = [None if compare_row[i] else parse_score(_text(c), reasoning=reasoning)
+                  for i, c in enumerate(completions)]
+        scores = [p.value if p is not None and p.status == OK else None for p in parsed]
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for i, key in enumerate(zip(pair_id, image_id, strict=True)):
-            groups[key].append(i)
+        for i in rows:
+            groups[(pair_id[i], image_id[i])].append(i)
         pairs_of_image: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for pid, img in groups:
             pairs_of_image[img].append((pid, img))
@@ -146,7 +160,9 @@ def fidelity_reward(*, gamma: float = 1e-6, eps: float = 1e-6, reasoning: bool =
             with open(audit_path, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
 
-        rewards = [0.0] * len(completions)
+        rewards: list[float | None] = [None] * len(completions)
+        for i in rows:
+            rewards[i] = 0.0
         for (pid, img), idx in groups.items():
             own_partner = partner_id[idx[0]]
             if (pid, own_partner) not in groups:
@@ -169,9 +185,9 @@ def fidelity_reward(*, gamma: float = 1e-6, eps: float = 1e-6, reasoning: bool =
                 vals = [r[pos] for r in per_partner if not math.isnan(r[pos])]
                 rewards[i] = math.fsum(vals) / len(vals) if vals else 0.0
 
-        valid = [s for s in scores if s is not None]
-        if log_metric is not None and scores:
-            log_metric("parse_failure_rate", 1.0 - len(valid) / len(scores))
+        valid = [scores[i] for i in rows if scores[i] is not None]
+        if log_metric is not None and rows:
+            log_metric("parse_failure_rate", 1.0 - len(valid) / len(rows))
             if valid:
                 log_metric("score_mean", math.fsum(valid) / len(valid))
             spread = group_score_spread(scores, groups.values())
@@ -180,7 +196,7 @@ def fidelity_reward(*, gamma: float = 1e-6, eps: float = 1e-6, reasoning: bool =
                 log_metric("score_group_constant_frac", spread[1])
         if log_extra is not None:
             log_extra("score", scores)
-            log_extra("parse_status", [p.status for p in parsed])
+            log_extra("parse_status", [p.status if p is not None else None for p in parsed])
         return rewards
 
     return evoq_fidelity
@@ -198,13 +214,79 @@ def format_ok(text: str) -> bool:
     return bool(_FORMAT.fullmatch(text)) and parse_score(text, True).status == OK
 
 
-def format_reward():
-    """1 when the answer is ``<think>...</think>`` then a ``\\boxed{}`` valid score, else 0."""
+def compare_format_ok(text: str) -> bool:
+    """:func:`format_ok` for a compare answer: the box holds 0 or 1."""
+    text = text or ""
+    return bool(_FORMAT.fullmatch(text)) and parse_compare(text, True).status == OK
 
-    def evoq_format(prompts, completions, **_):
-        return [1.0 if format_ok(_text(c)) else 0.0 for c in completions]
+
+def format_reward(compare_reasoning: bool = True):
+    """1 when the answer is ``<think>...</think>`` then a ``\\boxed{}`` valid score, else 0.
+
+    A compare row (``task`` "compare") needs a valid compare answer (0 or 1) in the box
+    instead; when the compare prompt is asked without the reasoning suffix
+    (``compare_reasoning`` false) no format is asked of it and its reward is None.
+    """
+
+    def evoq_format(prompts, completions, task=None, **_):
+        out: list[float | None] = []
+        for c, is_compare in zip(completions, _compare_rows(task, len(completions)),
+                                 strict=True):
+            if not is_compare:
+                out.append(1.0 if format_ok(_text(c)) else 0.0)
+            elif compare_reasoning:
+                out.append(1.0 if compare_format_ok(_text(c)) else 0.0)
+            else:
+                out.append(None)
+        return out
 
     return evoq_format
+
+
+def agreement_reward(reasoning: bool = True):
+    """The compare rows' reward: the probability the pseudo-label gives the image the answer
+    names. On a compare row ``p_star_self`` is P(the first shown image is better), so answer
+    0 earns ``p_star_self``, answer 1 earns ``1 - p_star_self``, an unparseable answer 0.
+    Score rows get None. ``reasoning``: the compare prompt's suffix setting (how to parse).
+
+    Logs ``compare_valid_rate`` (share of compare answers that parse) and
+    ``compare_accuracy`` (share of valid answers naming the image p* favours, over rows with
+    p* != 0.5; not logged when there is none).
+    """
+
+    def evoq_agreement(prompts, completions, p_star_self, task=None, log_metric=None,
+                       log_extra=None, **_):
+        compare_row = _compare_rows(task, len(completions))
+        rewards: list[float | None] = [None] * len(completions)
+        answers: list[int | None] = [None] * len(completions)
+        statuses: list[str | None] = [None] * len(completions)
+        right = decided = valid = 0
+        for i, c in enumerate(completions):
+            if not compare_row[i]:
+                continue
+            parsed = parse_compare(_text(c), reasoning=reasoning)
+            statuses[i] = parsed.status
+            p_first = float(p_star_self[i])
+            if parsed.status != OK:
+                rewards[i] = 0.0
+                continue
+            valid += 1
+            answers[i] = parsed.value
+            rewards[i] = p_first if parsed.value == 0 else 1.0 - p_first
+            if p_first != 0.5:
+                decided += 1
+                right += (parsed.value == 0) == (p_first > 0.5)
+        n = sum(compare_row)
+        if log_metric is not None and n:
+            log_metric("compare_valid_rate", valid / n)
+            if decided:
+                log_metric("compare_accuracy", right / decided)
+        if log_extra is not None:
+            log_extra("compare_answer", answers)
+            log_extra("compare_status", statuses)
+        return rewards
+
+    return evoq_agreement
 
 
 def length_penalty(max_chars: int = 2048):

@@ -17,6 +17,11 @@ How the pieces fit (TRL 1.16 with accelerate):
 * :class:`~evoq_train.config.EvoqGRPOConfig` requires that block to be a multiple of
   ``2 * num_generations``; so every block starts at a pair boundary and holds whole pairs,
   with any number of processes.
+
+With compare rows (``--compare_weight``) a pair is four rows (``4p`` .. ``4p + 3``: its two
+score prompts, then its compare prompt in both shown orders): ``rows_per_pair=4``, and the
+block must be a multiple of ``4 * num_generations``. Every row is still yielded
+num_generations times in a row, so each compare prompt is a GRPO group of its own.
 """
 
 from __future__ import annotations
@@ -25,28 +30,36 @@ from collections.abc import Iterator, Sized
 
 from evoq_data.core.errors import EvoqError
 
+_WORDS = {2: "two", 4: "four"}
+
 
 class PairRepeatSampler:
     """TRL's ``RepeatSampler`` with pairs as the unit of shuffling and batching.
 
     Args:
-        data_source: the per-image dataset (even length; rows 2p and 2p+1 are pair p).
+        data_source: the per-image dataset (rows_per_pair rows per pair, consecutive).
         num_generations: completions per image (TRL's ``mini_repeat_count``).
         pairs_per_batch: pairs in one global generation batch
             (``generation_batch_size // (2 * num_generations)``).
         repeat_count: how often each generation batch is yielded (TRL reuses generations
             for ``num_iterations * steps_per_generation`` steps).
         shuffle, seed: shuffle pairs with a local generator seeded identically on every process.
+        rows_per_pair: 2 (the two score prompts) or 4 (with the two compare prompts).
     """
 
     def __init__(self, data_source: Sized, num_generations: int, pairs_per_batch: int = 1,
-                 repeat_count: int = 1, shuffle: bool = True, seed: int | None = None) -> None:
-        if len(data_source) % 2:
+                 repeat_count: int = 1, shuffle: bool = True, seed: int | None = None,
+                 rows_per_pair: int = 2) -> None:
+        if rows_per_pair < 2:
+            raise EvoqError(f"rows_per_pair is {rows_per_pair}; a pair has at least two rows")
+        if len(data_source) % rows_per_pair:
             raise EvoqError(f"the per-image training set has {len(data_source)} rows; pair-aware "
-                            "batching needs two rows per pair")
+                            f"batching needs {_WORDS.get(rows_per_pair, rows_per_pair)} rows per "
+                            "pair")
         if pairs_per_batch < 1:
             raise EvoqError("a generation batch must hold at least one pair")
-        self.num_pairs = len(data_source) // 2
+        self.rows_per_pair = rows_per_pair
+        self.num_pairs = len(data_source) // rows_per_pair
         self.num_generations = num_generations
         self.pairs_per_batch = pairs_per_batch
         self.repeat_count = repeat_count
@@ -76,9 +89,10 @@ class PairRepeatSampler:
                 break  # as RepeatSampler: a partial last batch is dropped
             for _ in range(self.repeat_count):
                 for pair in chunk:
-                    for row in (2 * pair, 2 * pair + 1):
+                    for row in range(self.rows_per_pair * pair, self.rows_per_pair * (pair + 1)):
                         yield from [row] * self.num_generations
 
     def __len__(self) -> int:
         full = self.num_pairs // self.pairs_per_batch
-        return full * self.pairs_per_batch * 2 * self.num_generations * self.repeat_count
+        return (full * self.pairs_per_batch * self.rows_per_pair * self.num_generations
+                * self.repeat_count)

@@ -30,13 +30,15 @@ def _trainer_class():
 
         def _get_train_sampler(self, dataset=None):
             dataset = self.train_dataset if dataset is None else dataset
+            rows = self.args.prompts_per_pair
             return PairRepeatSampler(
                 dataset,
                 num_generations=self.num_generations,
-                pairs_per_batch=self.args.generation_batch_size // (2 * self.num_generations),
+                pairs_per_batch=self.args.generation_batch_size // (rows * self.num_generations),
                 repeat_count=self.num_iterations * self.args.steps_per_generation,
                 shuffle=self.shuffle_dataset,
                 seed=self.args.seed,
+                rows_per_pair=rows,
             )
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -81,15 +83,35 @@ def load_checkpoint_weights(model, folder: str | Path) -> None:
     log.info("resumed the weights of %s", folder)
 
 
-def build_rewards(config) -> tuple[list, list[float]]:
-    """The reward functions and their weights, from the config's reward settings."""
-    from .rewards import fidelity_reward, format_reward, length_penalty
+def training_processor(model: str, **kwargs):
+    """The checkpoint's processor (``load_processor``), padding on the left.
+
+    TRL pads the prompt ids on the left and takes the processor's image-token mask
+    (``mm_token_type_ids``) as padded alike, which is the side TRL loads a processor with when
+    it loads one itself. Padded on the right, a batch whose prompts differ in length (images of
+    different sizes, compare prompts beside score prompts) gets its image tokens misplaced in
+    the rope positions of the training forward pass (a wrong loss, or a shape error).
+    """
+    from evoq_data.generation.modeling import load_processor
+
+    processor = load_processor(model, **kwargs)
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def build_rewards(config, compare_reasoning: bool = True) -> tuple[list, list[float]]:
+    """The reward functions and their weights, from the config's reward settings;
+    ``compare_reasoning``: the compare rows' suffix setting (with compare_weight > 0)."""
+    from .rewards import agreement_reward, fidelity_reward, format_reward, length_penalty
 
     funcs = [fidelity_reward(gamma=config.thurstone_gamma, eps=config.fidelity_eps,
                              reasoning=config.reasoning, audit_path=config.pair_audit_path)]
     weights = [1.0]
+    if config.compare_weight > 0:
+        funcs.append(agreement_reward(reasoning=compare_reasoning))
+        weights.append(config.compare_weight)
     if config.format_weight > 0:
-        funcs.append(format_reward())
+        funcs.append(format_reward(compare_reasoning=compare_reasoning))
         weights.append(config.format_weight)
     if config.length_penalty_weight > 0:
         funcs.append(length_penalty(config.length_penalty_chars))
@@ -131,6 +153,24 @@ def write_model_card(out: Path, lineage: dict) -> Path:
     write_text_atomic(render_model_card(lineage), out / "README.md")
     write_json_atomic(lineage, out / LINEAGE_FILE)
     return out / "README.md"
+
+
+def _compare_setting(config, script) -> dict | None:
+    """With compare_weight > 0: the compare rows' weight and suffix setting, and where the
+    setting comes from: the votes' own (the prompt the next round votes with), as the dataset
+    records it, else the score prompt's ``reasoning``. None when the option is off."""
+    if not config.compare_weight > 0:
+        return None
+    from .data import vote_reasoning
+
+    recorded = vote_reasoning(script.dataset, script.dataset_revision)
+    if recorded is None:
+        log.warning("compare rows: the dataset does not record how its votes were asked for; "
+                    "the compare prompt takes the score prompt's setting (reasoning %s)",
+                    config.reasoning)
+    return {"weight": config.compare_weight,
+            "reasoning": config.reasoning if recorded is None else recorded,
+            "reasoning_from": "reasoning setting" if recorded is None else "votes"}
 
 
 def _resumed_step(checkpoint: str | None) -> int:
@@ -187,22 +227,26 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
         raise EvoqError(f"--resume-from-checkpoint: {resume} is not a checkpoint folder")
     resumed_step = _resumed_step(config.resume_from_checkpoint)
 
-    from evoq_data.generation.modeling import check_vlm_checkpoint, load_processor
+    from evoq_data.generation.modeling import check_vlm_checkpoint
 
     check_vlm_checkpoint(model)
     pairs = load_preferences(script.dataset, script.dataset_revision)
-    train_ds, data_summary = to_image_prompts(pairs, reasoning=config.reasoning,
-                                              max_pairs=script.max_pairs)
-    pairs_per_batch = config.generation_batch_size // (2 * config.num_generations)
+    compare = _compare_setting(config, script)
+    train_ds, data_summary = to_image_prompts(
+        pairs, reasoning=config.reasoning, max_pairs=script.max_pairs,
+        compare=compare is not None,
+        compare_reasoning=compare["reasoning"] if compare else True)
+    pairs_per_batch = config.generation_batch_size // (config.prompts_per_pair
+                                                       * config.num_generations)
     if data_summary["pairs_used"] < pairs_per_batch:
         raise EvoqError(
             f"{data_summary['pairs_used']} pair(s) to train on, but one generation batch takes "
             f"{pairs_per_batch} (samples_per_device x processes / 2); use fewer processes or a "
             "smaller samples_per_device")
 
-    processor = load_processor(model, revision=model_args.model_revision,
-                               min_pixels=script.min_pixels, max_pixels=script.max_pixels)
-    funcs, weights = build_rewards(config)
+    processor = training_processor(model, revision=model_args.model_revision,
+                                   min_pixels=script.min_pixels, max_pixels=script.max_pixels)
+    funcs, weights = build_rewards(config, compare["reasoning"] if compare else True)
     if wrap_reward is not None:
         funcs = [wrap_reward(f) for f in funcs]
     config.reward_weights = weights
@@ -236,8 +280,9 @@ def run_grpo(args, *, quiet: bool = False, callbacks: list | None = None,
             "steps_per_generation", "gradient_accumulation_steps", "learning_rate",
             "lr_scheduler_type", "beta", "epsilon", "loss_type", "optim", "bf16",
             "max_completion_length", "temperature", "reasoning", "format_weight",
-            "length_penalty_weight", "thurstone_gamma", "fidelity_eps", "num_train_epochs",
-            "max_steps", "seed")},
+            "length_penalty_weight", "compare_weight", "thurstone_gamma", "fidelity_eps",
+            "num_train_epochs", "max_steps", "seed")},
+        **({"compare": compare} if compare else {}),
         "train_loss": train_loss,
         "warnings": warnings,
     }
