@@ -97,7 +97,7 @@ def vote_cmd(
 
     Example: evoq-data vote ... --order balanced --stop decided --wave 8
     """
-    from evoq_data.votes.ray import runner_options
+    from evoq_data.generation.ray_session import runner_options
     from evoq_data.votes.run import run_vote
 
     ray_options = runner_options(runner, address=ray_address, workers=workers,
@@ -209,7 +209,7 @@ def score_cmd(
     --engine vllm --samples 8 --out scores.parquet
     """
     from evoq_data.evaluate.score import run_score
-    from evoq_data.votes.ray import runner_options
+    from evoq_data.generation.ray_session import runner_options
 
     ray_options = runner_options(runner, address=ray_address, workers=workers,
                                  gpus_per_worker=gpus_per_worker,

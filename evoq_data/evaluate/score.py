@@ -162,7 +162,7 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
 
     ``runner``: ``local`` scores in this process; ``ray`` on a pool of Ray actors
     (:mod:`evoq_data.evaluate.score_ray`, settings in ``ray_options``, a
-    :class:`~evoq_data.votes.ray.RayOptions`), the same samples into the same parts.
+    :class:`~evoq_data.generation.ray_session.RayOptions`), the same samples into the same parts.
 
     What the engine's libraries print goes to stderr while it runs (stdout is for the
     summary, :func:`~evoq_data.generation.streams.stdout_to_stderr`)."""
@@ -173,7 +173,7 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
     if runner not in RUNNERS:
         raise EvoqError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
     if runner == "ray":
-        from evoq_data.votes.ray import require_ray
+        from evoq_data.generation.ray_session import require_ray
 
         require_ray()  # or one line naming the extra, before anything is written
     elif ray_options is not None:

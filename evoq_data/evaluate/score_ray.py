@@ -1,6 +1,7 @@
 """``evoq-data score --runner ray``: the same samples, scored by a pool of Ray actors.
 
-The vote's Ray runner (:mod:`evoq_data.votes.ray`) over score's chunks: the driver (the
+The Ray runner of ``vote`` over score's chunks, through the same session and pool
+(:mod:`evoq_data.generation.ray_session`): the driver (the
 ``evoq-data score`` process) claims ``<stem>.parts/``, finds the images still to score and
 assembles the files at the end, as for the local runner; the chunks of ``--chunk-images``
 images go to Ray Data, one block per chunk, mapped over a fixed pool of ``--workers`` actors
@@ -21,8 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from evoq_data.core.errors import EvoqError
+from evoq_data.generation.ray_session import (
+    RayOptions,
+    evoq_error_in,
+    map_chunks,
+    plan_pool,
+    ray_session,
+    whole_chunks,
+)
 from evoq_data.generation.spec import GenerationSpec, open_engine
-from evoq_data.votes.ray import RayOptions, _evoq_error_in, plan_pool, ray_session
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +51,9 @@ class ScoreWorker:
         from evoq_data.evaluate.scoring import score_chunk, write_part
         from evoq_data.images.pool import PoolImage
 
-        chunk_ids = batch.column("_chunk").to_pylist()
-        rows = batch.drop_columns(["_chunk"]).to_pylist()
         counts, starts = [], []
-        for chunk in dict.fromkeys(chunk_ids):  # whole chunks, in order
-            images = [PoolImage(**r) for r, c in zip(rows, chunk_ids, strict=True)
-                      if c == chunk]
+        for _, rows in whole_chunks(batch):
+            images = [PoolImage(**r) for r in rows]
             starts.append(time.time())
             table = score_chunk(self.engine, images, self.spec, self.samples, self.seed)
             write_part(table, self.parts)
@@ -71,28 +76,17 @@ def score_on_ray(spec: GenerationSpec, revision: str, chunks: list[list], parts:
     options = options or RayOptions()
     options.check()
     with ray_session(options, quiet=quiet) as ray:
-        import pyarrow as pa
-        import ray.data
-
         plan = plan_pool(options, spec.engine, spec.engine_args, ray.cluster_resources())
         workers = min(plan.workers, len(chunks))
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the driver shows its own bar of images
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-        tables = [pa.Table.from_pylist([dataclasses.asdict(im) for im in chunk]).append_column(
-            "_chunk", pa.array([i] * len(chunk), pa.int64())) for i, chunk in enumerate(chunks)]
-        scored = ray.data.from_arrow(tables).map_batches(
-            ScoreWorker, batch_size=None, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
-            fn_constructor_kwargs=dict(spec=spec, revision=revision, parts=str(parts.resolve()),
-                                       samples=samples, seed=seed, cwd=os.getcwd()))
+        rows = [[dataclasses.asdict(im) for im in chunk] for chunk in chunks]
         try:
-            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in map_chunks(ray, rows, ScoreWorker, plan, workers, spec=spec,
+                                    revision=revision, parts=str(parts.resolve()),
+                                    samples=samples, seed=seed, cwd=os.getcwd()):
                 for n, started in zip(batch["images"], batch["started_at"], strict=True):
                     yield int(n), float(started)
         except Exception as exc:
-            user = _evoq_error_in(exc)
+            user = evoq_error_in(exc)
             if user is not None:
                 raise EvoqError(user) from exc
             raise EvoqError(f"the Ray score failed ({type(exc).__name__}); the chunks "
