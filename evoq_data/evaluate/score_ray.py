@@ -7,8 +7,8 @@ assembles the files at the end, as for the local runner; the chunks of ``--chunk
 images go to Ray Data, one block per chunk, mapped over a fixed pool of ``--workers`` actors
 (:class:`ScoreWorker`). Each actor opens one engine and, per chunk, calls the local runner's
 own :func:`~evoq_data.evaluate.scoring.score_chunk` and writes the part file itself (temp file,
-fsync, rename, named after the chunk's image ids), so the samples are the local runner's,
-row for row but ``created_at``, and a retried chunk rewrites the same file. The cluster, the
+fsync, rename, named after the chunk's image ids), so the samples, and with ``--stop
+interval`` where each image stops, are the local runner's, row for row but ``created_at``, and a retried chunk rewrites the same file. The cluster, the
 pool's size and the errors actors raise are handled as for ``vote`` (same options, same
 messages).
 """
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from evoq_data.core.errors import EvoqError
+from evoq_data.evaluate.score_stop import ScoreStop
 from evoq_data.generation.ray_session import (
     RayOptions,
     evoq_error_in,
@@ -38,11 +39,11 @@ log = logging.getLogger(__name__)
 class ScoreWorker:
     """One Ray actor: one engine, opened once; scores and writes whole chunks."""
 
-    def __init__(self, spec: GenerationSpec, revision: str, parts: str, samples: int,
+    def __init__(self, spec: GenerationSpec, revision: str, parts: str, rule: ScoreStop,
                  seed: int, cwd: str) -> None:
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # a relative --model means what it means to the driver
-        self.spec, self.parts, self.samples, self.seed = spec, Path(parts), samples, seed
+        self.spec, self.parts, self.rule, self.seed = spec, Path(parts), rule, seed
         self.engine = open_engine(spec, revision)
 
     def __call__(self, batch) -> dict:
@@ -55,7 +56,7 @@ class ScoreWorker:
         for _, rows in whole_chunks(batch):
             images = [PoolImage(**r) for r in rows]
             starts.append(time.time())
-            table = score_chunk(self.engine, images, self.spec, self.samples, self.seed)
+            table = score_chunk(self.engine, images, self.spec, self.rule, self.seed)
             write_part(table, self.parts)
             counts.append(len(images))
         return {"images": np.array(counts), "started_at": np.array(starts)}
@@ -67,7 +68,7 @@ class ScoreWorker:
 
 
 def score_on_ray(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,
-                 samples: int, seed: int, options: RayOptions | None,
+                 rule: ScoreStop, seed: int, options: RayOptions | None,
                  quiet: bool) -> Iterator[tuple[int, float]]:
     """Score ``chunks`` (lists of PoolImage) on the cluster, writing their part files into
     ``parts``; yield (images, when its actor began it) per chunk, as they complete."""
@@ -82,7 +83,7 @@ def score_on_ray(spec: GenerationSpec, revision: str, chunks: list[list], parts:
         try:
             for batch in map_chunks(ray, rows, ScoreWorker, plan, workers, spec=spec,
                                     revision=revision, parts=str(parts.resolve()),
-                                    samples=samples, seed=seed, cwd=os.getcwd()):
+                                    rule=rule, seed=seed, cwd=os.getcwd()):
                 for n, started in zip(batch["images"], batch["started_at"], strict=True):
                     yield int(n), float(started)
         except Exception as exc:
