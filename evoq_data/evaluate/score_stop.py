@@ -4,7 +4,7 @@ Pure functions of an image's valid scores so far, so they are tested on their ow
 runners (local, Ray) and the check at assembly stop at the same sample:
 
 * ``fixed`` (the paper): all K samples, always.
-* ``interval``: samples are asked in waves of W; after each wave, with ``n`` valid scores of
+* ``interval``: samples are asked in waves of ``--wave``; after each wave, with ``n`` valid scores of
   mean m and sample standard deviation s (N-1), the image stops once the two-sided Student
   t interval of its mean at confidence C, ``m ± t((1 + C) / 2, n - 1) · s / √n``, is
   narrower than ``--width``, and never asks more than K.
@@ -17,9 +17,9 @@ for when to stop asking, not a coverage guarantee, and what it costs is measured
 (docs/evaluate.md).
 
 A run of identical answers has s = 0 and a zero-width interval. The rule therefore also
-needs **two waves' worth of valid answers** (2W, invalid answers not counted) before it may
-stop: an image whose 2W valid answers all agree stops there. (The answers of such a run
-still bound how often the judge says anything else: below 3 / 2W at 95%, the rule of three.)
+needs **two waves' worth of valid answers** (2 x wave, invalid answers not counted) before
+it may stop: an image whose 2 x wave valid answers all agree stops there. (The answers of such a run
+still bound how often the judge says anything else: below 3 / (2 x wave) at 95%, the rule of three.)
 A larger ``--wave`` demands more; there is no variance floor, which would make every width
 a fixed sample count for a judge that agrees with itself. Invalid answers count towards K
 but not towards the interval.
