@@ -18,11 +18,11 @@ for when to stop asking, not a coverage guarantee, and what it costs is measured
 
 A run of identical answers has s = 0 and a zero-width interval. The rule therefore also
 needs **two waves' worth of valid answers** (2 x wave, invalid answers not counted) before
-it may stop: an image whose 2 x wave valid answers all agree stops there. (The answers of such a run
-still bound how often the judge says anything else: below 3 / (2 x wave) at 95%, the rule of three.)
-A larger ``--wave`` demands more; there is no variance floor, which would make every width
-a fixed sample count for a judge that agrees with itself. Invalid answers count towards K
-but not towards the interval.
+it may stop: an image whose 2 x wave valid answers all agree stops there. (The answers of
+such a run still bound how often the judge says anything else: below 3 / (2 x wave) at 95%,
+the rule of three.) A larger ``--wave`` demands more; there is no variance floor, which
+would make every width a fixed sample count for a judge that agrees with itself. Invalid
+answers count towards K but not towards the interval.
 
 Every comparison is on float64 values computed the same way from the scores in sample
 order, so each runner and a rerun make the same decisions.
