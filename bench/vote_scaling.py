@@ -75,10 +75,10 @@ def main() -> None:
     from vote_throughput import make_pool
 
     from evoq_data.generation.engines import Sampling
+    from evoq_data.generation.ray_session import RayOptions
     from evoq_data.generation.spec import GenerationSpec
     from evoq_data.pairs.sample import run_pairs
     from evoq_data.testing.tiny_vlm import build_tiny_vlm
-    from evoq_data.votes.ray import RayOptions
     from evoq_data.votes.run import run_vote
 
     root = Path(tempfile.mkdtemp(prefix="evoq-scaling-"))

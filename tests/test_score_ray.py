@@ -1,6 +1,6 @@
 """`evoq-data score --runner ray` on a local Ray cluster: the local runner's rows, summary and
-manifest, on the stochastic PIQE judge and on the tiny Qwen2.5-VL; its options refused on
-the local runner."""
+manifest, on the stochastic PIQE judge and on the tiny Qwen2.5-VL, with `--stop fixed` and
+`--stop interval`; its options refused on the local runner."""
 
 from __future__ import annotations
 
@@ -55,6 +55,28 @@ def test_score_on_ray_equals_the_local_runner(cluster, pool, tiny_vlm, tmp_path,
     assert _manifest(tmp_path / "ray.parquet") == _manifest(tmp_path / "local.parquet")
     assert on_ray["samples"] == local["samples"] == 15
     assert not (tmp_path / "ray.parts").exists()
+
+
+@pytest.mark.slow  # a second Ray pool (~13 s); fast twins: test_score_on_ray_equals_the_local_runner[piqe] (both runners score a chunk through the same score_chunk) and test_score_stop.py::test_stopping_rows_are_the_first_n_of_the_full_run (where that call stops each image)
+def test_score_on_ray_stops_each_image_where_the_local_runner_does(cluster, pool, tmp_path):
+    """--stop interval: every image stops after the same wave on either runner (images in
+    one chunk stop at different waves here), so the rows and the counts are the same."""
+    the_spec = spec("piqe", engine_args={"random_crop": 0.7})
+    args = dict(samples=8, seed=4, chunk_images=2, quiet=True, stop="interval", wave=2,
+                width=0.04)
+    local = run_score(pool, the_spec, tmp_path / "local.parquet", **args)
+    on_ray = run_score(pool, the_spec, tmp_path / "ray.parquet", runner="ray", **args)
+    want = _rows(tmp_path / "local.parquet")
+    used = {}
+    for r in want:
+        used[r["image_id"]] = used.get(r["image_id"], 0) + 1
+    assert sorted(set(used.values())) == [4, 6, 8]  # the rule stops images at each wave
+    assert _rows(tmp_path / "ray.parquet") == want
+    assert pq.read_table(tmp_path / "ray.summary.parquet").to_pylist() == \
+        pq.read_table(tmp_path / "local.summary.parquet").to_pylist()
+    assert _manifest(tmp_path / "ray.parquet") == _manifest(tmp_path / "local.parquet")
+    keys = ("samples", "samples_planned", "stop_reasons")
+    assert {k: on_ray[k] for k in keys} == {k: local[k] for k in keys}
 
 
 def test_score_ray_options_need_the_ray_runner(pool, tmp_path):

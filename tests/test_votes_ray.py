@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
-from evoq_data.votes.ray import RayOptions, plan_pool
+from evoq_data.generation.ray_session import RayOptions, plan_pool
 from evoq_data.votes.run import run_vote
 
 runner = CliRunner()
@@ -292,8 +292,9 @@ def test_no_ray_installed_says_which_extra(tmp_path, pairs_file, monkeypatch):
 
 
 def test_importing_evoq_imports_no_ray():
-    code = ("import sys, evoq_data.cli.commands, evoq_data.votes.run, "
-            "evoq_data.votes.ray; print('ray' in sys.modules)")
+    code = ("import sys, evoq_data.cli.commands, evoq_data.votes.run, evoq_data.votes.ray, "
+            "evoq_data.generation.ray_session, evoq_data.evaluate.score_ray; "
+            "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, check=True)
     assert out.stdout.strip() == "False"

@@ -97,7 +97,7 @@ def vote_cmd(
 
     Example: evoq-data vote ... --order balanced --stop decided --wave 8
     """
-    from evoq_data.votes.ray import runner_options
+    from evoq_data.generation.ray_session import runner_options
     from evoq_data.votes.run import run_vote
 
     ray_options = runner_options(runner, address=ray_address, workers=workers,
@@ -202,21 +202,28 @@ def score_cmd(
     workers: Workers = None,
     gpus_per_worker: GpusPerWorker = None,
     cpus_per_worker: CpusPerWorker = None,
+    stop: Annotated[str, typer.Option("--stop", help="fixed: all K samples per image (paper); interval: samples in waves, stop an image once the t interval of its mean score is narrower than --width.")] = "fixed",
+    wave: Annotated[int | None, typer.Option("--wave", help="With --stop interval: samples asked per image at a time (default K/4, at least 2); stopping needs two waves of valid answers.")] = None,
+    width: Annotated[float | None, typer.Option("--width", help="With --stop interval (required there): stop an image once the interval of its mean score is narrower than this, e.g. 0.25.")] = None,
+    confidence: Annotated[float | None, typer.Option("--confidence", help="With --stop interval: the interval's confidence C in (0, 1) (default 0.95).")] = None,
 ) -> None:
     """Score every image K times with the paper's score prompt; keep every raw answer.
 
     Example: evoq-data score --images ./koniq-test --model ByteDance/EvoQuality
     --engine vllm --samples 8 --out scores.parquet
+
+    Example: evoq-data score ... --samples 32 --stop interval --width 0.25
     """
     from evoq_data.evaluate.score import run_score
-    from evoq_data.votes.ray import runner_options
+    from evoq_data.generation.ray_session import runner_options
 
     ray_options = runner_options(runner, address=ray_address, workers=workers,
                                  gpus_per_worker=gpus_per_worker,
                                  cpus_per_worker=cpus_per_worker)
     _emit(run_score(images, spec, out, samples=samples, seed=seed, chunk_images=chunk_images,
                     image_column=image_column, split=split, quiet=quiet, runner=runner,
-                    ray_options=ray_options))
+                    ray_options=ray_options, stop=stop, wave=wave, width=width,
+                    confidence=confidence))
 
 
 @app.command("compare")

@@ -6,7 +6,9 @@ answers with a null score and their parse status). ``<stem>.summary.parquet`` ho
 image: the mean of its valid samples (self-consistency), their standard deviation (N-1; null
 below two valid samples), and the valid / invalid counts. ``<stem>.manifest.json`` records the
 run. The seed of an image's requests derives from (seed, image_id) alone, so a run resumed
-from ``<stem>.parts/`` after a crash gives the uninterrupted result (see below).
+from ``<stem>.parts/`` after a crash gives the uninterrupted result (see below). With
+``--stop interval`` an image gets the first n of those K samples, n where its rule
+(:mod:`evoq_data.evaluate.score_stop`) stops it.
 
 compare: K votes with the compare prompt, half in each shown order (the odd one in the given
 order), counted back to the two images.
@@ -28,6 +30,7 @@ from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import create_json_exclusive, write_parquet_atomic
 from evoq_data.core.manifests import manifest_path, new_manifest, read_manifest, write_manifest
 from evoq_data.core.schemas import SCORES_SCHEMA
+from evoq_data.evaluate.score_stop import ScoreStop, replay, score_stop
 from evoq_data.evaluate.scoring import PARTS_GLOB, score_chunk, write_part
 from evoq_data.generation.parse import OK
 from evoq_data.generation.spec import (
@@ -101,7 +104,10 @@ def summarize(scores: pa.Table) -> pa.Table:
 # the documented files, and the folder is removed.
 
 IDENTITY_FIELDS = ("model", "model_revision", "engine", "prompt_id", "prompt_sha256",
-                   "temperature", "top_p", "max_tokens", "reasoning", "seed", "samples")
+                   "temperature", "top_p", "max_tokens", "reasoning", "seed", "samples",
+                   "stop", "wave", "width", "confidence")
+# what a settings.json written before --stop existed meant: every sample of every image
+OLD_DEFAULTS = {"stop": "fixed", "wave": None, "width": None, "confidence": None}
 
 
 def parts_dir(out: Path) -> Path:
@@ -115,8 +121,9 @@ def _claim_settings(parts: Path, settings: dict, out: Path) -> None:
     if create_json_exclusive(settings, path):
         return
     old = read_manifest(path, "score settings")
-    diff = [f"{f}: {old.get(f)!r} -> {settings.get(f)!r}" for f in IDENTITY_FIELDS
-            if old.get(f) != settings.get(f)]
+    was = {f: old.get(f, OLD_DEFAULTS.get(f)) for f in IDENTITY_FIELDS}
+    diff = [f"{f}: {was[f]!r} -> {settings.get(f)!r}" for f in IDENTITY_FIELDS
+            if was[f] != settings.get(f)]
     diff += engine_args_changes(old.get("engine_args"), settings["engine_args"])
     if diff:
         details = "; ".join(diff)
@@ -154,15 +161,38 @@ def _read_parts(parts: Path) -> dict[str, list[dict]]:
     return rows
 
 
+def _samples_of(rows: list[dict], rule: ScoreStop, path: str,
+                parts: Path) -> tuple[list[dict], str]:
+    """An image's sample rows from the parts, in order, and its stop reason, checked:
+    samples 0..n-1, n where its stop rule stops (K with ``--stop fixed``), else one line
+    naming the folder."""
+    rows = sorted(rows, key=lambda r: r["sample_index"])
+    n = len(rows)
+    if [r["sample_index"] for r in rows] == list(range(n)):
+        used, reason = replay([r["score"] for r in rows], rule)
+        if reason is not None and used == n:
+            return rows, reason
+    expected = rule.samples if rule.stop == "fixed" else \
+        f"samples 0..n-1 ending where its --stop rule stops (at most {rule.samples})"
+    raise EvoqError(f"{parts} holds {n} sample(s) of {path}, expected {expected}; remove "
+                    f"{parts} and rerun")
+
+
 def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
               samples: int = 8, seed: int = 0, chunk_images: int = 32,
               image_column: str = "image", split: str = "train", quiet: bool = False,
-              runner: str = "local", ray_options=None) -> dict:
+              runner: str = "local", ray_options=None, stop: str = "fixed",
+              wave: int | None = None, width: float | None = None,
+              confidence: float | None = None) -> dict:
     """The ``evoq-data score`` stage. Returns a summary with the paths written.
 
     ``runner``: ``local`` scores in this process; ``ray`` on a pool of Ray actors
     (:mod:`evoq_data.evaluate.score_ray`, settings in ``ray_options``, a
-    :class:`~evoq_data.votes.ray.RayOptions`), the same samples into the same parts.
+    :class:`~evoq_data.generation.ray_session.RayOptions`), the same samples into the same parts.
+
+    ``stop``: ``fixed`` (all ``samples`` per image, the paper) or ``interval`` (waves of
+    ``wave`` samples until the t interval of the mean is narrower than ``width`` at
+    ``confidence``; :mod:`evoq_data.evaluate.score_stop`).
 
     What the engine's libraries print goes to stderr while it runs (stdout is for the
     summary, :func:`~evoq_data.generation.streams.stdout_to_stderr`)."""
@@ -170,22 +200,23 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
         raise EvoqError(f"--samples must be at least 1, got {samples}")
     if samples > MAX_SAMPLES:
         raise EvoqError(f"--samples must be at most {MAX_SAMPLES}, got {samples}")
+    rule = score_stop(samples, stop, wave=wave, width=width, confidence=confidence)
     if runner not in RUNNERS:
         raise EvoqError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
     if runner == "ray":
-        from evoq_data.votes.ray import require_ray
+        from evoq_data.generation.ray_session import require_ray
 
         require_ray()  # or one line naming the extra, before anything is written
     elif ray_options is not None:
         raise EvoqError("Ray settings are for --runner ray, not --runner local")
     with stdout_to_stderr():
-        return _run_score(images, spec, out, samples=samples, seed=seed,
+        return _run_score(images, spec, out, rule=rule, seed=seed,
                           chunk_images=chunk_images, image_column=image_column, split=split,
                           quiet=quiet, runner=runner, ray_options=ray_options)
 
 
 def _scored_chunks(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,
-                   samples: int, seed: int, runner: str, ray_options, quiet: bool,
+                   rule: ScoreStop, seed: int, runner: str, ray_options, quiet: bool,
                    stack: ExitStack):
     """Score and write ``chunks``; yield (images, when its scoring began) per chunk. No
     chunk: no engine started."""
@@ -194,18 +225,18 @@ def _scored_chunks(spec: GenerationSpec, revision: str, chunks: list[list], part
     if runner == "ray":
         from evoq_data.evaluate.score_ray import score_on_ray
 
-        yield from score_on_ray(spec, revision, chunks, parts, samples, seed, ray_options,
+        yield from score_on_ray(spec, revision, chunks, parts, rule, seed, ray_options,
                                 quiet)
         return
     eng = open_engine(spec, revision)
     stack.callback(eng.close)
     for chunk in chunks:
         started = time.time()
-        write_part(score_chunk(eng, chunk, spec, samples, seed), parts)
+        write_part(score_chunk(eng, chunk, spec, rule, seed), parts)
         yield len(chunk), started
 
 
-def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
+def _run_score(images, spec: GenerationSpec, out, *, rule: ScoreStop, seed: int,
                chunk_images: int, image_column: str, split: str, quiet: bool, runner: str,
                ray_options) -> dict:
     from tqdm.auto import tqdm
@@ -226,8 +257,8 @@ def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
                 "engine": spec.engine, "prompt_id": prompt.prompt_id,
                 "prompt_sha256": prompt.sha256, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-                "reasoning": spec.reasoning, "seed": seed, "samples": samples,
-                "engine_args": provenance["engine_args"]}
+                "reasoning": spec.reasoning, "seed": seed, "samples": rule.samples,
+                **rule.identity(), "engine_args": provenance["engine_args"]}
     parts = parts_dir(out)
     started = time.perf_counter()
     _claim_settings(parts, settings, out)
@@ -246,7 +277,7 @@ def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
                                                                         chunk_images)]
         loading, first = time.time(), None
         for n, began in _scored_chunks(spec, settings["model_revision"], chunks, parts,
-                                       samples, seed, runner, ray_options, quiet, stack):
+                                       rule, seed, runner, ray_options, quiet, stack):
             first = began if first is None else min(first, began)
             bar.update(n)
         if first is not None:  # engine start (with Ray also the cluster's) to the first chunk
@@ -255,11 +286,10 @@ def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
     # assemble, in pool order, each image's samples under the path it has now
     cols = {name: [] for name in SCORES_SCHEMA.names}
     model = model_revision = engine_name = None
+    reasons: dict[str, int] = {}
     for im in pool:
-        rows = sorted(done.get(im.image_id, []), key=lambda r: r["sample_index"])
-        if [r["sample_index"] for r in rows] != list(range(samples)):
-            raise EvoqError(f"{parts} holds {len(rows)} sample(s) of {im.path}, expected "
-                            f"{samples}; remove {parts} and rerun")
+        rows, reason = _samples_of(done.get(im.image_id, []), rule, im.path, parts)
+        reasons[reason] = reasons.get(reason, 0) + 1
         for r in rows:
             r["image_path"] = im.path
             for name in SCORES_SCHEMA.names:
@@ -275,9 +305,9 @@ def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
         "score", source=str(images), model=model, model_revision=model_revision,
         engine=engine_name, prompt_id=prompt.prompt_id, prompt_sha256=prompt.sha256,
         prompt_template=prompt.template, temperature=sampling.temperature,
-        top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed, samples=samples,
-        reasoning=spec.reasoning, engine_args=settings["engine_args"], images=len(pool),
-        invalid_samples=invalid)
+        top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed, samples=rule.samples,
+        **rule.identity(), reasoning=spec.reasoning, engine_args=settings["engine_args"],
+        images=len(pool), samples_used=table.num_rows, invalid_samples=invalid)
     write_manifest(out, manifest)
     shutil.rmtree(parts, ignore_errors=True)
     unscored = sum(1 for v in summary.column("score_mean").to_pylist() if v is None)
@@ -285,6 +315,9 @@ def _run_score(images, spec: GenerationSpec, out, *, samples: int, seed: int,
     return {"out": str(out), "summary": str(summary_path(out)),
             "manifest": str(manifest_path(out)), "images": len(pool),
             "images_already_scored": already, "samples": table.num_rows,
+            "samples_planned": rule.samples * len(pool),
+            "samples_share": round(table.num_rows / (rule.samples * len(pool)), 4),
+            "stop_reasons": dict(sorted(reasons.items())),
             "invalid_samples": invalid, "images_without_valid_score": unscored,
             "load_seconds": round(load_seconds, 3),
             "score_seconds": round(seconds - load_seconds, 3), "seconds": round(seconds, 3)}

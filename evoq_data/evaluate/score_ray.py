@@ -1,13 +1,14 @@
 """``evoq-data score --runner ray``: the same samples, scored by a pool of Ray actors.
 
-The vote's Ray runner (:mod:`evoq_data.votes.ray`) over score's chunks: the driver (the
+The Ray runner of ``vote`` over score's chunks, through the same session and pool
+(:mod:`evoq_data.generation.ray_session`): the driver (the
 ``evoq-data score`` process) claims ``<stem>.parts/``, finds the images still to score and
 assembles the files at the end, as for the local runner; the chunks of ``--chunk-images``
 images go to Ray Data, one block per chunk, mapped over a fixed pool of ``--workers`` actors
 (:class:`ScoreWorker`). Each actor opens one engine and, per chunk, calls the local runner's
 own :func:`~evoq_data.evaluate.scoring.score_chunk` and writes the part file itself (temp file,
-fsync, rename, named after the chunk's image ids), so the samples are the local runner's,
-row for row but ``created_at``, and a retried chunk rewrites the same file. The cluster, the
+fsync, rename, named after the chunk's image ids), so the samples, and with ``--stop
+interval`` where each image stops, are the local runner's, row for row but ``created_at``, and a retried chunk rewrites the same file. The cluster, the
 pool's size and the errors actors raise are handled as for ``vote`` (same options, same
 messages).
 """
@@ -21,8 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from evoq_data.core.errors import EvoqError
+from evoq_data.evaluate.score_stop import ScoreStop
+from evoq_data.generation.ray_session import (
+    RayOptions,
+    evoq_error_in,
+    map_chunks,
+    plan_pool,
+    ray_session,
+    whole_chunks,
+)
 from evoq_data.generation.spec import GenerationSpec, open_engine
-from evoq_data.votes.ray import RayOptions, _evoq_error_in, plan_pool, ray_session
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +39,11 @@ log = logging.getLogger(__name__)
 class ScoreWorker:
     """One Ray actor: one engine, opened once; scores and writes whole chunks."""
 
-    def __init__(self, spec: GenerationSpec, revision: str, parts: str, samples: int,
+    def __init__(self, spec: GenerationSpec, revision: str, parts: str, rule: ScoreStop,
                  seed: int, cwd: str) -> None:
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # a relative --model means what it means to the driver
-        self.spec, self.parts, self.samples, self.seed = spec, Path(parts), samples, seed
+        self.spec, self.parts, self.rule, self.seed = spec, Path(parts), rule, seed
         self.engine = open_engine(spec, revision)
 
     def __call__(self, batch) -> dict:
@@ -43,14 +52,11 @@ class ScoreWorker:
         from evoq_data.evaluate.scoring import score_chunk, write_part
         from evoq_data.images.pool import PoolImage
 
-        chunk_ids = batch.column("_chunk").to_pylist()
-        rows = batch.drop_columns(["_chunk"]).to_pylist()
         counts, starts = [], []
-        for chunk in dict.fromkeys(chunk_ids):  # whole chunks, in order
-            images = [PoolImage(**r) for r, c in zip(rows, chunk_ids, strict=True)
-                      if c == chunk]
+        for _, rows in whole_chunks(batch):
+            images = [PoolImage(**r) for r in rows]
             starts.append(time.time())
-            table = score_chunk(self.engine, images, self.spec, self.samples, self.seed)
+            table = score_chunk(self.engine, images, self.spec, self.rule, self.seed)
             write_part(table, self.parts)
             counts.append(len(images))
         return {"images": np.array(counts), "started_at": np.array(starts)}
@@ -62,7 +68,7 @@ class ScoreWorker:
 
 
 def score_on_ray(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,
-                 samples: int, seed: int, options: RayOptions | None,
+                 rule: ScoreStop, seed: int, options: RayOptions | None,
                  quiet: bool) -> Iterator[tuple[int, float]]:
     """Score ``chunks`` (lists of PoolImage) on the cluster, writing their part files into
     ``parts``; yield (images, when its actor began it) per chunk, as they complete."""
@@ -71,28 +77,17 @@ def score_on_ray(spec: GenerationSpec, revision: str, chunks: list[list], parts:
     options = options or RayOptions()
     options.check()
     with ray_session(options, quiet=quiet) as ray:
-        import pyarrow as pa
-        import ray.data
-
         plan = plan_pool(options, spec.engine, spec.engine_args, ray.cluster_resources())
         workers = min(plan.workers, len(chunks))
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the driver shows its own bar of images
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-        tables = [pa.Table.from_pylist([dataclasses.asdict(im) for im in chunk]).append_column(
-            "_chunk", pa.array([i] * len(chunk), pa.int64())) for i, chunk in enumerate(chunks)]
-        scored = ray.data.from_arrow(tables).map_batches(
-            ScoreWorker, batch_size=None, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
-            fn_constructor_kwargs=dict(spec=spec, revision=revision, parts=str(parts.resolve()),
-                                       samples=samples, seed=seed, cwd=os.getcwd()))
+        rows = [[dataclasses.asdict(im) for im in chunk] for chunk in chunks]
         try:
-            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in map_chunks(ray, rows, ScoreWorker, plan, workers, spec=spec,
+                                    revision=revision, parts=str(parts.resolve()),
+                                    rule=rule, seed=seed, cwd=os.getcwd()):
                 for n, started in zip(batch["images"], batch["started_at"], strict=True):
                     yield int(n), float(started)
         except Exception as exc:
-            user = _evoq_error_in(exc)
+            user = evoq_error_in(exc)
             if user is not None:
                 raise EvoqError(user) from exc
             raise EvoqError(f"the Ray score failed ({type(exc).__name__}); the chunks "

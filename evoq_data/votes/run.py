@@ -17,6 +17,7 @@ from pathlib import Path
 from evoq_data.core.errors import EvoqError
 from evoq_data.core.ids import file_sha256
 from evoq_data.core.manifests import new_manifest
+from evoq_data.generation.ray_session import RayOptions
 from evoq_data.generation.spec import GenerationSpec, check_model, open_engine
 from evoq_data.generation.streams import stdout_to_stderr
 from evoq_data.votes.core import ChunkDone, VoteJob
@@ -28,7 +29,7 @@ from evoq_data.votes.plan import (
     shard_of,
     vote_settings,
 )
-from evoq_data.votes.ray import RayOptions, RayRunner
+from evoq_data.votes.ray import RayRunner
 from evoq_data.votes.store import (
     claim_manifest,
     done_pair_ids,
