@@ -215,7 +215,8 @@ def convergence(eng, pairs, prompt, ks=(8, 32, 128, 512)) -> str:
                          11 + 1000 * i)
         [(p0, _)] = eng.answer_probs([req])
         inputs = eng._inputs(req)
-        sampler = PerSampleSampler(torch, req.seed, req.n, 1.0, 1.0, eng.device)
+        sampler = PerSampleSampler(torch, range(req.seed, req.seed + req.n), 1.0, 1.0,
+                                   eng.device)
         with torch.inference_mode():
             out = eng.net.generate(**inputs, max_new_tokens=1, do_sample=True, top_k=0,
                                    num_return_sequences=req.n, pad_token_id=0,
