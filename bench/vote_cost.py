@@ -220,7 +220,7 @@ def tiny_part(root: Path, args) -> str:
     from evoq_data.votes.store import read_pairs
 
     model = args.tiny_model or str(build_tiny_vlm(root / "model"))
-    pairs = read_pairs(root / "pairs.parquet")[: args.tiny_pairs]
+    pairs = read_pairs(args.tiny_pairs_file or root / "pairs.parquet")[: args.tiny_pairs]
     eng = get_engine("transformers", model, batch_size=args.batch_size)
     tok = eng.processor.tokenizer
     sampling = Sampling(max_tokens=args.tiny_max_tokens)
@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
                         "voted)")
     parser.add_argument("--tiny-model", help="part 2's judge: a Qwen2.5-VL folder (default: a "
                         "fresh random tiny one)")
+    parser.add_argument("--tiny-pairs-file", help="part 2's pairs (default: part 1's "
+                        "synthetic pairs; a judge from tiny_vlm --judge knows the brightness "
+                        "task's images, see bench/judge_skill.py)")
     parser.add_argument("--tiny-reasoning", action="store_true", help="part 2: the reasoning "
                         "prompt (default --no-reasoning)")
     parser.add_argument("--repeat", type=int, default=1, help="part 2 with --tiny-only: "
