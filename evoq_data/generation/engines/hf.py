@@ -5,8 +5,8 @@ Each prompt's vision features and the KV cache of its tokens but the last are co
 so ``n`` samples prefill the prompt once, not ``n`` times, and the waves of ``--stop`` reuse
 the prefill of their first wave. The samples of a call are decoded together: the requests'
 rows are packed, in request order, into ``generate`` calls of at most ``batch_size`` rows whose
-prompts have the same length (no padding, so a row is computed as it would be alone; a request
-larger than ``batch_size`` goes alone). Each sample draws from its own random stream: sample
+prompts have the same length (no row is padded; a request larger than ``batch_size`` goes
+alone). Each sample draws from its own random stream: sample
 ``i`` of a request seeded ``s`` uses a generator seeded ``s + i`` (:class:`PerSampleSampler`,
 exact Gumbel-max sampling of the temperature- and top-p-processed distribution), so a sample
 does not depend on how many others were asked with it. A request for samples ``j..j+m`` (seed
