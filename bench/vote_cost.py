@@ -17,7 +17,16 @@ Three parts, in one run:
    (every sample its own generator, so a stopped run's votes are the first n of the full run)
    against HF's plain multinomial sampling on the same requests. The tiny model's answers are
    gibberish, hence invalid, and invalid votes count for neither side: no pair can stop early,
-   which the table shows rather than hides.
+   which the table shows rather than hides. With ``--tiny-only`` part 2 is instead the
+   engine before and after prompt prefixes: ``fixed``, ``decided`` and ``confident`` C = 0.99
+   through ``vote_chunk``, each with the plain path (one HF ``generate`` per request, the
+   prompt prefilled ``n`` times, :class:`PlainGenerate`) and with the engine (each prompt
+   prefilled once, kept across waves, requests packed into ``batch_size`` rows), alternating,
+   ``--repeat`` rounds with the fastest run kept: share of votes, share of wall time against
+   fixed, and whether both paths wrote the same rows. ``--tiny-model DIR`` names the judge
+   (e.g. ``python -m evoq_data.testing.tiny_vlm DIR --judge brightness``, with
+   ``--tiny-pairs-file`` pairs of its task's images) and ``--tiny-reasoning`` asks with the
+   reasoning prompt.
 3. **Logprob convergence (tiny VLM).** For a few pairs: P("0") from ``--mode logprob`` and the
    mean |fraction - P("0")| of "0" among K sampled first answer tokens (restricted to
    "0"/"1", as vLLM's ``allowed_token_ids`` does), for K = 8, 32, 128, 512, against the
