@@ -75,7 +75,7 @@ class TransformersEngine:
                  device: str = "auto", dtype: str = "auto", min_pixels: int | None = None,
                  max_pixels: int | None = None, attn_implementation: str | None = None,
                  batch_size: int = 64) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise EvoqError(f"engine transformers: batch_size must be a whole number >= 1, got "
                             f"{batch_size!r}")
         self.torch = require("torch", "transformers")
