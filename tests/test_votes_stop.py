@@ -352,7 +352,7 @@ def test_sampled_first_tokens_converge_to_the_logprob_probabilities(tiny_vlm, fe
                          k, 7)
         [(p0, _)] = eng.answer_probs([req])
         inputs = eng._inputs(req)
-        sampler = PerSampleSampler(torch, req.seed, k, 1.0, 1.0, eng.device)
+        sampler = PerSampleSampler(torch, range(req.seed, req.seed + k), 1.0, 1.0, eng.device)
         with torch.inference_mode():
             out = eng.net.generate(**inputs, max_new_tokens=1, do_sample=True,
                                    num_return_sequences=k, top_k=0, pad_token_id=0,

@@ -63,7 +63,8 @@ def rows_table(rows: list[dict]) -> pa.Table:
 def _wave_requests(pair: dict, plan: VotePlan, start: int, end: int,
                    prompt: Prompt) -> list[tuple[GenRequest, list[int]]]:
     """The requests for votes [start, end) of one pair: one per shown order, ``n`` = its
-    votes in the range, seeded so that sample i is vote ``indices[i]``'s own seed."""
+    votes in the range, seeded so that sample i is vote ``indices[i]``'s own seed; marked
+    ``asked_again`` when the order has votes after ``end`` (another wave may ask it)."""
     out = []
     for swapped in (False, True):
         indices = [v for v in range(start, end) if bool(plan.swapped[v]) == swapped]
@@ -72,7 +73,8 @@ def _wave_requests(pair: dict, plan: VotePlan, start: int, end: int,
         req = GenRequest(images=_shown(pair, swapped), prompt=prompt, n=len(indices),
                          seed=plan.seed_of(indices[0]),
                          key=f"{plan.pair_id}:{int(swapped)}:{start}",
-                         image_ids=_shown(pair, swapped, "id"))
+                         image_ids=_shown(pair, swapped, "id"),
+                         asked_again=bool((plan.swapped[end:] == swapped).any()))
         out.append((req, indices))
     return out
 

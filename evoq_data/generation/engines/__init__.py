@@ -63,6 +63,9 @@ class GenRequest:
     # The images' ids (sha256 of their bytes) when known: each file is checked against its
     # id when loaded, so a file replaced after `pairs` is never judged under the old id.
     image_ids: tuple[str, ...] = ()
+    # True when the caller will ask this prompt again (a --stop wave with waves left): an
+    # engine that keeps a prompt's prefill between calls (transformers) keeps this one.
+    asked_again: bool = field(default=False, compare=False)
 
     def load_images(self) -> list:
         """The request's images as the judge sees them (upright 8-bit RGB), checked."""
