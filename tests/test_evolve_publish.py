@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from fixtures.images import make_images
 
 from evoq_train.evolve.config import EvolveSettings
 
 
+@pytest.mark.slow  # ~7 s of in-process evolve steps; test_publish_integrity.py::test_published_folder_holds_no_local_path checks the published-path rule fast
 def test_synthetic_round_publishes_no_machine_path(tmp_path):
     from evoq_train.evolve.context import RunContext, Sources
     from evoq_train.evolve.layout import RunLayout

@@ -190,6 +190,7 @@ def test_compat_processor_matches_project_helper(tiny_vlm):
     assert got["image_grid_thw"].tolist() == want["image_grid_thw"].tolist()
 
 
+@pytest.mark.slow  # a vLLM start-up (~7 s idle) for a path whose transformers twin, test_votes_stop.py::test_logprob_rows_equal_a_softmax_of_the_models_logits, fails on the same row bugs fast
 def test_vllm_logprob_rows_match_the_transformers_probabilities(tiny_vlm, pairs_file, tmp_path):
     """--mode logprob on vllm: 2 rows per pair whose P("0") equals the transformers engine's
     softmax of the two logits (an independent implementation of the same model)."""
