@@ -349,7 +349,8 @@ def vllm_part(root: Path, args) -> str:
 
     model = args.model or str(build_tiny_vlm(root / "vllm-model"))
     pairs = root / "vllm-pairs.parquet"
-    pq.write_table(pq.read_table(root / "pairs.parquet").slice(0, args.vllm_pairs), pairs)
+    source = args.vllm_pairs_file or root / "pairs.parquet"
+    pq.write_table(pq.read_table(source).slice(0, args.vllm_pairs), pairs)
     results = []
     for name, stop_args in VLLM_SETTINGS:
         for schedule in ("chunked", "streaming"):
@@ -421,6 +422,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="part 4's judge: a Qwen2.5-VL folder (default: a "
                         "fresh random tiny one)")
     parser.add_argument("--vllm-pairs", type=int, default=8)
+    parser.add_argument("--vllm-pairs-file", type=Path, default=None,
+                        help="part 4's pairs: the first --vllm-pairs of this pairs file "
+                             "(default: part 1's demo pairs), e.g. brightness pairs for the "
+                             "brightness judge")
     parser.add_argument("--vllm-max-tokens", type=int, default=64)
     parser.add_argument("--chunk-pairs", type=int, default=4)
     parser.add_argument("--engine-arg", action="append", default=["kv_cache_memory_bytes="
