@@ -141,6 +141,31 @@ def test_waves_on_the_tiny_vlm_give_the_full_runs_samples(tiny_vlm, pool, tmp_pa
     assert res["stop_reasons"] == {"exhausted" if n == 6 else "interval": 1}
 
 
+def test_score_waves_prefill_each_image_once_on_transformers(tiny_vlm, pool):
+    """``score_chunk`` marks a wave with waves left ``asked_again``: the transformers engine
+    prefills each image's prompt once for all its waves, and frees it after the last."""
+    from evoq_data.evaluate.scoring import score_chunk
+    from evoq_data.generation.spec import open_engine
+    from evoq_data.images.pool import single_image
+
+    chunk = [single_image(p) for p in sorted(pool.glob("*.png"))[:2]]
+    judge = spec("transformers", str(tiny_vlm), max_tokens=4)
+    eng = open_engine(judge)
+    try:
+        full = score_chunk(eng, chunk, judge, score_stop(6), seed=3).to_pylist()
+        assert eng.prefixes.computed == 2 and eng.prefixes.kept == {}
+        waves = score_chunk(eng, chunk, judge, score_stop(6, "interval", wave=2, width=0.5),
+                            seed=3).to_pylist()
+        # the untrained model's answers are invalid: each image asks all 3 waves, and its
+        # prompt is prefilled once (2 more prefixes, not 6), then freed
+        assert eng.prefixes.computed == 4 and eng.prefixes.kept == {}
+    finally:
+        eng.close()
+    drop = ("created_at",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in waves] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in full]
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--width", "0.3"], "--width is for --stop interval, not --stop fixed"),
     (["--wave", "4", "--confidence", "0.9"], "--wave, --confidence are for --stop interval"),

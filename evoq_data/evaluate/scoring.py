@@ -44,9 +44,11 @@ def score_chunk(eng, chunk, spec: GenerationSpec, rule: ScoreStop, seed: int) ->
     while active:
         start = len(got[active[0]])  # every image still going has asked the same waves
         end = min(start + rule.wave, k)
+        # asked_again: a wave with waves left may ask the image again, so an engine that
+        # keeps a prompt's prefill between calls (transformers) keeps this one
         requests = [GenRequest(images=(chunk[i].path,), prompt=prompt, n=end - start,
                                seed=seeds[i] + start, image_ids=(chunk[i].image_id,),
-                               key=chunk[i].image_id) for i in active]
+                               key=chunk[i].image_id, asked_again=end < k) for i in active]
         outputs = eng.generate(requests, sampling)
         if len(outputs) != len(requests):
             raise EvoqError(f"engine {spec.engine} answered {len(outputs)} of "

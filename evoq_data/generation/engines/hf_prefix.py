@@ -11,8 +11,9 @@ prompt (the text positions, then Qwen2.5-VL's 3D rope positions from ``get_rope_
 it computes the last prompt token and the answer only, at the positions of a plain call.
 
 :class:`PrefixStore` keeps the prefixes of prompts the caller says it will ask again
-(``GenRequest.asked_again``: a ``--stop`` wave with waves left) until a call does not ask
-for them; others are freed once their batch is decoded.
+(``GenRequest.asked_again``: a ``--stop`` wave with waves left) until a call asks for them
+without it (their last wave) or does not ask for them at all (the pair or image stopped);
+others are freed once their batch is decoded.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ class PrefixStore:
             self.computed += 1
             if key is not None and req.asked_again:
                 self.kept[key] = prefix
+        elif not req.asked_again:
+            del self.kept[key]  # the caller's last ask: freed once its batch is decoded
         return prefix
 
     def clear(self) -> None:
