@@ -1,4 +1,5 @@
-"""Fault injection for the Ray runner's tests: a vote worker that SIGKILLs itself.
+"""Fault injection for the Ray runner's tests: a vote worker that SIGKILLs itself, and one
+whose engine cannot start.
 
 :class:`KillingWorker` is :class:`~evoq_data.votes.ray.VoteWorker` with a fault: at chunk
 ``fault["chunk"]``, before voting it (``when="before_write"``: nothing of the chunk is on
@@ -18,6 +19,7 @@ import os
 import signal
 from pathlib import Path
 
+from evoq_data.core.errors import EvoqError
 from evoq_data.votes import ray as votes_ray
 from evoq_data.votes.core import ChunkDone
 
@@ -54,3 +56,24 @@ def install(monkeypatch, *, marker: Path, chunk: int, when: str, times: int = 1)
     monkeypatch.setattr(KillingWorker, "fault", {"marker": str(marker), "chunk": chunk,
                                                  "when": when, "times": times})
     monkeypatch.setattr(votes_ray, "VoteWorker", KillingWorker)
+
+
+START_FAILURE = "cannot load model judge/: injected by tests/ray_faults.py"
+
+
+class StartFailingWorker(votes_ray.VoteWorker):
+    """A worker whose engine fails to open, as a real one does on a checkpoint without
+    weights: the product's own error type, raised in the actor's constructor."""
+
+    def __init__(self, job, cwd: str) -> None:
+        raise EvoqError(START_FAILURE)
+
+
+def install_start_failure(monkeypatch) -> None:
+    """Make the Ray runner use a :class:`StartFailingWorker` (undone after the test)."""
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(votes_ray, "VoteWorker", StartFailingWorker)

@@ -22,6 +22,10 @@ TWO_CPU_PROCESSES = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1
                      "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
+# Slow (~15 s: two GRPO processes under accelerate launch). Fast twins: the sampler's shards
+# under accelerate's BatchSamplerShard for 2-4 processes (tests/test_train_config.py) and the
+# reward refusing a pair split across processes (tests/test_train_rewards.py).
+@pytest.mark.slow
 def test_two_processes_every_reward_call_sees_both_images_of_its_pairs(tmp_path, tiny_vlm):
     prefs = make_prefs_dir(tmp_path / "run")
     audit = tmp_path / "audit.jsonl"

@@ -227,6 +227,20 @@ def test_a_pool_larger_than_the_cluster_is_refused_and_leaves_no_trace(cluster, 
     assert not out.exists()
 
 
+def test_an_actor_whose_engine_cannot_start_fails_in_one_line_and_leaves_no_trace(
+        cluster, pairs_file, tmp_path, monkeypatch):
+    """The fast twin of the transformers case below: the actor's constructor raises the
+    product's error (tests/ray_faults.py); the driver prints it as one line, removes the run."""
+    ray_faults.install_start_failure(monkeypatch)
+    out = tmp_path / "votes"
+    with pytest.raises(EvoqError) as info:
+        run_vote(pairs_file, spec("piqe"), out, votes_per_pair=2, runner="ray",
+                 ray_options=RayOptions(workers=1), quiet=True)
+    assert ray_faults.START_FAILURE in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()
+
+
+@pytest.mark.slow  # a transformers engine started in the actor (~8 s); fast twin above
 def test_an_engine_that_cannot_start_in_its_actor_fails_in_one_line_and_leaves_no_trace(
         cluster, tiny_vlm, pairs_file, tmp_path):
     import shutil

