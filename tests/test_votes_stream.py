@@ -6,18 +6,17 @@ order and stop pairs early (the stop rules' corner)."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 from fixtures.cli import assert_user_error
+from fixtures.engines import ScriptedEngine
 from fixtures.images import make_images
 from fixtures.votes import read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
-from evoq_data.core.ids import digest_u64
 from evoq_data.generation.engines import GenRequest, Sampling
 from evoq_data.generation.prompts import compare_prompt
 from evoq_data.votes.core import VoteJob
@@ -106,50 +105,6 @@ def test_vllm_streaming_interrupted_then_resumed(tiny_vlm, pairs_file, tmp_path,
 
 
 # --- a scripted engine: answers out of order, pairs that stop early --------------------------
-
-class ScriptedEngine:
-    """Answers ``\\boxed{v}`` with v drawn from each sample's seed and shown images, so a
-    vote is a function of its seed alone; ``poll`` hands back a random part of what is in
-    flight, so waves finish out of order."""
-
-    name, model, model_revision = "scripted", "scripted", "none"
-
-    def __init__(self, bias: float = 0.8) -> None:
-        self.bias, self.pending, self.next_id = bias, {}, 0
-        self.rng = random.Random(0)
-        self.max_in_flight = 0
-
-    def _answers(self, req: GenRequest) -> list[str]:
-        out = []
-        for i in range(req.n):
-            u = digest_u64("scripted", req.seed + i) / 2**64
-            first_better = u < self.bias  # the image with the smaller id wins mostly
-            value = int(first_better != (req.image_ids[0] < req.image_ids[1]))
-            out.append(f"<think>ok</think> \\boxed{{{value}}}" if u < 0.9 else "no idea")
-        return out
-
-    def generate(self, requests, sampling):
-        return [self._answers(r) for r in requests]
-
-    def wants_more(self) -> bool:  # 4 requests at most, as the openai engine counts
-        return len(self.pending) < 4
-
-    def submit(self, requests, sampling):
-        ids = []
-        for req in requests:
-            ids.append(str(self.next_id))
-            self.pending[str(self.next_id)] = self._answers(req)
-            self.next_id += 1
-        self.max_in_flight = max(self.max_in_flight, len(self.pending))
-        return ids
-
-    def poll(self):
-        done = [rid for rid in self.pending if self.rng.random() < 0.3]
-        return [(rid, self.pending.pop(rid)) for rid in done]
-
-    def close(self) -> None:
-        pass
-
 
 @pytest.mark.parametrize("stop,confidence", [("decided", None), ("confident", 0.9),
                                              ("fixed", None)])

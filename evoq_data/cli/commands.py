@@ -206,6 +206,7 @@ def score_cmd(
     wave: Annotated[int | None, typer.Option("--wave", help="With --stop interval: samples asked per image at a time (default K/4, at least 2); stopping needs two waves of valid answers.")] = None,
     width: Annotated[float | None, typer.Option("--width", help="With --stop interval (required there): stop an image once the interval of its mean score is narrower than this, e.g. 0.25.")] = None,
     confidence: Annotated[float | None, typer.Option("--confidence", help="With --stop interval: the interval's confidence C in (0, 1) (default 0.95).")] = None,
+    schedule: Annotated[str, typer.Option("--schedule", help="chunked: a chunk's images ask each wave together; streaming: every image asks its next wave as soon as its last one is in, all images in flight (local runner, vllm and openai engines). Same scores.")] = "chunked",
 ) -> None:
     """Score every image K times with the paper's score prompt; keep every raw answer.
 
@@ -223,7 +224,7 @@ def score_cmd(
     _emit(run_score(images, spec, out, samples=samples, seed=seed, chunk_images=chunk_images,
                     image_column=image_column, split=split, quiet=quiet, runner=runner,
                     ray_options=ray_options, stop=stop, wave=wave, width=width,
-                    confidence=confidence))
+                    confidence=confidence, schedule=schedule))
 
 
 @app.command("compare")

@@ -31,6 +31,7 @@ from evoq_data.core.io import create_json_exclusive, write_parquet_atomic
 from evoq_data.core.manifests import manifest_path, new_manifest, read_manifest, write_manifest
 from evoq_data.core.schemas import SCORES_SCHEMA
 from evoq_data.evaluate.score_stop import ScoreStop, replay, score_stop
+from evoq_data.evaluate.score_stream import check_score_schedule, stream_scores
 from evoq_data.evaluate.scoring import PARTS_GLOB, score_chunk, write_part
 from evoq_data.generation.parse import OK
 from evoq_data.generation.spec import (
@@ -183,7 +184,7 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
               image_column: str = "image", split: str = "train", quiet: bool = False,
               runner: str = "local", ray_options=None, stop: str = "fixed",
               wave: int | None = None, width: float | None = None,
-              confidence: float | None = None) -> dict:
+              confidence: float | None = None, schedule: str = "chunked") -> dict:
     """The ``evoq-data score`` stage. Returns a summary with the paths written.
 
     ``runner``: ``local`` scores in this process; ``ray`` on a pool of Ray actors
@@ -193,6 +194,11 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
     ``stop``: ``fixed`` (all ``samples`` per image, the paper) or ``interval`` (waves of
     ``wave`` samples until the t interval of the mean is narrower than ``width`` at
     ``confidence``; :mod:`evoq_data.evaluate.score_stop`).
+
+    ``schedule``: ``chunked`` (a chunk's images ask each wave together) or ``streaming``
+    (every image asks its next wave as soon as its last one is in, all images in flight;
+    local runner, vllm and openai engines; :mod:`evoq_data.evaluate.score_stream`). Same
+    rows either way.
 
     What the engine's libraries print goes to stderr while it runs (stdout is for the
     summary, :func:`~evoq_data.generation.streams.stdout_to_stderr`)."""
@@ -209,15 +215,17 @@ def run_score(images: str | Path, spec: GenerationSpec, out: str | Path, *,
         require_ray()  # or one line naming the extra, before anything is written
     elif ray_options is not None:
         raise EvoqError("Ray settings are for --runner ray, not --runner local")
+    check_score_schedule(schedule, spec.engine, runner)
     with stdout_to_stderr():
         return _run_score(images, spec, out, rule=rule, seed=seed,
                           chunk_images=chunk_images, image_column=image_column, split=split,
-                          quiet=quiet, runner=runner, ray_options=ray_options)
+                          quiet=quiet, runner=runner, ray_options=ray_options,
+                          schedule=schedule)
 
 
 def _scored_chunks(spec: GenerationSpec, revision: str, chunks: list[list], parts: Path,
                    rule: ScoreStop, seed: int, runner: str, ray_options, quiet: bool,
-                   stack: ExitStack):
+                   stack: ExitStack, schedule: str = "chunked"):
     """Score and write ``chunks``; yield (images, when its scoring began) per chunk. No
     chunk: no engine started."""
     if not chunks:
@@ -230,6 +238,13 @@ def _scored_chunks(spec: GenerationSpec, revision: str, chunks: list[list], part
         return
     eng = open_engine(spec, revision)
     stack.callback(eng.close)
+    if schedule == "streaming":  # every image on its own clock, parts of len(chunks[0])
+        started = time.time()
+        todo = [im for chunk in chunks for im in chunk]
+        for table in stream_scores(eng, todo, spec, rule, seed, len(chunks[0])):
+            write_part(table, parts)
+            yield len(set(table.column("image_id").to_pylist())), started
+        return
     for chunk in chunks:
         started = time.time()
         write_part(score_chunk(eng, chunk, spec, rule, seed), parts)
@@ -238,7 +253,7 @@ def _scored_chunks(spec: GenerationSpec, revision: str, chunks: list[list], part
 
 def _run_score(images, spec: GenerationSpec, out, *, rule: ScoreStop, seed: int,
                chunk_images: int, image_column: str, split: str, quiet: bool, runner: str,
-               ray_options) -> dict:
+               ray_options, schedule: str = "chunked") -> dict:
     from tqdm.auto import tqdm
 
     if chunk_images < 1:
@@ -277,7 +292,8 @@ def _run_score(images, spec: GenerationSpec, out, *, rule: ScoreStop, seed: int,
                                                                         chunk_images)]
         loading, first = time.time(), None
         for n, began in _scored_chunks(spec, settings["model_revision"], chunks, parts,
-                                       rule, seed, runner, ray_options, quiet, stack):
+                                       rule, seed, runner, ray_options, quiet, stack,
+                                       schedule):
             first = began if first is None else min(first, began)
             bar.update(n)
         if first is not None:  # engine start (with Ray also the cluster's) to the first chunk
