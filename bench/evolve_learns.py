@@ -140,6 +140,9 @@ def main(argv=None) -> None:
                    help="pure self-evolution: no bootstrap judge; the judge itself "
                         "(--judge-skill, --judge-scores) is the base model and votes round 1")
     p.add_argument("--no-reasoning", action="store_true", help="votes without reasoning")
+    p.add_argument("--order", default="balanced", choices=["balanced", "random"],
+                   help="shown order of the votes (balanced needs an even -k; -k 1 takes "
+                        "random)")
     p.add_argument("--train-arg", action="append", default=[],
                    help="KEY=VALUE added to every round's GRPO settings (repeatable)")
     p.add_argument("--warmup-steps", type=int, default=200)
@@ -178,7 +181,7 @@ def main(argv=None) -> None:
            "--model", str(start), "--rounds", str(args.rounds), "--run-dir", str(run),
            "--engine", "transformers", *bootstrap, "--pairs-per-round", str(args.pairs),
            "-k", str(args.k), "--max-tokens", str(args.max_tokens),
-           "--vote-arg=--order=balanced", "--train-config", "cpu-smoke",
+           f"--vote-arg=--order={args.order}", "--train-config", "cpu-smoke",
            "--eval", f"heldout={task['heldout_labels']}",
            "--score-samples", str(args.score_samples), "--seed", str(args.seed), "--quiet"]
     for k, v in settings.items():
@@ -200,7 +203,7 @@ def main(argv=None) -> None:
            else f"round 1 voted by the {args.judge_skill} judge")
     summary = (f"{args.rounds} rounds, {args.pairs} pairs x K = {args.k} a round, "
                f"{args.max_steps} GRPO steps a round, {who} (scores: {args.judge_scores}), "
-               f"reasoning votes: {not args.no_reasoning}, min agreement: "
+               f"reasoning votes: {not args.no_reasoning}, order {args.order}, min agreement: "
                f"{args.min_agreement}, extra train args: {args.train_arg or '-'}, seed "
                f"{args.seed}; evolve {evolve_s:.0f} s, total {time.time() - t0:.0f} s; run "
                f"folder {run}")
