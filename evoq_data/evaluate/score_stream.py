@@ -23,27 +23,12 @@ import pyarrow as pa
 from evoq_data.core.errors import EvoqError
 from evoq_data.evaluate.score_stop import ScoreStop
 from evoq_data.evaluate.scoring import ImageSamples, samples_table
-from evoq_data.generation.engines import engine_class
+from evoq_data.generation.schedule import check_streaming
 from evoq_data.generation.spec import GenerationSpec
-
-SCHEDULES = ("chunked", "streaming")
-STREAMING_METHODS = ("submit", "poll", "wants_more")
-
 
 def check_score_schedule(schedule: str, engine: str, runner: str) -> None:
     """Refuse a schedule that does not exist or cannot run with these settings."""
-    if schedule not in SCHEDULES:
-        raise EvoqError(f"unknown --schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if schedule == "chunked":
-        return
-    if runner != "local":
-        raise EvoqError(f"--schedule streaming runs in this process; it takes --runner local, "
-                        f"not --runner {runner}")
-    cls = engine_class(engine)
-    if not all(hasattr(cls, m) for m in STREAMING_METHODS):
-        raise EvoqError(f"--schedule streaming needs an engine that takes requests one at a "
-                        f"time (vllm, openai); engine {engine!r} scores --schedule chunked "
-                        "only")
+    check_streaming(schedule, engine, runner, "scores")
 
 
 def stream_scores(eng, images: list, spec: GenerationSpec, rule: ScoreStop, seed: int,

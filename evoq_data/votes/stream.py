@@ -23,7 +23,8 @@ import time
 from collections.abc import Iterator
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import Engine, engine_class
+from evoq_data.generation.engines import Engine
+from evoq_data.generation.schedule import check_streaming
 from evoq_data.votes.core import (
     ChunkDone,
     PairVotes,
@@ -34,26 +35,11 @@ from evoq_data.votes.core import (
 )
 from evoq_data.votes.store import write_shard
 
-SCHEDULES = ("chunked", "streaming")
-STREAMING_METHODS = ("submit", "poll", "wants_more")
-
-
 def check_schedule(schedule: str, engine: str, runner: str, mode: str) -> None:
     """Refuse a schedule that does not exist or cannot run with these settings."""
-    if schedule not in SCHEDULES:
-        raise EvoqError(f"unknown --schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if schedule == "chunked":
-        return
-    if runner != "local":
-        raise EvoqError(f"--schedule streaming runs in this process; it takes --runner local, "
-                        f"not --runner {runner}")
-    if mode != "sample":
+    if check_streaming(schedule, engine, runner, "votes") and mode != "sample":
         raise EvoqError("--schedule streaming is for --mode sample (--mode logprob asks one "
                         "forward pass per pair, no waves)")
-    cls = engine_class(engine)
-    if not all(hasattr(cls, m) for m in STREAMING_METHODS):
-        raise EvoqError(f"--schedule streaming needs an engine that takes requests one at a "
-                        f"time (vllm, openai); engine {engine!r} votes --schedule chunked only")
 
 
 class _InFlight:
