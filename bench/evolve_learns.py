@@ -152,6 +152,10 @@ def main(argv=None) -> None:
     p.add_argument("--min-agreement", type=float, default=None,
                    help="passed to each round's aggregate (drops ties below it)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge-seed", type=int, default=0,
+                   help="the judge's build seed, apart from --seed: the judge is the measuring "
+                        "instrument (docs/train.md measured seed 0's; builds with other seeds "
+                        "can come out at chance), --seed varies the task, the base and GRPO")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
     args = p.parse_args(argv)
@@ -162,14 +166,15 @@ def main(argv=None) -> None:
                                 n_pairs=1, seed=args.seed)
     base = out / "base"
     judge = out / (f"judge-{args.judge_skill}" + ("" if args.judge_scores == "none"
-                                                   else f"-scores-{args.judge_scores}"))
+                                                   else f"-scores-{args.judge_scores}")
+                   + ("" if args.judge_seed == 0 else f"-seed-{args.judge_seed}"))
     if not base.is_dir() and not args.pure_self:
         build_warm_model(base, seed=args.seed, warmup_steps=args.warmup_steps,
                          threads=args.threads)
     if not judge.is_dir():
         _run([sys.executable, "-m", "evoq_data.testing.tiny_vlm", str(judge), "--judge",
               "brightness", "--judge-skill", args.judge_skill, "--judge-scores",
-              args.judge_scores, "--seed", str(args.seed)],
+              args.judge_scores, "--seed", str(args.judge_seed)],
              Path(f"{judge}.log"), args.threads)
     print(f"base and judge ready ({time.time() - t0:.0f} s)", flush=True)
     settings = {**LEARN_SETTINGS, "max_steps": args.max_steps, "seed": args.seed}
@@ -205,7 +210,7 @@ def main(argv=None) -> None:
                f"{args.max_steps} GRPO steps a round, {who} (scores: {args.judge_scores}), "
                f"reasoning votes: {not args.no_reasoning}, order {args.order}, min agreement: "
                f"{args.min_agreement}, extra train args: {args.train_arg or '-'}, seed "
-               f"{args.seed}; evolve {evolve_s:.0f} s, total {time.time() - t0:.0f} s; run "
+               f"{args.seed}, judge seed {args.judge_seed}; evolve {evolve_s:.0f} s, total {time.time() - t0:.0f} s; run "
                f"folder {run}")
     (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in
                                                            vars(args).items()},

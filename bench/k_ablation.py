@@ -50,6 +50,8 @@ def main(argv=None) -> None:
                    "judge writes few valid answers with it)")
     p.add_argument("--max-tokens", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge-seed", type=int, default=0, help="the judge's build seed (the one "
+                   "measured in docs/train.md; builds with other seeds can come out at chance)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -61,7 +63,8 @@ def main(argv=None) -> None:
     judge = args.judge or out / f"judge-{args.judge_skill}"
     if not judge.is_dir():
         _run([sys.executable, "-m", "evoq_data.testing.tiny_vlm", str(judge), "--judge",
-              "brightness", "--judge-skill", args.judge_skill, "--seed", str(args.seed)],
+              "brightness", "--judge-skill", args.judge_skill, "--seed",
+              str(args.judge_seed)],
              Path(f"{judge}.log"), args.threads)
     pairs = out / "pairs.parquet"
     _run([_bin("evoq-data"), "pairs", "--images", task["root"] + "/images/train",
