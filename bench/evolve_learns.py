@@ -106,7 +106,9 @@ def round_eval(run: Path, r: int) -> dict:
     if not path.is_file():
         return {"srcc": math.nan, "plcc": math.nan}
     wavg = json.loads(path.read_text())["wavg"]
-    return {"srcc": float(wavg["srcc"]), "plcc": float(wavg["plcc"])}
+    # None: not defined, e.g. every image got the same mean score (a collapsed model)
+    return {"srcc": math.nan if wavg["srcc"] is None else float(wavg["srcc"]),
+            "plcc": math.nan if wavg["plcc"] is None else float(wavg["plcc"])}
 
 
 def table(rows: list[dict]) -> str:
