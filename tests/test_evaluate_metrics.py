@@ -56,6 +56,40 @@ def test_pure_noise_gives_small_correlations_and_fewer_than_three_fails():
         correlations([1, 2], [2, 1])
 
 
+def test_a_constant_side_gives_no_correlation_and_says_why():
+    m = correlations([2.5] * 6, [1, 2, 3, 4, 5, 6])
+    assert (m["srcc"], m["plcc"], m["plcc_logistic"]) == (None, None, None)
+    assert m["undefined"] == ("every one of the 6 images got the same score (2.5), so SRCC "
+                              "and PLCC are undefined")
+    m = correlations([1, 2, 3, 4], [7.0] * 4)
+    assert m["srcc"] is None and m["undefined"].startswith("all 4 labels are equal (7)")
+    assert correlations([1, 2, 3], [1, 3, 2])["undefined"] is None
+
+
+def test_eval_cli_names_a_model_that_scored_every_image_alike(tmp_path):
+    paths = make_images(tmp_path / "imgs", 5, seed=2)
+    ids = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    cols = {n: [] for n in SCORES_SCHEMA.names}
+    for p, image_id in zip(paths, ids, strict=True):
+        row = {"image_id": image_id, "image_path": str(p), "sample_index": 0, "score": 1.0,
+               "parse_status": "ok"}
+        for n in SCORES_SCHEMA.names:
+            cols[n].append(row.get(n))
+    pq.write_table(pa.table(cols, schema=SCORES_SCHEMA), tmp_path / "scores.parquet")
+    pq.write_table(pa.table({"image_id": ids, "mos": [1.0, 2, 3, 4, 5]}), tmp_path / "l.parquet")
+    res = runner.invoke(app, ["eval", "--scores", str(tmp_path / "scores.parquet"),
+                              "--labels", f"mine={tmp_path / 'l.parquet'}",
+                              "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "eval" / "metrics.md").read_text()
+    assert "| mine | 5 | — | — | — |" in md
+    assert ("- warning: mine: every one of the 5 images got the same score (1), so SRCC and "
+            "PLCC are undefined") in md
+    doc = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert doc["benchmarks"][0]["undefined"].startswith("every one of the 5 images")
+    assert doc["wavg"]["srcc"] is None
+
+
 def test_weighted_average_weights_by_size():
     res = [{"n": 100, "srcc": 0.5, "plcc": 0.6, "plcc_logistic": None},
            {"n": 300, "srcc": 0.9, "plcc": 0.8, "plcc_logistic": 0.7}]

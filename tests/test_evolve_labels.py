@@ -1,7 +1,8 @@
 """``evoq-train evolve --pool-labels``, without a model: the labels file checked before any
 work (one line, exit 1, RUN not created), its content in the run's fingerprint, and the
 report, plot and lineage rendered from a fabricated ``accuracy.json`` of the round's
-``label-accuracy`` step. (The two-round run in test_evolve.py measures it for real.)"""
+``label-accuracy`` step. (The two-round run in test_evolve.py measures it for real.) Also the
+report's reason for an SRCC it cannot give, from a fabricated eval step."""
 
 from __future__ import annotations
 
@@ -262,3 +263,41 @@ def test_pairs_of_known_order_against_mos(place):
 
     assert known([(0, 1), (2, 0), (1, 2), (0, 3), (3, 2)]) == 2  # (1, 2): a tie; 3: no MOS
     assert known([(1, 2), (3, 0)]) == 0
+
+
+def test_report_says_why_a_round_has_no_srcc(place):
+    """A round whose model scored every held-out image alike has SRCC "—" and the reason
+    under "No correlation", beside a set skipped for too few valid scores."""
+    from evoq_train.evolve.context import RunContext, Sources
+    from evoq_train.evolve.layout import RunLayout
+    from evoq_train.evolve.report import collect, render_markdown
+    from evoq_train.evolve.state import RunState
+    from evoq_train.evolve.steps import build_steps
+
+    s = EvolveSettings(pool=str(place["pool"]), model=str(place["model"]),
+                       run_dir=str(place["run"]), bootstrap_engine="piqe",
+                       train_config="cpu-smoke", rounds=1,
+                       evals=[f"held={place['labels']}", f"few={place['labels']}"])
+    run = place["run"]
+    run.mkdir()
+    run = run.resolve()
+    ctx = RunContext(s, Sources.resolve(s, run), RunLayout(run),
+                     RunState.open(run, s.identity(), 1))
+    steps = {step.name: step for step in build_steps(ctx)}
+    state = ctx.require_state()
+    reason = "every one of the 4 images got the same score (1), so SRCC and PLCC are undefined"
+    metrics = run / ctx.layout.round(1).metrics[1]
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({
+        "benchmarks": [{"benchmark": "held", "n": 4, "srcc": None, "plcc": None,
+                        "plcc_logistic": None, "undefined": reason}],
+        "wavg": {"n": 4, "srcc": None, "plcc": None, "plcc_logistic": None}}))
+    facts = {"sets": ["held"], "skipped": {"few": "only 2 of 4 image(s) got a valid score"}}
+    state.begin("round-1/eval", round=1, kind="eval", command=None, inputs=[], log="x",
+                resumed=False)
+    state.finish("round-1/eval", outputs=[], summary=steps["round-1/eval"].finish(facts),
+                 seconds=1.0)
+    lines = render_markdown(ctx, collect(ctx), None).splitlines()
+    notes = lines[lines.index("No correlation (shown as —):") + 1:]
+    assert notes[:2] == [f"- round 1, held: {reason}",
+                         "- round 1, few: only 2 of 4 image(s) got a valid score"]

@@ -53,8 +53,21 @@ def fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return params if np.all(np.isfinite(params)) else None
 
 
+def undefined_reason(pred, mos) -> str | None:
+    """Why a rank or linear correlation has no value: one side holds a single value (a
+    model that answers one score for every image, or labels that are all equal)."""
+    x, y = np.asarray(pred, float), np.asarray(mos, float)
+    if x.size and np.ptp(x) == 0:
+        return (f"every one of the {x.size} images got the same score ({x[0]:g}), so SRCC "
+                "and PLCC are undefined")
+    if y.size and np.ptp(y) == 0:
+        return f"all {y.size} labels are equal ({y[0]:g}), so SRCC and PLCC are undefined"
+    return None
+
+
 def correlations(pred, mos) -> dict:
-    """SRCC, raw PLCC and logistic PLCC of predictions against MOS (needs 3+ points)."""
+    """SRCC, raw PLCC and logistic PLCC of predictions against MOS (needs 3+ points);
+    ``undefined`` says why they are None when one side is constant."""
     from scipy.stats import pearsonr, spearmanr
 
     x, y = np.asarray(pred, float), np.asarray(mos, float)
@@ -65,6 +78,10 @@ def correlations(pred, mos) -> dict:
         value = float(value)
         return value if math.isfinite(value) else None
 
+    undefined = undefined_reason(x, y)
+    if undefined is not None:  # scipy would warn and return nan
+        return {"n": int(x.size), "srcc": None, "plcc": None, "plcc_logistic": None,
+                "logistic_params": None, "undefined": undefined}
     srcc, plcc = spearmanr(x, y).statistic, pearsonr(x, y).statistic
     params = fit_logistic(x, y) if x.size > 4 else None
     plcc_log = None
@@ -75,7 +92,8 @@ def correlations(pred, mos) -> dict:
             plcc_log = safe(pearsonr(fitted, y).statistic)
     return {"n": int(x.size), "srcc": safe(srcc), "plcc": safe(plcc),
             "plcc_logistic": plcc_log,
-            "logistic_params": None if params is None else [float(p) for p in params]}
+            "logistic_params": None if params is None else [float(p) for p in params],
+            "undefined": None}
 
 
 def load_scores(path: str | Path) -> dict[str, float]:
@@ -121,6 +139,8 @@ def evaluate_scores(scores: dict[str, float], labels: Labels) -> dict:
               "merged_duplicate_rows": labels.merged_duplicates,
               **correlations([scores[i] for i in ids], [labels.mos[i] for i in ids]),
               "warnings": list(labels.warnings)}
+    if result["undefined"]:
+        result["warnings"].append(f"{labels.name}: {result['undefined']}")
     key = benchmark_key(labels.name)
     if key is not None:
         display, expected = BENCHMARKS[key]

@@ -94,7 +94,8 @@ def collect(ctx: RunContext) -> list[dict]:
                 end.get("parse_failure_rate")
         ev = state.summary(rl.step("eval"))
         for name, m in (ev.get("benchmarks") or {}).items():
-            row["eval"][name] = {"srcc": m.get("srcc"), "plcc": m.get("plcc")}
+            row["eval"][name] = {"srcc": m.get("srcc"), "plcc": m.get("plcc"),
+                                 "note": m.get("undefined")}
         for name, reason in (ev.get("skipped") or {}).items():
             row["eval"][name] = {"srcc": None, "plcc": None, "note": reason}
         if ev.get("wavg") and len(ev.get("benchmarks") or {}) > 1:
@@ -178,7 +179,7 @@ def render_markdown(ctx: RunContext, rows: list[dict], plot: str | None) -> str:
     notes = [f"- round {row['round']}, {name}: {m['note']}" for row in rows
              for name, m in row["eval"].items() if m.get("note")]
     if notes:
-        lines += ["", "Not evaluated:", *notes]
+        lines += ["", "No correlation (shown as —):", *notes]
     if labelled:
         lines += label_accuracy_markdown(ctx, rows)
     lines += ["", "invalid: share of votes without a readable answer; agreement: mean majority "

@@ -21,7 +21,7 @@ from pathlib import Path
 from evoq_data.core.errors import EvoqError
 
 SYNTHETIC_PAIRS_PER_REFERENCE = 75  # 5 distortion types x C(6, 2) pairs of one reference
-METRIC_KEYS = ("n", "srcc", "plcc", "plcc_logistic")
+METRIC_KEYS = ("n", "srcc", "plcc", "plcc_logistic", "undefined")
 ACCURACY_KEYS = ("accuracy", "correct", "decisive", "coverage", "with_truth", "undecided",
                  "no_truth", "truth_ties")
 
