@@ -17,6 +17,11 @@ round, from the run folder:
     python bench/evolve_learns.py                                   # 2 rounds, small
     python bench/evolve_learns.py --pairs 256 -k 8 --max-steps 300 --out runs/evolve-learns
 
+`--shuffled-control` then repeats the last round's training on the same pairs with a random
+half of their labels turned around (`shuffle_labels`: no order left in them), with the very
+commands evolve ran (read from RUN/state.json), and scores and evaluates that model as evolve
+does: a round's gain that the shuffled labels also give is the extra steps, not the labels.
+
 The defaults are small enough for a 2-core machine (see docs/train.md for what was measured
 and how long it took); the table goes to OUT/results.md. CPU only; one torch thread per
 process (--threads).
@@ -38,9 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evoq_data.testing.learning import (
     LEARN_SETTINGS,
     _bin,
+    _env,
     _run,
     build_warm_model,
     make_brightness_task,
+    shuffle_labels,
 )
 
 
@@ -111,6 +118,60 @@ def round_eval(run: Path, r: int) -> dict:
             "plcc": math.nan if wavg["plcc"] is None else float(wavg["plcc"])}
 
 
+def _with(cmd: list[str], **values: str) -> list[str]:
+    """``cmd`` with the value after each ``--flag`` (given as flag_name=...) replaced."""
+    cmd = list(cmd)
+    for flag, value in values.items():
+        i = cmd.index("--" + flag.replace("_", "-"))
+        cmd[i + 1] = value
+    return cmd
+
+
+def shuffled_control(run: Path, r: int, out: Path, seed: int, threads: int,
+                     labels: str) -> dict:
+    """Round ``r``'s GRPO, score and eval, by evolve's own commands, on its pairs with a
+    random half of the labels turned around; the model and its metrics go to ``out``.
+    (Where evolve skipped the round's eval, its model scoring fewer than 3 images, the
+    control is evaluated against ``labels``, the bench's --eval set, all the same.)"""
+    import subprocess
+
+    steps = json.loads((run / "state.json").read_text())["steps"]
+    turned = shuffle_labels(run / f"round-{r}" / "prefs", out / "prefs", seed=seed)
+    scores = out / "eval" / "scores.parquet"
+    evaluate = steps[f"round-{r}/eval"]["command"] or [
+        sys.executable, "-m", "evoq_data.cli", "eval", "--scores", "-", "--labels",
+        f"heldout={labels}", "--out", "-"]
+    commands = {
+        "grpo": _with(steps[f"round-{r}/grpo"]["command"], dataset=str(out / "prefs"),
+                      output_dir=str(out / "model")),
+        "score": _with(steps[f"round-{r}/score"]["command"], model=str(out / "model"),
+                       out=str(scores)),
+        "eval": _with(evaluate, scores=str(scores), out=str(out / "eval")),
+    }
+    result = {"round": r, "turned": turned, "pairs": pq_rows(out / "prefs"),
+              "srcc": math.nan, "plcc": math.nan, "note": None}
+    for name, cmd in commands.items():  # relative paths in them are the run folder's
+        with open(out / f"{name}.log", "w") as log:
+            done = subprocess.run(cmd, cwd=run, env=_env(threads), stdout=log,
+                                  stderr=subprocess.STDOUT)
+        if done.returncode and name == "eval":  # e.g. fewer than 3 images with a score
+            lines = (out / "eval.log").read_text().strip().splitlines()
+            result["note"] = lines[-1] if lines else f"eval failed ({done.returncode})"
+            return result
+        if done.returncode:
+            raise SystemExit(f"control {name} failed ({done.returncode}): see {out / log.name}")
+    wavg = json.loads((out / "eval" / "metrics.json").read_text())["wavg"]
+    result.update(srcc=math.nan if wavg["srcc"] is None else float(wavg["srcc"]),
+                  plcc=math.nan if wavg["plcc"] is None else float(wavg["plcc"]))
+    return result
+
+
+def pq_rows(prefs: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(prefs / "preferences.parquet").metadata.num_rows
+
+
 def table(rows: list[dict]) -> str:
     head = ["round", "voted by", "votes", "valid", "vote accuracy", "agreement",
             "pseudo-label accuracy", "coverage", "pairs kept", "kept accuracy",
@@ -158,11 +219,17 @@ def main(argv=None) -> None:
                    help="the judge's build seed, apart from --seed: the judge is the measuring "
                         "instrument (docs/train.md measured seed 0's; builds with other seeds "
                         "can come out at chance), --seed varies the task, the base and GRPO")
+    p.add_argument("--shuffled-control", action="store_true",
+                   help="after evolve, train the last round again on its pairs with a random "
+                        "half of the labels turned around (seeded by --seed), by evolve's own "
+                        "commands, and report that model's held-out SRCC")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir)")
     args = p.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="evoq-evolve-learns-"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.shuffled_control and (out / "control").exists():
+        raise SystemExit(f"{out / 'control'} exists: remove it to run the control again")
     t0 = time.time()
     task = make_brightness_task(out / "task", n_train=args.n_train, n_heldout=args.n_heldout,
                                 n_pairs=1, seed=args.seed)
@@ -206,6 +273,17 @@ def main(argv=None) -> None:
     for r in range(1, args.rounds + 1):
         rows.append({"round": r, **round_votes(run, r, f), **round_eval(run, r)})
     md = table(rows)
+    control = None
+    if args.shuffled_control:
+        t2 = time.time()
+        control = shuffled_control(run, args.rounds, out / "control", args.seed, args.threads,
+                                   task["heldout_labels"])
+        control["seconds"] = round(time.time() - t2)
+        md += (f"\n\nControl: round {args.rounds}'s training again on its {control['pairs']} "
+               f"pairs with {control['turned']} labels turned around (no order left): "
+               f"held-out SRCC {_f(control['srcc'])}, PLCC {_f(control['plcc'])} against "
+               f"{_f(rows[-1]['srcc'])} on the round's own labels ({control['seconds']} s)"
+               + (f"; {control['note']}" if control["note"] else "") + ".")
     who = ("pure self-evolution from the judge" if args.pure_self
            else f"round 1 voted by the {args.judge_skill} judge")
     summary = (f"{args.rounds} rounds, {args.pairs} pairs x K = {args.k} a round, "
@@ -216,7 +294,8 @@ def main(argv=None) -> None:
                f"folder {run}")
     (out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in
                                                            vars(args).items()},
-                                                  "rounds": rows}, indent=2))
+                                                  "rounds": rows, "control": control},
+                                                 indent=2))
     (out / "results.md").write_text(f"{md}\n\n{summary}\n")
     print(f"\n{md}\n\n{summary}")
 

@@ -228,6 +228,49 @@ def test_grpo_learns_brightness_and_follows_flipped_labels(tmp_path):
     assert after_flipped["srcc"] < 0, (before, after_flipped)
 
 
+def test_shuffled_labels_turn_a_random_half_and_keep_the_rest(tmp_path):
+    """The shuffled-label control of bench/evolve_learns.py: each turned pair's votes and p*
+    are mirrored, the other pairs and every other column are untouched, and GRPO's dataset
+    reads the copy with the turned orders."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from evoq_data.testing.learning import shuffle_labels
+    from evoq_train.data import load_preferences
+
+    from fixtures.images import make_images
+
+    img = [str(x) for x in make_images(tmp_path / "imgs", 2)]
+    n = 200
+    rows = {"pair_id": [f"p{i}" for i in range(n)],
+            "image_a_path": [img[0]] * n, "image_b_path": [img[1]] * n,
+            "image_a_id": [f"a{i}" for i in range(n)], "image_b_id": [f"b{i}" for i in range(n)],
+            "votes_a": [i % 7 for i in range(n)], "votes_b": [9 - i % 7 for i in range(n)],
+            "p_star": [float(i % 7 > 4) for i in range(n)],
+            "vote_fraction_a": [(i % 7) / 8 for i in range(n)],
+            "agreement": [max(i % 7, 9 - i % 7) / 9 for i in range(n)]}
+    (tmp_path / "prefs").mkdir()
+    pq.write_table(pa.table(rows), tmp_path / "prefs" / "preferences.parquet")
+    (tmp_path / "prefs" / "manifest.json").write_text("{}")
+    turned = shuffle_labels(tmp_path / "prefs", tmp_path / "shuffled", seed=3)
+    out = pq.read_table(tmp_path / "shuffled" / "preferences.parquet").to_pydict()
+    flipped = [i for i in range(n) if out["votes_a"][i] != rows["votes_a"][i]]
+    assert len(flipped) == turned and 80 < turned < 120
+    for i in range(n):
+        t = i in flipped
+        assert out["votes_a"][i] == (rows["votes_b"] if t else rows["votes_a"])[i]
+        assert out["p_star"][i] == (1 - rows["p_star"][i] if t else rows["p_star"][i])
+        assert out["vote_fraction_a"][i] == pytest.approx(
+            1 - rows["vote_fraction_a"][i] if t else rows["vote_fraction_a"][i])
+        assert out["agreement"][i] == rows["agreement"][i]
+        assert out["pair_id"][i] == rows["pair_id"][i]
+    assert (tmp_path / "shuffled" / "manifest.json").read_text() == "{}"
+    loaded = load_preferences(tmp_path / "shuffled")
+    assert list(loaded["p_star"]) == out["p_star"]
+    with pytest.raises(FileExistsError):
+        shuffle_labels(tmp_path / "prefs", tmp_path / "shuffled")
+
+
 def test_shipped_recipes_keep_a_kl_term():
     """beta 0 invites the constant-answer collapse (docs/train.md); every shipped training
     recipe keeps the paper's KL coefficient."""

@@ -11,6 +11,9 @@ f is the true quality. :func:`make_brightness_task` writes
 * ``prefs_flipped/preferences.parquet``: the same pairs with p* -> 1 - p* (the control that
   must make the model learn the opposite order).
 
+:func:`shuffle_labels` copies a round's PREFS_DIR with a random half of its pairs turned
+around (the shuffled-label control of ``bench/evolve_learns.py --shuffled-control``).
+
 :func:`parse_train_log` reads the per-step metric lines that ``evoq-train grpo`` prints, and
 :func:`curve` sums them up by block of steps. Used by ``bench/learning_curve.py`` and
 ``tests/test_learning.py``.
@@ -64,6 +67,35 @@ def make_brightness_task(root: str | Path, *, n_train: int = 256, n_heldout: int
             "heldout_images": str(root / "images" / "heldout"),
             "heldout_labels": str(root / "labels_heldout.csv"),
             "train_labels": str(root / "labels_train.csv")}
+
+
+def shuffle_labels(src: str | Path, dst: str | Path, *, seed: int = 0) -> int:
+    """A copy of PREFS_DIR ``src`` at ``dst`` whose labels carry no order: each pair is
+    turned around with probability 1/2 (``votes_a`` <-> ``votes_b``, ``p_star`` and
+    ``vote_fraction_a`` -> 1 - x, where present), everything else kept: pairs, agreement and
+    its Wilson interval (both of the majority's share), images, manifest. Returns how many
+    pairs were turned. ``dst`` must not exist yet."""
+    import shutil
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists")
+    shutil.copytree(src, dst)
+    table = pq.read_table(dst / "preferences.parquet")
+    cols = table.to_pydict()
+    turn = np.random.default_rng(seed).random(table.num_rows) < 0.5
+    for i in np.flatnonzero(turn):
+        if "votes_a" in cols:
+            cols["votes_a"][i], cols["votes_b"][i] = cols["votes_b"][i], cols["votes_a"][i]
+        for name in ("p_star", "vote_fraction_a"):
+            if name in cols and cols[name][i] is not None:
+                cols[name][i] = 1.0 - cols[name][i]
+    pq.write_table(pa.table(cols, schema=table.schema), dst / "preferences.parquet")
+    return int(turn.sum())
 
 
 def parse_train_log(text: str) -> list[dict]:
