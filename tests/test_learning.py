@@ -234,11 +234,10 @@ def test_shuffled_labels_turn_a_random_half_and_keep_the_rest(tmp_path):
     reads the copy with the turned orders."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from fixtures.images import make_images
 
     from evoq_data.testing.learning import shuffle_labels
     from evoq_train.data import load_preferences
-
-    from fixtures.images import make_images
 
     img = [str(x) for x in make_images(tmp_path / "imgs", 2)]
     n = 200

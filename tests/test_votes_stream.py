@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import GenRequest, Sampling
+from evoq_data.generation.engines import Sampling
 from evoq_data.generation.prompts import compare_prompt
 from evoq_data.votes.core import VoteJob
 from evoq_data.votes.local import LocalRunner

@@ -26,6 +26,7 @@ from evoq_data.evaluate.scoring import ImageSamples, samples_table
 from evoq_data.generation.schedule import check_streaming
 from evoq_data.generation.spec import GenerationSpec
 
+
 def check_score_schedule(schedule: str, engine: str, runner: str) -> None:
     """Refuse a schedule that does not exist or cannot run with these settings."""
     check_streaming(schedule, engine, runner, "scores")

@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     from evoq_data.testing.judge import (
         ANSWER_STEPS,
         JUDGE_WARMUP_STEPS,
-        SEE_STEPS,
         SCORE_SKILLS,
+        SEE_STEPS,
         SKILLS,
         TASKS,
     )

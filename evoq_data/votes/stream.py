@@ -35,6 +35,7 @@ from evoq_data.votes.core import (
 )
 from evoq_data.votes.store import write_shard
 
+
 def check_schedule(schedule: str, engine: str, runner: str, mode: str) -> None:
     """Refuse a schedule that does not exist or cannot run with these settings."""
     if check_streaming(schedule, engine, runner, "votes") and mode != "sample":
