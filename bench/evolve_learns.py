@@ -108,14 +108,17 @@ def round_votes(run: Path, r: int, f: dict[str, float]) -> dict:
             "kept_accuracy": kept_right / len(kept) if kept else math.nan}
 
 
-def round_eval(run: Path, r: int) -> dict:
-    path = run / f"round-{r}" / "eval" / "metrics.json"
+def read_wavg(path: Path) -> dict:
+    """SRCC and PLCC of an eval's metrics.json; nan where there is none (no file, or not
+    defined, e.g. every image got the same mean score: a collapsed model)."""
     if not path.is_file():
         return {"srcc": math.nan, "plcc": math.nan}
     wavg = json.loads(path.read_text())["wavg"]
-    # None: not defined, e.g. every image got the same mean score (a collapsed model)
-    return {"srcc": math.nan if wavg["srcc"] is None else float(wavg["srcc"]),
-            "plcc": math.nan if wavg["plcc"] is None else float(wavg["plcc"])}
+    return {k: math.nan if wavg[k] is None else float(wavg[k]) for k in ("srcc", "plcc")}
+
+
+def round_eval(run: Path, r: int) -> dict:
+    return read_wavg(run / f"round-{r}" / "eval" / "metrics.json")
 
 
 def _with(cmd: list[str], **values: str) -> list[str]:
@@ -160,9 +163,7 @@ def shuffled_control(run: Path, r: int, out: Path, seed: int, threads: int,
             return result
         if done.returncode:
             raise SystemExit(f"control {name} failed ({done.returncode}): see {out / log.name}")
-    wavg = json.loads((out / "eval" / "metrics.json").read_text())["wavg"]
-    result.update(srcc=math.nan if wavg["srcc"] is None else float(wavg["srcc"]),
-                  plcc=math.nan if wavg["plcc"] is None else float(wavg["plcc"]))
+    result.update(read_wavg(out / "eval" / "metrics.json"))
     return result
 
 
