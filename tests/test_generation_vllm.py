@@ -33,7 +33,7 @@ pairs_file = pairs_fixture(images=5, pairs=4, image_seed=3)
 @pytest.fixture(scope="module")
 def two_runs(tiny_vlm, pairs_file, tmp_path_factory):
     """The same vote twice, in different chunkings and schedules (2 pairs per batch, then
-    all 4 pairs in flight at once through ``--schedule streaming``: ``LLM.enqueue_chat`` and
+    all 4 pairs in flight at once through ``--schedule streaming``: ``LLM.enqueue`` and
     the engine's steps)."""
     from evoq_data.votes.run import run_vote
 
@@ -123,8 +123,38 @@ def test_vllm_child_seeds_and_greedy(engine, pairs_file):
     assert batched[:4] == [engine.generate([r], Sampling(max_tokens=4))[0] for r in many[:4]]
 
 
+def test_prompts_are_the_token_ids_of_vllms_own_chat_rendering(engine, pairs_file):
+    """The engine renders each prompt's chat text once and passes image ids as multimodal
+    UUIDs (docs/engines.md); vLLM must see exactly the prompt its own ``LLM.chat`` builds
+    from the same messages, for both prompts, with and without reasoning."""
+    from vllm import SamplingParams
+
+    from evoq_data.generation.engines import GenRequest
+    from evoq_data.generation.engines.vllm import chat_conversations
+    from evoq_data.generation.prompts import compare_prompt, score_prompt
+
+    pair = pq.read_table(pairs_file).to_pylist()[0]
+    images = (pair["image_a_path"], pair["image_b_path"])
+    ids = (pair["image_a_id"], pair["image_b_id"])
+    requests = [GenRequest(images, compare_prompt(r), n=1, seed=0, image_ids=ids)
+                for r in (True, False)]
+    requests += [GenRequest(images[:1], score_prompt(r), n=1, seed=0, image_ids=ids[:1])
+                 for r in (True, False)]
+    params = SamplingParams(max_tokens=1, temperature=0)
+    prompts = engine._prompts(requests)
+    assert [p["multi_modal_uuids"]["image"] for p in prompts] == \
+        [[f"evoq-image:{i}" for i in r.image_ids] for r in requests]
+    ours = engine.llm.generate(prompts, params, use_tqdm=False)
+    theirs = engine.llm.chat(chat_conversations(requests), params, use_tqdm=False)
+    for a, b in zip(ours, theirs, strict=True):
+        assert list(a.prompt_token_ids) == list(b.prompt_token_ids)
+    # the compare prompt expands both images' patches: two image spans, not one
+    pad = engine.llm.get_tokenizer().convert_tokens_to_ids("<|vision_start|>")
+    assert [list(o.prompt_token_ids).count(pad) for o in ours] == [2, 2, 1, 1]
+
+
 def test_vllm_score_streaming_gives_the_chunked_rows(engine, pairs_file):
-    """``score --schedule streaming`` on the real engine (``LLM.enqueue_chat`` and the
+    """``score --schedule streaming`` on the real engine (``LLM.enqueue`` and the
     engine's steps): every image's samples are those of the chunked loop, waves and all."""
     from evoq_data.evaluate.score_stop import score_stop
     from evoq_data.evaluate.score_stream import stream_scores

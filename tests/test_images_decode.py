@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from evoq_data.cli import app
 from evoq_data.core.errors import EvoqError
 from evoq_data.generation.engines import GenRequest, load_image
-from evoq_data.generation.prompts import score_prompt
+from evoq_data.generation.prompts import compare_prompt, score_prompt
 from evoq_data.images.decode import decode, model_view_bytes, needs_normalising
 from evoq_data.images.pool import load_pool
 
@@ -179,3 +179,40 @@ def test_judge_and_published_dataset_show_the_same_pixels(tmp_path):
     for f in (tmp_path / "ds").rglob("*"):
         if f.is_file():
             assert str(tmp_path).encode() not in f.read_bytes(), f
+
+
+def test_decoded_images_read_each_file_once_check_its_id_and_stay_in_budget(tmp_path,
+                                                                           monkeypatch):
+    """The vllm engine's per-pair image cache: the pixels load_image gives, one read per
+    (path, id) while it fits, the id checked on that read, the oldest dropped past the
+    byte budget."""
+    import hashlib
+
+    from evoq_data.generation import engines
+
+    files = [str(p) for p in make_images(tmp_path / "pool", 3)]
+    ids = tuple(hashlib.sha256(open(p, "rb").read()).hexdigest() for p in files)
+    reads = []
+    real = engines.read_image_bytes
+    monkeypatch.setattr(engines, "read_image_bytes",
+                        lambda p, i=None: reads.append(p) or real(p, i))
+    sizes = [engines.load_image(p).width * engines.load_image(p).height * 3 for p in files]
+    cache = engines.DecodedImages(max_bytes=max(sizes[0] + sizes[2], sizes[1] + sizes[2]))
+    reads.clear()
+    pair = GenRequest(images=(files[0], files[1]), prompt=compare_prompt(), n=1, seed=0,
+                      image_ids=ids[:2])
+    swapped = GenRequest(images=(files[1], files[0]), prompt=compare_prompt(), n=1, seed=1,
+                         image_ids=(ids[1], ids[0]))
+    first, again = cache.load(pair), cache.load(swapped)
+    assert reads == files[:2]  # the swapped order read nothing again
+    assert again == [first[1], first[0]]
+    assert all(np.array_equal(np.asarray(im), np.asarray(load_image(p)))
+               for im, p in zip(first, files[:2], strict=True))
+    cache.load(GenRequest(images=(files[2],), prompt=score_prompt(), n=1, seed=0,
+                          image_ids=ids[2:]))
+    reads.clear()
+    cache.load(pair)  # the third image pushed out the least recently used: files[1]
+    assert reads == [files[1]]
+    with pytest.raises(EvoqError, match="changed after its id was taken"):
+        cache.load(GenRequest(images=(files[2],), prompt=score_prompt(), n=1, seed=0,
+                              image_ids=("0" * 64,)))

@@ -99,6 +99,43 @@ def load_image(path: str, expected_id: str | None = None):
         raise EvoqError(f"cannot read image {path}: {exc}") from exc
 
 
+class DecodedImages:
+    """The images of recent requests, decoded once (an LRU bounded by pixel bytes).
+
+    A pair's two images are asked again in its other shown order and in every wave of a
+    ``--stop`` run; reading, checking and decoding them once per pair instead of once per
+    request keeps that work off the engine's front end. Keyed by path and id: an image is
+    checked against its id when first read, as :func:`load_image` does."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+
+    def load(self, request: GenRequest) -> list:
+        ids = request.image_ids or (None,) * len(request.images)
+        return [self._get(p, i) for p, i in zip(request.images, ids, strict=True)]
+
+    def _get(self, path: str, expected_id: str | None):
+        key = (path, expected_id)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        im = load_image(path, expected_id)
+        self._items[key] = im
+        self._bytes += _size(im)
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= _size(old)
+        return im
+
+
+def _size(im) -> int:
+    return im.width * im.height * len(im.getbands())
+
+
 class Engine(Protocol):
     name: str
     model: str

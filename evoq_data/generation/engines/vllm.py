@@ -4,7 +4,9 @@ One vLLM request per :class:`GenRequest` with ``SamplingParams(n=req.n, seed=req
 fans it out into ``n`` children seeded ``seed + i`` that share the prompt through prefix caching
 (and the two images through its encoder cache), so a pair's prompt is prefilled about once per
 shown order rather than K times. All requests of one :meth:`VLLMEngine.generate` call go to
-vLLM in one batched ``LLM.chat`` call; the checkpoint's own chat template renders them.
+vLLM in one batched ``LLM.generate`` call, each as the token ids of the checkpoint's own chat
+template (rendered once per prompt), the decoded images and their ids as multimodal UUIDs
+(:meth:`VLLMEngine._prompts`).
 
 Engine arguments pass through to ``vllm.LLM`` (``--engine-arg key=value`` on the command line):
 ``tensor_parallel_size``, ``dtype``, ``gpu_memory_utilization``, ``max_model_len``,
@@ -30,7 +32,7 @@ import logging
 import os
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import GenRequest, Sampling, answer_token_ids
+from evoq_data.generation.engines import DecodedImages, GenRequest, Sampling, answer_token_ids
 from evoq_data.generation.modeling import check_vlm_checkpoint
 from evoq_data.generation.prompts import chat_messages
 
@@ -71,6 +73,20 @@ def engine_settings(engine_args: dict, is_cpu: bool) -> dict:
     return settings
 
 
+def chat_conversations(requests: list[GenRequest]) -> list:
+    """``requests`` in the form ``LLM.chat`` takes (one user turn, in-memory PIL images, each
+    request's images loaded again): how the engine once sent them, kept as the reference its
+    prompts are tested against and as ``bench/vllm_front_end.py``'s baseline."""
+    conversations = []
+    for req in requests:
+        messages = chat_messages(req.prompt, req.load_images())
+        for part in messages[0]["content"]:  # vLLM's name for an in-memory PIL image
+            if part["type"] == "image":
+                part.update(type="image_pil", image_pil=part.pop("image"))
+        conversations.append(messages)
+    return conversations
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -94,6 +110,8 @@ class VLLMEngine:
         self.model_revision = model_revision
         self.settings = engine_settings(engine_args, is_cpu)
         self._pending: dict[str, tuple[int, bool]] = {}  # streaming: id -> (n, greedy)
+        self._images = DecodedImages()
+        self._chat_token_ids: dict[str, list[int]] = {}  # prompt id -> its chat's tokens
         log.info("starting vLLM for %s with %s", model, self.settings)
         try:
             self.llm = vllm.LLM(model=model, revision=revision, **self.settings)
@@ -115,7 +133,7 @@ class VLLMEngine:
         if not requests:
             return []
         params = [self._sampling_params(r, sampling) for r in requests]
-        outputs = self.llm.chat(self._conversations(requests), params, use_tqdm=False)
+        outputs = self.llm.generate(self._prompts(requests), params, use_tqdm=False)
         answers = []
         for req, out in zip(requests, outputs, strict=True):
             texts = [c.text for c in sorted(out.outputs, key=lambda c: c.index)]
@@ -125,7 +143,7 @@ class VLLMEngine:
         return answers
 
     # The streaming entry points (``evoq-data vote --schedule streaming``): requests go into
-    # vLLM's engine as they are ready (LLM.enqueue_chat, the offline API's own way to queue
+    # vLLM's engine as they are ready (LLM.enqueue, the offline API's own way to queue
     # without waiting) and each step of its engine hands back those that finished, so a
     # caller keeps the engine full instead of waiting for a whole batch.
 
@@ -141,7 +159,7 @@ class VLLMEngine:
         if not requests:
             return []
         params = [self._sampling_params(r, sampling) for r in requests]
-        added = self.llm.enqueue_chat(self._conversations(requests), params, use_tqdm=False)
+        added = self.llm.enqueue(self._prompts(requests), params, use_tqdm=False)
         # vLLM returns its internal ids (the LLM's own id, "-", 8 random characters) and
         # answers under the LLM's id: the ids here are the latter
         ids = [str(rid).rsplit("-", 1)[0] for rid in added]
@@ -168,15 +186,40 @@ class VLLMEngine:
             finished.append((str(out.request_id), texts * n if greedy else texts))
         return finished
 
-    def _conversations(self, requests: list[GenRequest]) -> list:
-        conversations = []
+    def _prompts(self, requests: list[GenRequest]) -> list[dict]:
+        """vLLM prompts for ``requests``, rendered with as little per-request work as vLLM
+        allows (each request otherwise pays the front end a few milliseconds, which a
+        ``--stop`` run's many small waves multiply; docs/pairs-and-votes.md):
+
+        * the text: the checkpoint's chat template rendered and tokenized once per prompt
+          (images are placeholders in it, the same for every pair; vLLM's multimodal
+          processor expands them); the tests check these are the token ids vLLM's own
+          ``LLM.chat`` rendering gives;
+        * the images: decoded once per pair (:class:`DecodedImages`), not once per request;
+        * each image's id (sha256 of its file, which with evoq's one decoding fixes the
+          pixels) as its multimodal UUID, so vLLM does not hash the pixels again.
+        """
+        prompts = []
         for req in requests:
-            messages = chat_messages(req.prompt, req.load_images())
-            for part in messages[0]["content"]:  # vLLM's name for an in-memory PIL image
-                if part["type"] == "image":
-                    part.update(type="image_pil", image_pil=part.pop("image"))
-            conversations.append(messages)
-        return conversations
+            images = self._images.load(req)
+            prompt = {"prompt_token_ids": list(self._chat_ids(req.prompt)),
+                      "multi_modal_data": {"image": images}}
+            if req.image_ids:
+                prompt["multi_modal_uuids"] = {"image": [f"evoq-image:{i}"
+                                                         for i in req.image_ids]}
+            prompts.append(prompt)
+        return prompts
+
+    def _chat_ids(self, prompt) -> list[int]:
+        ids = self._chat_token_ids.get(prompt.prompt_id)
+        if ids is None:
+            tokenizer = self.llm.get_tokenizer()
+            text = tokenizer.apply_chat_template(
+                chat_messages(prompt, [None] * prompt.num_images), add_generation_prompt=True,
+                tokenize=False)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._chat_token_ids[prompt.prompt_id] = ids
+        return ids
 
     def answer_probs(self, requests: list[GenRequest]) -> list[tuple[float, float]]:
         """P("0"), P("1") of the first answer token, renormalised over the two."""
@@ -193,8 +236,8 @@ class VLLMEngine:
         ids = answer_token_ids(self.llm.get_tokenizer())
         params = SamplingParams(n=1, max_tokens=1, temperature=1.0, top_p=1.0,
                                 allowed_token_ids=list(ids), logprobs=2, seed=0)
-        outputs = self.llm.chat(self._conversations(requests), [params] * len(requests),
-                                use_tqdm=False)
+        outputs = self.llm.generate(self._prompts(requests), [params] * len(requests),
+                                    use_tqdm=False)
         probs = []
         for out in outputs:
             first = out.outputs[0].logprobs[0]
