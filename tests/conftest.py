@@ -21,3 +21,14 @@ pytest_plugins = [
     "fixtures.push",
     "fixtures.ray_cluster",
 ]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that use the session's Ray cluster last, together (in their own order):
+    the cluster starts with the first of them and stops when the session ends, so its idle
+    daemons no longer share the 2 cores with the training tests that sort between
+    test_score_ray.py and test_votes_ray.py."""
+    ray = [item for item in items if "cluster" in getattr(item, "fixturenames", ())]
+    if ray:
+        rest = [item for item in items if "cluster" not in getattr(item, "fixturenames", ())]
+        items[:] = rest + ray
