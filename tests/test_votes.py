@@ -342,11 +342,17 @@ def test_stdout_holds_the_summary_alone_and_its_times(engine, tiny_vlm, tmp_path
             assert (summary["load_seconds"], summary["vote_seconds"]) == (0, 0)
 
 
+PIQE_PAIRS = 40  # x K = 4 votes: PIQE_VOTES rows when a run completes
+PIQE_VOTES = 4 * PIQE_PAIRS
+
+
 def _piqe_pairs(tmp_path):
-    """16 pairs of 256 x 256 images: PIQE takes long enough for a signal to land mid-run."""
+    """40 pairs of 256 x 256 images: PIQE takes long enough for a signal to land mid-run
+    (16 pairs left ~0.5 s after the first shard file, and a SIGTERM sent then once found the
+    run finished, exit 0, in the full suite)."""
     from fixtures.pairs import make_pairs_file
 
-    return make_pairs_file(tmp_path / "in", images=8, pairs=16, image_seed=4, seed=2,
+    return make_pairs_file(tmp_path / "in", images=16, pairs=PIQE_PAIRS, image_seed=4, seed=2,
                            size=(256, 256))
 
 
@@ -373,7 +379,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_votes_fast(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     on_disk = read_votes(killed)
-    assert 0 < len(on_disk) < 64, "the kill should land mid-run"
+    assert 0 < len(on_disk) < PIQE_VOTES, "the kill should land mid-run"
     assert len(on_disk) % 4 == 0  # complete pairs only
     resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert json.loads(resumed.stdout)["pairs_already_done"] == len(on_disk) // 4
@@ -404,7 +410,7 @@ def test_sigterm_says_what_was_kept_and_resume_completes_fast(tmp_path):
     assert "rerun the same command to resume" in last
     assert "Traceback" not in err
     kept = len(read_votes(out))
-    assert 0 < kept < 64 and kept % 4 == 0
+    assert 0 < kept < PIQE_VOTES and kept % 4 == 0
     resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert json.loads(resumed.stdout)["pairs_already_done"] == kept // 4
-    assert len(read_votes(out)) == 64
+    assert len(read_votes(out)) == PIQE_VOTES
