@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 from evoq_data.core.errors import EvoqError, require
-from evoq_data.generation.engines import GenRequest, Sampling, answer_token_ids
+from evoq_data.generation.engines import DecodedImages, GenRequest, Sampling, answer_token_ids
 from evoq_data.generation.engines.hf_prefix import Prefix, PrefixStore, expand_prefixes
 from evoq_data.generation.modeling import load_model, load_processor
 from evoq_data.generation.prompts import chat_messages
@@ -88,9 +88,10 @@ class TransformersEngine:
                               attn_implementation=attn_implementation)
         self.device = next(self.net.parameters()).device
         self.prefixes = PrefixStore(self)
+        self._images = DecodedImages()  # a pair's images, once for both shown orders
 
     def _inputs(self, request: GenRequest):
-        images = request.load_images()
+        images = self._images.load(request)
         messages = chat_messages(request.prompt, images)
         text = self.processor.apply_chat_template(messages, tokenize=False,
                                                   add_generation_prompt=True)
