@@ -123,34 +123,100 @@ def test_vllm_child_seeds_and_greedy(engine, pairs_file):
     assert batched[:4] == [engine.generate([r], Sampling(max_tokens=4))[0] for r in many[:4]]
 
 
-def test_prompts_are_the_token_ids_of_vllms_own_chat_rendering(engine, pairs_file):
-    """The engine renders each prompt's chat text once and passes image ids as multimodal
-    UUIDs (docs/engines.md); vLLM must see exactly the prompt its own ``LLM.chat`` builds
-    from the same messages, for both prompts, with and without reasoning."""
+def _two_sizes(tmp_path) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Two images of different sizes (so their patch spans differ) and their ids."""
+    import hashlib
+
+    paths = [str(make_images(tmp_path / f"s{i}", 1, seed=20 + i, size=size)[0])
+             for i, size in enumerate([(64, 40), (40, 72)])]
+    ids = tuple(hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths)
+    return tuple(paths), ids
+
+
+def _same_as_vllm_chat(engine, tmp_path) -> list:
+    """The engine's prompts against vLLM's own ``LLM.chat`` of the same messages, for the
+    compare prompt (both shown orders) and the score prompt, with and without reasoning:
+    the same prompt token ids and the same first-token logprobs (which also depend on each
+    image landing in its own span). Returns the engine's outputs."""
     from vllm import SamplingParams
 
     from evoq_data.generation.engines import GenRequest
     from evoq_data.generation.engines.vllm import chat_conversations
     from evoq_data.generation.prompts import compare_prompt, score_prompt
 
-    pair = pq.read_table(pairs_file).to_pylist()[0]
-    images = (pair["image_a_path"], pair["image_b_path"])
-    ids = (pair["image_a_id"], pair["image_b_id"])
-    requests = [GenRequest(images, compare_prompt(r), n=1, seed=0, image_ids=ids)
-                for r in (True, False)]
-    requests += [GenRequest(images[:1], score_prompt(r), n=1, seed=0, image_ids=ids[:1])
+    (a, b), (ia, ib) = _two_sizes(tmp_path)
+    requests = [GenRequest(imgs, compare_prompt(r), n=1, seed=0, image_ids=ids)
+                for r in (True, False) for imgs, ids in (((a, b), (ia, ib)), ((b, a), (ib, ia)))]
+    requests += [GenRequest((a,), score_prompt(r), n=1, seed=0, image_ids=(ia,))
                  for r in (True, False)]
-    params = SamplingParams(max_tokens=1, temperature=0)
-    prompts = engine._prompts(requests)
-    assert [p["multi_modal_uuids"]["image"] for p in prompts] == \
-        [[f"evoq-image:{i}" for i in r.image_ids] for r in requests]
-    ours = engine.llm.generate(prompts, params, use_tqdm=False)
+    params = SamplingParams(max_tokens=1, temperature=0, logprobs=5)
+    ours = engine._add(requests, params, queue=False)
     theirs = engine.llm.chat(chat_conversations(requests), params, use_tqdm=False)
-    for a, b in zip(ours, theirs, strict=True):
-        assert list(a.prompt_token_ids) == list(b.prompt_token_ids)
-    # the compare prompt expands both images' patches: two image spans, not one
-    pad = engine.llm.get_tokenizer().convert_tokens_to_ids("<|vision_start|>")
-    assert [list(o.prompt_token_ids).count(pad) for o in ours] == [2, 2, 1, 1]
+    for x, y in zip(ours, theirs, strict=True):
+        assert list(x.prompt_token_ids) == list(y.prompt_token_ids)
+        got, want = x.outputs[0].logprobs[0], y.outputs[0].logprobs[0]
+        assert sorted(got) == sorted(want)
+        assert all(abs(got[t].logprob - want[t].logprob) < 1e-4 for t in want)
+    return ours
+
+
+def test_prompts_are_the_token_ids_of_vllms_own_chat_rendering(engine, tmp_path):
+    """The engine renders each prompt's chat once and passes image ids as multimodal UUIDs
+    (docs/engines.md); vLLM must see exactly what its own ``LLM.chat`` builds from the same
+    messages, each image in its own span."""
+    from evoq_data.generation.engines import GenRequest
+    from evoq_data.generation.prompts import compare_prompt
+
+    assert engine._template() is not None  # the tiny model's template: token prompts
+    ours = _same_as_vllm_chat(engine, tmp_path)
+    start = engine.llm.get_tokenizer().convert_tokens_to_ids("<|vision_start|>")
+    assert [list(o.prompt_token_ids).count(start) for o in ours] == [2, 2, 2, 2, 1, 1]
+    # the two shown orders answer differently, so the logprob check above sees an image in
+    # the other's span (the tiny processor gives both images the same number of patches)
+    first = [{t: lp.logprob for t, lp in o.outputs[0].logprobs[0].items()} for o in ours[:2]]
+    assert first[0] != first[1]
+    (a, b), ids = _two_sizes(tmp_path / "again")
+    [prompt] = engine._prompts([GenRequest((a, b), compare_prompt(), n=1, seed=0,
+                                           image_ids=ids)])
+    uuids = prompt["multi_modal_uuids"]["image"]
+    assert [u.split(":")[1] for u in uuids] == list(ids)
+    assert len({u.split(":")[2] for u in uuids}) == 1  # one salt: model and its settings
+
+
+# A template given as --engine-arg chat_template=... wins over the checkpoint's, as in
+# vLLM's own chat path; it renders list content ("openai" format).
+OPENAI_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif part['type'] == 'text' %}"
+    "{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\nEngine-arg template.\n{% endif %}")
+# One that renders message['content'] as a string: vLLM inserts the image placeholders
+# itself, so the engine leaves the rendering to vLLM's chat path.
+STRING_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\nString template.\n{% endif %}")
+
+
+@pytest.mark.parametrize("template", ["openai", "string"])
+def test_an_engine_arg_chat_template_is_the_one_used(template, engine, tmp_path):
+    """``--engine-arg chat_template=...`` reaches ``vllm.LLM(chat_template=...)``, which keeps
+    it as ``LLM.chat_template``; set here on the module's engine (a second in-process engine
+    cannot run beside it), with the engine's resolved template forgotten, then restored."""
+    text = {"openai": OPENAI_TEMPLATE, "string": STRING_TEMPLATE}[template]
+    saved = engine.llm.chat_template
+    engine.llm.chat_template = text
+    engine._resolved_template, engine._chat_token_ids = None, {}
+    try:
+        assert (engine._template() is not None) == (template == "openai")
+        ours = _same_as_vllm_chat(engine, tmp_path)
+        shown = engine.llm.get_tokenizer().decode(list(ours[0].prompt_token_ids))
+        assert ("Engine-arg template." if template == "openai" else "String template.") \
+            in shown
+    finally:
+        engine.llm.chat_template = saved
+        engine._resolved_template, engine._chat_token_ids = None, {}
 
 
 def test_vllm_score_streaming_gives_the_chunked_rows(engine, pairs_file):

@@ -196,7 +196,7 @@ def test_decoded_images_read_each_file_once_check_its_id_and_stay_in_budget(tmp_
     real = engines.read_image_bytes
     monkeypatch.setattr(engines, "read_image_bytes",
                         lambda p, i=None: reads.append(p) or real(p, i))
-    sizes = [engines.load_image(p).width * engines.load_image(p).height * 3 for p in files]
+    sizes = [engines.load_image(p).width * engines.load_image(p).height * 4 for p in files]
     cache = engines.DecodedImages(max_bytes=max(sizes[0] + sizes[2], sizes[1] + sizes[2]))
     reads.clear()
     pair = GenRequest(images=(files[0], files[1]), prompt=compare_prompt(), n=1, seed=0,

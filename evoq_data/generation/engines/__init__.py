@@ -133,7 +133,9 @@ class DecodedImages:
 
 
 def _size(im) -> int:
-    return im.width * im.height * len(im.getbands())
+    """An image's pixel memory: PIL keeps an RGB pixel in 4 bytes (evoq decodes to RGB)."""
+    return im.width * im.height * (4 if im.mode in ("RGB", "RGBA", "RGBX", "CMYK")
+                                   else len(im.getbands()))
 
 
 class Engine(Protocol):

@@ -111,7 +111,9 @@ class VLLMEngine:
         self.settings = engine_settings(engine_args, is_cpu)
         self._pending: dict[str, tuple[int, bool]] = {}  # streaming: id -> (n, greedy)
         self._images = DecodedImages()
-        self._chat_token_ids: dict[str, list[int]] = {}  # prompt id -> its chat's tokens
+        self._chat_token_ids: dict[tuple, list[int]] = {}  # prompt -> its chat's tokens
+        self._resolved_template: str | bool | None = None  # None: not resolved yet
+        self._uuid_salt: str | None = None
         log.info("starting vLLM for %s with %s", model, self.settings)
         try:
             self.llm = vllm.LLM(model=model, revision=revision, **self.settings)
@@ -133,7 +135,7 @@ class VLLMEngine:
         if not requests:
             return []
         params = [self._sampling_params(r, sampling) for r in requests]
-        outputs = self.llm.generate(self._prompts(requests), params, use_tqdm=False)
+        outputs = self._add(requests, params, queue=False)
         answers = []
         for req, out in zip(requests, outputs, strict=True):
             texts = [c.text for c in sorted(out.outputs, key=lambda c: c.index)]
@@ -159,7 +161,7 @@ class VLLMEngine:
         if not requests:
             return []
         params = [self._sampling_params(r, sampling) for r in requests]
-        added = self.llm.enqueue(self._prompts(requests), params, use_tqdm=False)
+        added = self._add(requests, params, queue=True)
         # vLLM returns its internal ids (the LLM's own id, "-", 8 random characters) and
         # answers under the LLM's id: the ids here are the latter
         ids = [str(rid).rsplit("-", 1)[0] for rid in added]
@@ -186,18 +188,30 @@ class VLLMEngine:
             finished.append((str(out.request_id), texts * n if greedy else texts))
         return finished
 
+    def _add(self, requests: list[GenRequest], params, *, queue: bool) -> list:
+        """Hand ``requests`` to vLLM, as token prompts (:meth:`_prompts`) where the chat
+        template takes the messages' content as a list of parts (Qwen's does), else as
+        conversations through vLLM's own chat rendering. ``queue``: ``LLM.enqueue`` /
+        ``enqueue_chat`` (the ids) instead of ``LLM.generate`` / ``chat`` (the outputs)."""
+        if self._template() is not None:
+            call = self.llm.enqueue if queue else self.llm.generate
+            return call(self._prompts(requests), params, use_tqdm=False)
+        call = self.llm.enqueue_chat if queue else self.llm.chat
+        return call(chat_conversations(requests), params, use_tqdm=False)
+
     def _prompts(self, requests: list[GenRequest]) -> list[dict]:
         """vLLM prompts for ``requests``, rendered with as little per-request work as vLLM
         allows (each request otherwise pays the front end a few milliseconds, which a
         ``--stop`` run's many small waves multiply; docs/pairs-and-votes.md):
 
-        * the text: the checkpoint's chat template rendered and tokenized once per prompt
-          (images are placeholders in it, the same for every pair; vLLM's multimodal
-          processor expands them); the tests check these are the token ids vLLM's own
-          ``LLM.chat`` rendering gives;
+        * the text: the chat template vLLM's chat rendering would use, rendered and
+          tokenized once per prompt (images are placeholders in it, the same for every
+          pair; vLLM's multimodal processor expands them); the tests check these are the
+          token ids vLLM's own ``LLM.chat`` gives;
         * the images: decoded once per pair (:class:`DecodedImages`), not once per request;
         * each image's id (sha256 of its file, which with evoq's one decoding fixes the
-          pixels) as its multimodal UUID, so vLLM does not hash the pixels again.
+          pixels), salted with the model and its processor settings, as its multimodal
+          UUID, so vLLM does not hash the pixels again.
         """
         prompts = []
         for req in requests:
@@ -205,21 +219,62 @@ class VLLMEngine:
             prompt = {"prompt_token_ids": list(self._chat_ids(req.prompt)),
                       "multi_modal_data": {"image": images}}
             if req.image_ids:
-                prompt["multi_modal_uuids"] = {"image": [f"evoq-image:{i}"
-                                                         for i in req.image_ids]}
+                prompt["multi_modal_uuids"] = {"image": [self._uuid(i) for i in req.image_ids]}
             prompts.append(prompt)
         return prompts
 
+    def _uuid(self, image_id: str) -> str:
+        """An image's multimodal UUID: its id, and what else fixes its embedding (the model,
+        its revision, the processor settings), so that a cache shared beyond this engine
+        never serves one model's or setting's features to another."""
+        if self._uuid_salt is None:
+            import hashlib
+            import json
+
+            salt = json.dumps([self.model, self.model_revision,
+                               self.settings.get("mm_processor_kwargs")], sort_keys=True,
+                              default=str)
+            self._uuid_salt = hashlib.sha256(salt.encode()).hexdigest()[:16]
+        return f"evoq-image:{image_id}:{self._uuid_salt}"
+
     def _chat_ids(self, prompt) -> list[int]:
-        ids = self._chat_token_ids.get(prompt.prompt_id)
+        key = (prompt.prompt_id, prompt.text, prompt.num_images)
+        ids = self._chat_token_ids.get(key)
         if ids is None:
             tokenizer = self.llm.get_tokenizer()
             text = tokenizer.apply_chat_template(
                 chat_messages(prompt, [None] * prompt.num_images), add_generation_prompt=True,
-                tokenize=False)
+                tokenize=False, chat_template=self._template())
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._chat_token_ids[prompt.prompt_id] = ids
+            self._chat_token_ids[key] = ids
         return ids
+
+    def _template(self) -> str | None:
+        """The chat template vLLM's own chat rendering would use (``--engine-arg
+        chat_template=...``, else the processor's, else the tokenizer's, else vLLM's fallback
+        for the model type: its ``resolve_chat_template``), when it renders list content
+        ("openai" format); None when it wants plain-string content or vLLM's helpers are not
+        where this vLLM keeps them, and vLLM then renders every request itself."""
+        if self._resolved_template is None:
+            self._resolved_template = False
+            try:
+                from vllm.renderers.hf import (
+                    resolve_chat_template,
+                    resolve_chat_template_content_format,
+                )
+            except ImportError:
+                log.info("vLLM renders each request's chat (its template helpers moved)")
+                return None
+            tokenizer, config = self.llm.get_tokenizer(), self.llm.model_config
+            template = resolve_chat_template(tokenizer, getattr(self.llm, "chat_template", None),
+                                             None, model_config=config)
+            if template is not None and resolve_chat_template_content_format(
+                    template, None, "auto", tokenizer, model_config=config) == "openai":
+                self._resolved_template = template
+            else:
+                log.info("the chat template takes plain-string content: vLLM renders each "
+                         "request's chat")
+        return self._resolved_template or None
 
     def answer_probs(self, requests: list[GenRequest]) -> list[tuple[float, float]]:
         """P("0"), P("1") of the first answer token, renormalised over the two."""
@@ -236,8 +291,7 @@ class VLLMEngine:
         ids = answer_token_ids(self.llm.get_tokenizer())
         params = SamplingParams(n=1, max_tokens=1, temperature=1.0, top_p=1.0,
                                 allowed_token_ids=list(ids), logprobs=2, seed=0)
-        outputs = self.llm.generate(self._prompts(requests), [params] * len(requests),
-                                    use_tqdm=False)
+        outputs = self._add(requests, [params] * len(requests), queue=False)
         probs = []
         for out in outputs:
             first = out.outputs[0].logprobs[0]
