@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -21,6 +23,19 @@ pytest_plugins = [
     "fixtures.push",
     "fixtures.ray_cluster",
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _environment_restored():
+    """Each test module leaves the process environment as it found it. vLLM's in-process
+    engine sets process-wide variables (measured: LD_PRELOAD of torch's libgomp,
+    LOCAL_WORLD_SIZE=1, VLLM_DIST_IDENT, _RJEM_MALLOC_CONF, ...) that every later subprocess
+    of the session would otherwise inherit: accelerate launch, evolve's steps, vote
+    commands."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def pytest_collection_modifyitems(config, items):
