@@ -28,6 +28,8 @@ nothing else).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 
@@ -113,7 +115,9 @@ class VLLMEngine:
         self._images = DecodedImages()
         self._chat_token_ids: dict[tuple, list[int]] = {}  # prompt -> its chat's tokens
         self._resolved_template: str | bool | None = None  # None: not resolved yet
-        self._uuid_salt: str | None = None
+        salt = json.dumps([model, model_revision, self.settings.get("mm_processor_kwargs")],
+                          sort_keys=True, default=str)
+        self._uuid_salt = hashlib.sha256(salt.encode()).hexdigest()[:16]
         log.info("starting vLLM for %s with %s", model, self.settings)
         try:
             self.llm = vllm.LLM(model=model, revision=revision, **self.settings)
@@ -225,16 +229,8 @@ class VLLMEngine:
 
     def _uuid(self, image_id: str) -> str:
         """An image's multimodal UUID: its id, and what else fixes its embedding (the model,
-        its revision, the processor settings), so that a cache shared beyond this engine
-        never serves one model's or setting's features to another."""
-        if self._uuid_salt is None:
-            import hashlib
-            import json
-
-            salt = json.dumps([self.model, self.model_revision,
-                               self.settings.get("mm_processor_kwargs")], sort_keys=True,
-                              default=str)
-            self._uuid_salt = hashlib.sha256(salt.encode()).hexdigest()[:16]
+        its revision, the processor settings: ``_uuid_salt``), so that a cache shared beyond
+        this engine never serves one model's or setting's features to another."""
         return f"evoq-image:{image_id}:{self._uuid_salt}"
 
     def _chat_ids(self, prompt) -> list[int]:
