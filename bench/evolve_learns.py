@@ -210,6 +210,10 @@ def main(argv=None) -> None:
     p.add_argument("--train-arg", action="append", default=[],
                    help="KEY=VALUE added to every round's GRPO settings (repeatable)")
     p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--warmup-min-valid", type=float, default=0.8,
+                   help="the base's warm-up goes on until this share of its sampled answers "
+                        "parses for both prompts (0: exactly --warmup-steps; seeds 0 and 2 "
+                        "pass at 200 steps, seed 1 needs 400)")
     p.add_argument("--score-samples", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=32,
                    help="per vote and score answer (the judge's reasoning needs ~22)")
@@ -240,7 +244,7 @@ def main(argv=None) -> None:
                    + ("" if args.judge_seed == 0 else f"-seed-{args.judge_seed}"))
     if not base.is_dir() and not args.pure_self:
         build_warm_model(base, seed=args.seed, warmup_steps=args.warmup_steps,
-                         threads=args.threads)
+                         min_valid=args.warmup_min_valid, threads=args.threads)
     if not judge.is_dir():
         _run([sys.executable, "-m", "evoq_data.testing.tiny_vlm", str(judge), "--judge",
               "brightness", "--judge-skill", args.judge_skill, "--judge-scores",

@@ -121,6 +121,78 @@ def test_short_warmup_trains_the_parsed_answers_under_the_engines_prompt(tmp_pat
     assert after > before + 2, (before, after)  # each token over 7 times as likely
 
 
+def test_warmup_goes_on_until_its_answers_parse_and_the_check_changes_nothing(
+        tmp_path, tiny_vlm):
+    """`--warmup-min-valid`: the check samples answers between training steps; it must not
+    change what the training draws (a model that passes at `steps` is the model built
+    without the check), training goes on `extend_steps` at a time while it fails, and a
+    check that never passes stops the warm-up with an error and no model saved."""
+    import json
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from evoq_data.core.errors import EvoqError
+    from evoq_data.generation.modeling import load_processor
+    from evoq_data.testing.warmup import answer_validity, warmup
+
+    # A random model never writes \boxed{}: nothing parses, and the check leaves the
+    # model's mode and torch's random state as they were.
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_vlm), dtype=torch.float32)
+    model.train()
+    state = torch.random.get_rng_state()
+    assert answer_validity(model, load_processor(str(tiny_vlm)), samples=4) == {
+        "score": 0.0, "compare": 0.0}
+    assert model.training and torch.equal(torch.random.get_rng_state(), state)
+
+    import evoq_data.testing.warmup as wu
+
+    calls = []
+
+    def until(model, proc):  # fails twice, then passes (the loop, apart from the sampler)
+        calls.append(1)
+        return len(calls) == 3, {"call": len(calls)}
+
+    summary = wu.supervise(tiny_vlm, tmp_path / "extended", _batches(), steps=3, lr=1e-3,
+                           seed=0, summary={}, name="warmup", quiet=True, until=until,
+                           extend_steps=2, max_steps=10)
+    assert summary["steps"] == 3 + 2 + 2
+    assert [c["step"] for c in summary["checks"]] == [3, 5, 7]
+    assert json.loads((tmp_path / "extended" / "evoq_warmup.json").read_text())["steps"] == 7
+
+    with pytest.raises(EvoqError, match=r"warmup: the check still fails after 4 steps"):
+        warmup(tiny_vlm, tmp_path / "never", steps=2, min_valid=0.5, max_steps=4,
+               check_samples=2, batch_size=2, compare_every=2, quiet=True)
+    assert not (tmp_path / "never").exists()
+
+    # a check that passes at `steps` leaves the model as the warm-up without it made it
+    def passing(model, proc):
+        answer_validity(model, proc, samples=2)  # draws samples, must not move the training
+        return True, {}
+
+    wu.supervise(tiny_vlm, tmp_path / "passed", _batches(), steps=3, lr=1e-3, seed=0,
+                 summary={}, name="warmup", quiet=True, until=passing)
+    wu.supervise(tiny_vlm, tmp_path / "unchecked", _batches(), steps=3, lr=1e-3, seed=0,
+                 summary={}, name="warmup", quiet=True)
+    assert ((tmp_path / "passed" / "model.safetensors").read_bytes()
+            == (tmp_path / "unchecked" / "model.safetensors").read_bytes())
+
+
+def _batches():
+    """A small seeded batch maker for `supervise`: score prompts, answer 3."""
+    import numpy as np
+
+    from evoq_data.generation.prompts import score_prompt
+    from evoq_data.testing.warmup import answer, random_image
+
+    rng = np.random.default_rng(0)
+
+    def next_batch(step, proc):
+        return "score", score_prompt(True), [([random_image(rng)], answer("3"))
+                                             for _ in range(2)]
+    return next_batch
+
+
 @pytest.mark.slow
 def test_warmup_teaches_the_format_not_quality(tmp_path, tiny_vlm):
     """A short warm-up (100 steps, half of them on the compare prompt) already makes most

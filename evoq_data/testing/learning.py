@@ -256,13 +256,16 @@ def score_and_eval(model: str | Path, images: str | Path, labels: str | Path, ou
 
 
 def build_warm_model(out: str | Path, *, seed: int = 0, warmup_steps: int = 200,
-                     warmup_lr: float = 3e-3, threads: int | None = 1) -> float:
-    """``python -m evoq_data.testing.tiny_vlm OUT --warmup-steps N``; returns seconds."""
+                     warmup_lr: float = 3e-3, min_valid: float = 0.0,
+                     threads: int | None = 1) -> float:
+    """``python -m evoq_data.testing.tiny_vlm OUT --warmup-steps N [--warmup-min-valid F]``;
+    returns seconds."""
     import sys
     import time
 
     t0 = time.time()
     _run([sys.executable, "-m", "evoq_data.testing.tiny_vlm", str(out), "--seed", str(seed),
-          "--warmup-steps", str(warmup_steps), "--warmup-lr", str(warmup_lr)],
+          "--warmup-steps", str(warmup_steps), "--warmup-lr", str(warmup_lr),
+          *(["--warmup-min-valid", str(min_valid)] if min_valid > 0 else [])],
          Path(f"{out}.log"), threads)
     return round(time.time() - t0, 1)

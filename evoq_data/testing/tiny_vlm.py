@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> None:
                              f"{JUDGE_WARMUP_STEPS} with --judge; 200 take ~25 s on 2 CPU "
                              "cores); see evoq_data.testing.warmup")
     parser.add_argument("--warmup-lr", type=float, default=3e-3)
+    parser.add_argument("--warmup-min-valid", type=float, default=0.0,
+                        help="continue the warm-up 100 steps at a time until this share of "
+                             "sampled answers parses for both prompts (0: no check; "
+                             "bench/evolve_learns.py uses 0.9)")
     parser.add_argument("--judge", choices=TASKS, default=None,
                         help="then teach the compare prompt on this task with a known skill "
                              "(see evoq_data.testing.judge)")
@@ -179,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
             from evoq_data.testing.warmup import warmup
 
             warm = out if not args.judge else scratch / "warm"
-            warmup(model, warm, steps=warmup_steps, lr=args.warmup_lr, seed=args.seed)
+            warmup(model, warm, steps=warmup_steps, lr=args.warmup_lr, seed=args.seed,
+                   min_valid=args.warmup_min_valid)
             model = warm
         if args.judge:
             from evoq_data.testing.judge import train_judge
@@ -196,4 +201,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from evoq_data.core.errors import EvoqError
+
+    try:
+        main()
+    except EvoqError as exc:  # one line, exit code 1, as the evoq commands do
+        raise SystemExit(f"error: {exc}") from None

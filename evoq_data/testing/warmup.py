@@ -26,6 +26,7 @@ import random
 import time
 from pathlib import Path
 
+from evoq_data.core.errors import EvoqError
 from evoq_data.core.io import write_json_atomic
 
 SCORE_VALUES = ("1", "2", "3", "4", "5")
@@ -89,12 +90,18 @@ def encode_batch(proc, prompt, rows: list[tuple[list, str]]) -> dict:
 
 def supervise(model_in: str | Path, model_out: str | Path, next_batch, *, steps: int, lr: float,
               seed: int, summary: dict, name: str, log_every: int = 50,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, until=None, extend_steps: int = 100,
+              max_steps: int | None = None) -> dict:
     """The supervised loop both tiny-model trainings share: load ``model_in``, take ``steps``
     AdamW steps on ``next_batch(step, proc) -> (label, prompt, rows)`` (rows as
     :func:`encode_batch` takes them), save the model, its processor and the checkpoint's
     sampling settings to ``model_out``, and write ``summary`` (plus steps, lr, seed, final loss
-    and seconds) as ``evoq_<name>.json`` there. Returns the summary."""
+    and seconds) as ``evoq_<name>.json`` there. Returns the summary.
+
+    With ``until(model, proc) -> (ok, record)``: after ``steps``, and after every
+    ``extend_steps`` more, ``until`` is asked; training goes on while it says no, up to
+    ``max_steps`` in all, then raises :class:`EvoqError` (nothing saved). Its records are
+    kept in the summary as ``checks``."""
     import numpy as np
     import torch
     from transformers import AutoModelForImageTextToText
@@ -103,22 +110,38 @@ def supervise(model_in: str | Path, model_out: str | Path, next_batch, *, steps:
 
     if steps < 1 or lr <= 0:
         raise ValueError(f"{name} needs steps >= 1 and lr > 0")
+    max_steps = steps if until is None else max(steps, max_steps or steps)
     torch.manual_seed(seed)
     proc = load_processor(str(model_in))
     model = AutoModelForImageTextToText.from_pretrained(str(model_in), dtype=torch.float32)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     t0 = time.time()
-    losses = []
-    for step in range(1, steps + 1):
+    losses, checks = [], []
+    step, target = 0, steps
+    while True:
+        if step == target:
+            if until is None:
+                break
+            ok, record = until(model, proc)
+            checks.append({"step": step, **record})
+            if not quiet:
+                print(f"{name} check at step {step}: {record}", flush=True)
+            if ok:
+                break
+            if step >= max_steps:
+                raise EvoqError(f"{name}: the check still fails after {step} steps "
+                                f"({record}); raise the step limit or the learning rate")
+            target = min(step + extend_steps, max_steps)
+        step += 1
         label, prompt, rows = next_batch(step, proc)
         loss = model(**encode_batch(proc, prompt, rows)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if not quiet and (step == 1 or step % log_every == 0 or step == steps):
-            print(f"{name} step {step}/{steps} ({label}) loss {losses[-1]:.4f} "
+        if not quiet and (step == 1 or step % log_every == 0 or step == target):
+            print(f"{name} step {step}/{target} ({label}) loss {losses[-1]:.4f} "
                   f"({time.time() - t0:.0f}s)", flush=True)
     out = Path(model_out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,20 +151,72 @@ def supervise(model_in: str | Path, model_out: str | Path, next_batch, *, steps:
     gen = Path(model_in, "generation_config.json")
     if gen.is_file():
         (out / "generation_config.json").write_text(gen.read_text())
-    summary = {"model_in": str(model_in), "model_out": str(out), **summary, "steps": steps,
+    summary = {"model_in": str(model_in), "model_out": str(out), **summary, "steps": step,
                "lr": lr, "seed": seed, "final_loss": float(np.mean(losses[-10:])),
                "seconds": round(time.time() - t0, 1)}
+    if until is not None:
+        summary["checks"] = checks
     write_json_atomic(summary, out / f"evoq_{name}.json")
     return summary
 
 
+def answer_validity(model, proc, *, samples: int = 64, seed: int = 0,
+                    image_size: int = 64) -> dict[str, float]:
+    """The share of answers that parse, per prompt (``score``, ``compare``): one answer to each
+    of ``samples`` fresh random images (pairs for compare), sampled at temperature 1 as GRPO
+    and the votes sample. Leaves ``model`` in the mode it found it and torch's random state
+    as it was (a check between training steps changes nothing the training draws)."""
+    import numpy as np
+    import torch
+
+    from evoq_data.generation.parse import parse_compare, parse_score
+    from evoq_data.generation.prompts import chat_messages, compare_prompt, score_prompt
+
+    rng = np.random.default_rng([seed, 7])  # not the training's image stream
+    was_training = model.training
+    model.eval()
+    shares = {}
+    try:
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(seed)
+            for kind, prompt, parse in (("score", score_prompt(True), parse_score),
+                                        ("compare", compare_prompt(True), parse_compare)):
+                images, texts = [], []
+                for _ in range(samples):
+                    imgs = [random_image(rng, image_size) for _ in range(prompt.num_images)]
+                    images.extend(imgs)
+                    texts.append(proc.apply_chat_template(chat_messages(prompt, imgs),
+                                                          add_generation_prompt=True,
+                                                          tokenize=False))
+                # same-size images: every prompt has the same length, no padding
+                enc = proc(text=texts, images=images, return_tensors="pt", padding=True)
+                out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0,
+                                     top_k=0, max_new_tokens=24)
+                answers = proc.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                            skip_special_tokens=True)
+                shares[kind] = round(sum(parse(a).value is not None for a in answers)
+                                     / samples, 3)
+    finally:
+        model.train(was_training)
+    return shares
+
+
 def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr: float = 3e-3,
            batch_size: int = 16, compare_every: int = 4, seed: int = 0, image_size: int = 64,
-           log_every: int = 50, quiet: bool = False) -> dict:
+           log_every: int = 50, quiet: bool = False, min_valid: float = 0.0,
+           max_steps: int | None = None, check_samples: int = 64) -> dict:
     """Warm ``model_in`` up on the answer format; save it to ``model_out``; return a summary.
 
     Every ``compare_every``-th step is a batch of compare prompts (two images, answer 0 or 1),
     the others are score prompts (one image, answer 1..5); 0 means score prompts only.
+
+    ``min_valid`` > 0: after ``steps``, the share of sampled answers that parse
+    (:func:`answer_validity`) must reach it for both prompts; if not, the warm-up goes on
+    100 steps at a time, up to ``max_steps`` (default 5x ``steps``), else fails. Some seeds
+    need it: after 200 steps the seed-1 tiny model answered both prompts from one mixed
+    distribution (0..5), so half its compare answers did not parse, where seeds 0 and 2
+    were at 100 % on both. A model that passes at ``steps`` is the same model as without
+    the check.
     """
     import numpy as np
 
@@ -165,9 +240,19 @@ def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr:
             rows.append((imgs, answer(pick.choice(values))))
         return kind, prompt, rows
 
+    until = None
+    if min_valid > 0:
+        def until(model, proc):
+            shares = answer_validity(model, proc, samples=check_samples, seed=seed,
+                                     image_size=image_size)
+            return min(shares.values()) >= min_valid, {"valid": shares}
+
+    summary = {"batch_size": batch_size, "compare_every": compare_every}
+    if min_valid > 0:
+        summary["min_valid"] = min_valid
     return supervise(model_in, model_out, next_batch, steps=steps, lr=lr, seed=seed,
-                     summary={"batch_size": batch_size, "compare_every": compare_every},
-                     name="warmup", log_every=log_every, quiet=quiet)
+                     summary=summary, name="warmup", log_every=log_every, quiet=quiet,
+                     until=until, max_steps=max_steps or 5 * steps)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,13 +265,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-every", type=int, default=4,
                         help="every N-th step trains the compare prompt (0: score prompt only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-valid", type=float, default=0.0,
+                        help="go on 100 steps at a time until this share of sampled answers "
+                             "parses for both prompts (0: no check)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="the limit for --min-valid (default 5x --steps)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     summary = warmup(args.model_in, args.model_out, steps=args.steps, lr=args.lr,
                      batch_size=args.batch_size, compare_every=args.compare_every,
-                     seed=args.seed, quiet=args.quiet)
+                     seed=args.seed, quiet=args.quiet, min_valid=args.min_valid,
+                     max_steps=args.max_steps)
     print(json.dumps(summary))
 
 
 if __name__ == "__main__":
-    main()
+    from evoq_data.core.errors import EvoqError
+
+    try:
+        main()
+    except EvoqError as exc:  # one line, exit code 1, as the evoq commands do
+        raise SystemExit(f"error: {exc}") from None
