@@ -57,6 +57,10 @@ def test_interval_width_is_the_t_interval():
 def test_the_rule_needs_two_waves_of_valid_answers():
     rule = score_stop(16, "interval", wave=4, width=0.5)
     assert rule.wave_ends() == [4, 8, 12, 16]
+    # the first request asks two waves: no image can stop after one
+    assert [rule.next_end(n) for n in (0, 8, 12)] == [8, 12, 16]
+    assert score_stop(6, "interval", wave=2, width=0.5).next_end(4) == 6
+    assert score_stop(8).next_end(0) == 8  # fixed: all K at once
     assert stop_reason([4.0] * 4, 4, rule) is None  # one wave: never
     assert stop_reason([4.0] * 8, 8, rule) == "interval"  # 2W identical answers stop
     assert stop_reason([4.0] * 7, 8, rule) is None  # one invalid answer: a third wave
@@ -127,7 +131,8 @@ def test_stopping_rows_are_the_first_n_of_the_full_run(pool, tmp_path):
 def test_waves_on_the_tiny_vlm_give_the_full_runs_samples(tiny_vlm, pool, tmp_path):
     """The transformers engine draws sample i of a request seeded s from s + i alone, so
     waves of 2 give the samples one request of K gives (here every answer of the untrained
-    model is invalid, so the image runs to K, in three waves)."""
+    model is invalid, so the image runs to K: one request of two waves, since the rule
+    cannot stop after one, then one of the third)."""
     image = sorted(pool.glob("*.png"))[0]
     judge = spec("transformers", str(tiny_vlm), max_tokens=4)
     run_score(image, judge, tmp_path / "full.parquet", samples=6, seed=3, quiet=True)

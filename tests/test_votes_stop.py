@@ -21,7 +21,13 @@ from typer.testing import CliRunner
 from evoq_data.cli import app
 from evoq_data.votes.plan import plan_votes
 from evoq_data.votes.run import run_vote
-from evoq_data.votes.stop import beta_tails, is_confident, is_decided, stop_reason
+from evoq_data.votes.stop import (
+    beta_tails,
+    can_stop,
+    is_confident,
+    is_decided,
+    stop_reason,
+)
 
 runner = CliRunner()
 COMPARE = ("pair_id", "vote_index", "swapped", "raw_text", "answer", "winner_id",
@@ -49,6 +55,41 @@ def run_stream(stream: list[str], wave: int, stop: str, confidence=None):
 
 
 # --- the rules on their own ------------------------------------------------------------------
+
+def test_wave_ends_where_no_count_can_stop_are_skipped():
+    """`can_stop` against the rules worked out by hand, and `PairVotes` asking through the
+    ends it skips: decided needs a > b + (K - n) with a <= n, so n > K / 2; a unanimous
+    confident count of a votes has P = 1 - 2^-(a + 1), >= 0.99 from a = 6."""
+    from evoq_data.generation.engines import Sampling
+    from evoq_data.generation.prompts import compare_prompt
+    from evoq_data.votes.core import PairVotes
+    from evoq_data.votes.plan import VoteSettings
+
+    assert [n for n in range(1, 33) if can_stop(n, 32, "decided")] == list(range(17, 33))
+    assert [n for n in range(1, 33) if can_stop(n, 32, "confident", 0.99)] == list(range(6, 33))
+    assert [n for n in range(1, 33) if can_stop(n, 32, "fixed")] == [32]
+    assert [n for n in range(1, 9) if can_stop(n, 8, "decided")] == [5, 6, 7, 8]
+
+    def first_requests(stop, confidence=None, wave=8):
+        pv = PairVotes({"pair_id": "p", "image_a_path": "a.png", "image_b_path": "b.png",
+                        "image_a_id": "ia", "image_b_id": "ib"},
+                       VoteSettings(prompt=compare_prompt(True), sampling=Sampling(),
+                                    votes_per_pair=32, order="balanced", stop=stop, wave=wave,
+                                    confidence=confidence))
+        return pv, pv.next_wave(), [req.n for req, _ in pv.requests()]
+
+    pv, span, ns = first_requests("decided")
+    assert span == (0, 24) and ns == [12, 12]   # not 8, then 8, then 8
+    # a 12-12 split after 24 votes: undecided, so the last 8 come in one more request
+    # vote v is for A (shown at position int(swapped)) when v is even, else for B
+    answers = {v: f"<think>t</think> \\boxed{{{int(pv.plan.swapped[v]) ^ (v % 2)}}}"
+               for v in range(24)}
+    assert pv.take(answers) is None and pv.tally == [12, 12]
+    assert pv.next_wave() == (24, 32)
+    assert first_requests("decided", wave=2)[1] == (0, 18)
+    assert first_requests("confident", 0.99)[1:] == ((0, 8), [4, 4])
+    assert first_requests("fixed")[1:] == ((0, 32), [16, 16])
+
 
 votes = st.sampled_from("ABx")  # x: an invalid vote
 

@@ -60,6 +60,12 @@ class ScoreStop:
         return {"stop": self.stop, "wave": self.wave if interval else None,
                 "width": self.width, "confidence": self.confidence}
 
+    def next_end(self, asked: int) -> int:
+        """The sample count after the next wave, from ``asked``: ``wave`` more, but at least
+        two waves (the interval rule cannot stop before two waves of valid scores, so a
+        check after the first is a barrier that buys nothing), at most K."""
+        return min(max(asked + self.wave, 2 * self.wave), self.samples)
+
     def wave_ends(self) -> list[int]:
         """The sample counts after each wave: W, 2W, ... and K last."""
         return list(range(self.wave, self.samples, self.wave)) + [self.samples]

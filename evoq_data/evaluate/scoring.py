@@ -48,7 +48,7 @@ class ImageSamples:
         """The next wave's request. ``asked_again`` when a wave may follow it, so an engine
         that keeps a prompt's prefill between calls (transformers) keeps this one."""
         start = len(self.got)
-        end = min(start + self.rule.wave, self.rule.samples)
+        end = self.rule.next_end(start)
         return GenRequest(images=(self.image.path,), prompt=self.spec.score_prompt,
                           n=end - start, seed=self.base + start,
                           image_ids=(self.image.image_id,), key=self.image.image_id,

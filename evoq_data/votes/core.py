@@ -26,7 +26,7 @@ from evoq_data.generation.parse import parse_compare
 from evoq_data.generation.prompts import Prompt
 from evoq_data.generation.spec import GenerationSpec, open_engine
 from evoq_data.votes.plan import VotePlan, VoteSettings, plan_votes
-from evoq_data.votes.stop import stop_reason
+from evoq_data.votes.stop import can_stop, stop_reason
 from evoq_data.votes.store import write_shard
 
 
@@ -95,9 +95,16 @@ class PairVotes:
         self.reason: str | None = None
 
     def next_wave(self) -> tuple[int, int]:
-        """The votes [start, end) to ask next."""
+        """The votes [start, end) to ask next: ``--wave`` votes, and the next wave's with them
+        while no count of votes could stop the pair at ``end`` (:func:`can_stop`), so a
+        wave ends only where the stop rule can act. The votes asked and the vote a pair
+        stops at are those of waves of exactly ``--wave``; only the barriers are fewer."""
+        s = self.settings
         start = len(self.got)
-        return start, min(start + self.wave, self.settings.votes_per_pair)
+        end = min(start + self.wave, s.votes_per_pair)
+        while not can_stop(end, s.votes_per_pair, s.stop, s.confidence):
+            end = min(end + self.wave, s.votes_per_pair)
+        return start, end
 
     def requests(self) -> list[tuple[GenRequest, list[int]]]:
         """The requests of the next wave, with the vote indices each answers."""
