@@ -88,7 +88,10 @@ def test_resumed_after_checkpoint_1_ends_with_the_uninterrupted_weights(launcher
 
 
 def test_deepspeed_zero2_single_cpu_process(tmp_path, tiny_vlm):
-    """~40-70 s; DeepSpeed's shm op is prebuilt by scripts/setup.sh (else ~2-4 min more)."""
+    """~15 s on 2 idle cores; DeepSpeed's shm op is prebuilt by scripts/setup.sh, else 2-4
+    min more. torch caches compiled ops by name in ~/.cache/torch_extensions, so two
+    checkouts on one machine rebuild it whenever the other's virtual environment used it
+    last (measured: the 45-150 s stalls of this test in full-suite runs beside a clone)."""
     prefs = make_prefs_dir(tmp_path / "run")
     out = tmp_path / "out"
     proc = accelerate_launch(_zero2_cpu(),
