@@ -56,6 +56,39 @@ def run_stream(stream: list[str], wave: int, stop: str, confidence=None):
 
 # --- the rules on their own ------------------------------------------------------------------
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 16).flatmap(lambda h: st.lists(votes, min_size=2 * h, max_size=2 * h)),
+       st.integers(1, 4), st.sampled_from([("decided", None), ("confident", 0.9),
+                                           ("confident", 0.99)]))
+def test_pair_votes_stop_where_checking_every_wave_end_stops(stream, half_wave, rule):
+    """`PairVotes` asks through wave ends where no answer could stop the pair; it must ask
+    the same votes and stop at the same vote, for the same reason, as checking every end."""
+    from evoq_data.generation.engines import Sampling
+    from evoq_data.generation.prompts import compare_prompt
+    from evoq_data.votes.core import PairVotes
+    from evoq_data.votes.plan import VoteSettings
+
+    stop, c = rule
+    pv = PairVotes({"pair_id": "p", "image_a_path": "a.png", "image_b_path": "b.png",
+                    "image_a_id": "ia", "image_b_id": "ib"},
+                   VoteSettings(prompt=compare_prompt(True), sampling=Sampling(),
+                                votes_per_pair=len(stream), order="balanced", stop=stop,
+                                wave=2 * half_wave, confidence=c))
+
+    def text(v):  # the stream's vote v as the answer naming A's or B's shown position
+        if stream[v] == "x":
+            return "no answer"
+        return f"\\boxed{{{int(pv.plan.swapped[v]) ^ (stream[v] == 'B')}}}"
+
+    reason = None
+    while reason is None:
+        start, end = pv.next_wave()
+        assert end > start
+        reason = pv.take({v: text(v) for v in range(start, end)})
+    assert (len(pv.got), reason) == run_stream(stream, 2 * half_wave, stop, c)
+    assert pv.tally == list(counts(stream[:len(pv.got)]))
+
+
 def test_wave_ends_where_no_count_can_stop_are_skipped():
     """`can_stop` against the rules worked out by hand, and `PairVotes` asking through the
     ends it skips: decided needs a > b + (K - n) with a <= n, so n > K / 2; a unanimous
@@ -65,10 +98,19 @@ def test_wave_ends_where_no_count_can_stop_are_skipped():
     from evoq_data.votes.core import PairVotes
     from evoq_data.votes.plan import VoteSettings
 
-    assert [n for n in range(1, 33) if can_stop(n, 32, "decided")] == list(range(17, 33))
-    assert [n for n in range(1, 33) if can_stop(n, 32, "confident", 0.99)] == list(range(6, 33))
-    assert [n for n in range(1, 33) if can_stop(n, 32, "fixed")] == [32]
-    assert [n for n in range(1, 9) if can_stop(n, 8, "decided")] == [5, 6, 7, 8]
+    def ends(k, stop, c=None, a=0, b=0, asked=0):
+        return [n for n in range(asked + 1, k + 1) if can_stop(a, b, asked, n, k, stop, c)]
+
+    assert ends(32, "decided") == list(range(17, 33))
+    assert ends(32, "confident", 0.99) == list(range(6, 33))
+    assert ends(32, "fixed") == [32]
+    assert ends(8, "decided") == [5, 6, 7, 8]
+    # from counts so far: at 4-4 after 8 votes, P(p > 1/2) = P(Bin(a + 5, 1/2) <= a) is
+    # 0.975 at 12-4 (n = 16), 0.985 at 13-4, 0.990 at 14-4 (n = 18)
+    assert ends(32, "confident", 0.99, 4, 4, 8)[0] == 18
+    # 12-12 after 24: 12 + m > 12 + (32 - 24 - m) from m = 5 on
+    assert ends(32, "decided", None, 12, 12, 24) == list(range(29, 33))
+    assert ends(32, "decided", None, 20, 3, 24)[0] == 25  # 20 > 3 + 7
 
     def first_requests(stop, confidence=None, wave=8):
         pv = PairVotes({"pair_id": "p", "image_a_path": "a.png", "image_b_path": "b.png",
@@ -88,6 +130,11 @@ def test_wave_ends_where_no_count_can_stop_are_skipped():
     assert pv.next_wave() == (24, 32)
     assert first_requests("decided", wave=2)[1] == (0, 18)
     assert first_requests("confident", 0.99)[1:] == ((0, 8), [4, 4])
+    # a confident pair at 4-4 after its first wave cannot stop at 16: 16 more at once
+    pv = first_requests("confident", 0.99)[0]
+    split = {v: f"<think>t</think> \\boxed{{{int(pv.plan.swapped[v]) ^ (v % 2)}}}"
+             for v in range(8)}
+    assert pv.take(split) is None and pv.tally == [4, 4] and pv.next_wave() == (8, 24)
     assert first_requests("fixed")[1:] == ((0, 32), [16, 16])
 
 

@@ -96,13 +96,14 @@ class PairVotes:
 
     def next_wave(self) -> tuple[int, int]:
         """The votes [start, end) to ask next: ``--wave`` votes, and the next wave's with them
-        while no count of votes could stop the pair at ``end`` (:func:`can_stop`), so a
-        wave ends only where the stop rule can act. The votes asked and the vote a pair
-        stops at are those of waves of exactly ``--wave``; only the barriers are fewer."""
+        while no answers to them could stop the pair at ``end`` (:func:`can_stop`, from the
+        counts so far), so a request ends only where the stop rule can act. The votes asked
+        and the vote a pair stops at are those of waves of exactly ``--wave``; only the
+        barriers are fewer."""
         s = self.settings
         start = len(self.got)
         end = min(start + self.wave, s.votes_per_pair)
-        while not can_stop(end, s.votes_per_pair, s.stop, s.confidence):
+        while not can_stop(*self.tally, start, end, s.votes_per_pair, s.stop, s.confidence):
             end = min(end + self.wave, s.votes_per_pair)
         return start, end
 

@@ -68,13 +68,18 @@ def stop_reason(a: int, b: int, n: int, k: int, stop: str,
     return None
 
 
-@lru_cache(maxsize=1024)
-def can_stop(n: int, k: int, stop: str, confidence: float | None = None) -> bool:
-    """Whether some count of the first ``n`` of ``k`` votes (``a + b <= n``; invalid votes
-    count for neither) stops the pair at ``n``. Where none can, asking votes up to ``n``
-    and checking is a barrier that buys nothing: ``decided`` with K = 32 cannot stop before
-    17 votes, so with waves of 8 its checks at 8 and 16 never stop a pair."""
+
+@lru_cache(maxsize=65536)
+def can_stop(a: int, b: int, asked: int, n: int, k: int, stop: str,
+             confidence: float | None = None) -> bool:
+    """Whether a pair with ``a`` valid votes for A and ``b`` for B after ``asked`` of ``k``
+    votes could stop at ``n`` (>= ``asked``), whatever the ``n - asked`` votes between say
+    (invalid votes count for neither). Where it cannot, a check at ``n`` is a barrier that
+    buys nothing and the next wave is asked with this one: ``decided`` with K = 32 cannot
+    stop before 17 votes, so a pair's first 24 votes come in one request (waves of 8); a
+    ``confident`` pair at 4-4 after 8 votes cannot reach C = 0.99 before 18 (14-4)."""
     if n >= k:
         return True
-    return any(stop_reason(a, b, n, k, stop, confidence) is not None
-               for a in range(n + 1) for b in range(n + 1 - a))
+    m = n - asked
+    return any(stop_reason(a + da, b + db, n, k, stop, confidence) is not None
+               for da in range(m + 1) for db in range(m + 1 - da))
