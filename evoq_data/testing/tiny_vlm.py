@@ -2,6 +2,7 @@
 
     python -m evoq_data.testing.tiny_vlm OUT_DIR
     python -m evoq_data.testing.tiny_vlm OUT_DIR --warmup-steps 200   # + format warm-up
+    python -m evoq_data.testing.tiny_vlm OUT_DIR --warmup-steps 200 --warmup-min-valid 0.8
     python -m evoq_data.testing.tiny_vlm OUT_DIR --judge brightness [--judge-skill weak]
 
 The checkpoint has the standard ``save_pretrained`` layout (config, safetensors weights, a
@@ -12,7 +13,8 @@ any Qwen2.5-VL checkpoint. About 0.4 M parameters: for tests and the demo only.
 A random model never writes ``\\boxed{<number>}``; ``--warmup-steps N`` then trains it on the
 answer format only (uniform random answers to the score and compare prompts, no quality
 information; :mod:`evoq_data.testing.warmup`), so that GRPO's fidelity reward has something to
-work with. ``--judge brightness`` then teaches the compare prompt with a known skill (a
+work with; ``--warmup-min-valid F`` goes on 100 steps at a time until that share of sampled
+answers parses for both prompts (some seeds need more than 200 steps). ``--judge brightness`` then teaches the compare prompt with a known skill (a
 brightness judge whose accuracy falls with the brightness gap; :mod:`evoq_data.testing.judge`).
 """
 
