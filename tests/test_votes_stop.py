@@ -101,6 +101,18 @@ def test_wave_ends_where_no_count_can_stop_are_skipped():
     def ends(k, stop, c=None, a=0, b=0, asked=0):
         return [n for n in range(asked + 1, k + 1) if can_stop(a, b, asked, n, k, stop, c)]
 
+    # the one-sided shortcut against every split of the votes between (invalid ones too)
+    for k, stop, c in ((32, "decided", None), (32, "confident", 0.99), (20, "confident", 0.9)):
+        for asked in range(0, k, 3):
+            for a in range(asked + 1):
+                for b in range(asked + 1 - a):
+                    for n in range(asked + 1, k + 1, 2):
+                        m = n - asked
+                        brute = n >= k or any(
+                            stop_reason(a + da, b + db, n, k, stop, c) is not None
+                            for da in range(m + 1) for db in range(m + 1 - da))
+                        assert can_stop(a, b, asked, n, k, stop, c) == brute, (a, b, asked, n)
+
     assert ends(32, "decided") == list(range(17, 33))
     assert ends(32, "confident", 0.99) == list(range(6, 33))
     assert ends(32, "fixed") == [32]

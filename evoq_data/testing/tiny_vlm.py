@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-min-valid", type=float, default=0.0,
                         help="continue the warm-up 100 steps at a time until this share of "
                              "sampled answers parses for both prompts (0: no check; "
-                             "bench/evolve_learns.py uses 0.9)")
+                             "bench/evolve_learns.py uses 0.8)")
     parser.add_argument("--judge", choices=TASKS, default=None,
                         help="then teach the compare prompt on this task with a known skill "
                              "(see evoq_data.testing.judge)")

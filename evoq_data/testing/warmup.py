@@ -108,8 +108,8 @@ def supervise(model_in: str | Path, model_out: str | Path, next_batch, *, steps:
 
     from evoq_data.generation.modeling import load_processor
 
-    if steps < 1 or lr <= 0:
-        raise ValueError(f"{name} needs steps >= 1 and lr > 0")
+    if steps < 1 or lr <= 0 or extend_steps < 1:
+        raise ValueError(f"{name} needs steps >= 1, lr > 0 and extend_steps >= 1")
     max_steps = steps if until is None else max(steps, max_steps or steps)
     torch.manual_seed(seed)
     proc = load_processor(str(model_in))
@@ -130,8 +130,9 @@ def supervise(model_in: str | Path, model_out: str | Path, next_batch, *, steps:
             if ok:
                 break
             if step >= max_steps:
-                raise EvoqError(f"{name}: the check still fails after {step} steps "
-                                f"({record}); raise the step limit or the learning rate")
+                raise EvoqError(f"{name}: the check still fails after {step} steps, the "
+                                f"limit ({record}); give more steps (the limit is 5x them "
+                                "unless set) or another learning rate")
             target = min(step + extend_steps, max_steps)
         step += 1
         label, prompt, rows = next_batch(step, proc)

@@ -80,6 +80,9 @@ def can_stop(a: int, b: int, asked: int, n: int, k: int, stop: str,
     ``confident`` pair at 4-4 after 8 votes cannot reach C = 0.99 before 18 (14-4)."""
     if n >= k:
         return True
+    # Both rules only get easier as votes move to one side (a larger |a - b| for decided, a
+    # larger Beta tail on the side that gains for confident), so if any split of the m votes
+    # between stops the pair, one of the two one-sided splits does.
     m = n - asked
-    return any(stop_reason(a + da, b + db, n, k, stop, confidence) is not None
-               for da in range(m + 1) for db in range(m + 1 - da))
+    return any(stop_reason(a2, b2, n, k, stop, confidence) is not None
+               for a2, b2 in ((a + m, b), (a, b + m)))
