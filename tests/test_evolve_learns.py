@@ -9,8 +9,8 @@ Slow: one seed is two rounds of 1,024 pairs x K = 8 votes and 300 GRPO steps eac
 numbers in docs/evolve.md, run CW; seed 2: 0.017, 0.723, 0.779); the three seeds about two
 hours. Seed 1 fails round 1 (its model collapses to one score with the compare rows, also
 with a learning-rate warm-up, a compare weight of 0.3, or a base warmed until both prompts'
-answers parse: docs/evolve.md, "CW on seeds 1 and 2"), a known failure this test keeps
-visible. The fast
+answers parse, and without the compare rows too: docs/evolve.md, "CW on seeds 1 and 2",
+"Run C on seeds 1 and 2"), a known failure this test keeps visible. The fast
 test that fails on the same sign bugs is tests/test_orientation.py (every stage's p* and the
 reward point the known way for swapped and unswapped votes).
 """
