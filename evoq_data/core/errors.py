@@ -26,3 +26,12 @@ def require(module: str, extra: str) -> ModuleType:
             f"this needs the '{module}' package ({exc.__class__.__name__}: {exc}); "
             f"install it with: pip install 'evoq[{extra}]'"
         ) from exc
+
+
+def main_or_exit(main) -> None:
+    """Run a ``python -m`` module's ``main()``: an :class:`EvoqError` becomes one line on
+    stderr and exit code 1, as in the evoq commands (the typer apps: ``cli.app.run_main``)."""
+    try:
+        main()
+    except EvoqError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -87,10 +87,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from evoq_data.core.errors import EvoqError
+    from evoq_data.core.errors import main_or_exit
 
-    try:
-        main()
-    except EvoqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    main_or_exit(main)

@@ -14,8 +14,9 @@ A random model never writes ``\\boxed{<number>}``; ``--warmup-steps N`` then tra
 answer format only (uniform random answers to the score and compare prompts, no quality
 information; :mod:`evoq_data.testing.warmup`), so that GRPO's fidelity reward has something to
 work with; ``--warmup-min-valid F`` goes on 100 steps at a time until that share of sampled
-answers parses for both prompts (some seeds need more than 200 steps). ``--judge brightness`` then teaches the compare prompt with a known skill (a
-brightness judge whose accuracy falls with the brightness gap; :mod:`evoq_data.testing.judge`).
+answers parses for both prompts (some seeds need more than 200 steps). ``--judge brightness``
+then teaches the compare prompt with a known skill (a brightness judge whose accuracy falls
+with the brightness gap; :mod:`evoq_data.testing.judge`).
 """
 
 from __future__ import annotations
@@ -203,9 +204,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from evoq_data.core.errors import EvoqError
+    from evoq_data.core.errors import main_or_exit
 
-    try:
-        main()
-    except EvoqError as exc:  # one line, exit code 1, as the evoq commands do
-        raise SystemExit(f"error: {exc}") from None
+    main_or_exit(main)

@@ -54,25 +54,29 @@ def random_image(rng, size: int = 64, brightness: float | None = None):
     return Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
 
 
+def encode_prompts(proc, prompt, image_sets: list[list]) -> dict:
+    """The processor's inputs for ``prompt`` over each set of images, as the engines and TRL
+    build them (one user turn, the generation prompt added). Same-size images: every prompt
+    has the same length, so no padding inside."""
+    from evoq_data.generation.prompts import chat_messages
+
+    texts = [proc.apply_chat_template(chat_messages(prompt, imgs), add_generation_prompt=True,
+                                      tokenize=False) for imgs in image_sets]
+    return proc(text=texts, images=[im for imgs in image_sets for im in imgs],
+                return_tensors="pt", padding=True)
+
+
 def encode_batch(proc, prompt, rows: list[tuple[list, str]]) -> dict:
     """One supervised batch: ``rows`` of (images, target text), all for ``prompt``, as the
-    engines and TRL build them (one user turn; the loss only on the target and its end token).
-
-    Same-size images: every prompt of a batch has the same length, so no padding inside."""
+    engines and TRL build them (:func:`encode_prompts`; the loss only on the target and its
+    end token)."""
     import torch
-
-    from evoq_data.generation.prompts import chat_messages
 
     tok = proc.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    images, texts, targets = [], [], []
-    for imgs, target in rows:
-        images.extend(imgs)
-        texts.append(proc.apply_chat_template(chat_messages(prompt, imgs),
-                                              add_generation_prompt=True, tokenize=False))
-        targets.append(tok(target, add_special_tokens=False)["input_ids"] + [eos])
-    enc = proc(text=texts, images=images, return_tensors="pt", padding=True)
+    enc = encode_prompts(proc, prompt, [imgs for imgs, _ in rows])
+    targets = [tok(target, add_special_tokens=False)["input_ids"] + [eos] for _, target in rows]
     width = max(len(t) for t in targets)
     tgt = torch.full((len(rows), width), pad, dtype=torch.long)
     tgt_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -171,7 +175,7 @@ def answer_validity(model, proc, *, samples: int = 64, seed: int = 0,
     import torch
 
     from evoq_data.generation.parse import parse_compare, parse_score
-    from evoq_data.generation.prompts import chat_messages, compare_prompt, score_prompt
+    from evoq_data.generation.prompts import compare_prompt, score_prompt
 
     rng = np.random.default_rng([seed, 7])  # not the training's image stream
     was_training = model.training
@@ -182,15 +186,9 @@ def answer_validity(model, proc, *, samples: int = 64, seed: int = 0,
             torch.manual_seed(seed)
             for kind, prompt, parse in (("score", score_prompt(True), parse_score),
                                         ("compare", compare_prompt(True), parse_compare)):
-                images, texts = [], []
-                for _ in range(samples):
-                    imgs = [random_image(rng, image_size) for _ in range(prompt.num_images)]
-                    images.extend(imgs)
-                    texts.append(proc.apply_chat_template(chat_messages(prompt, imgs),
-                                                          add_generation_prompt=True,
-                                                          tokenize=False))
-                # same-size images: every prompt has the same length, no padding
-                enc = proc(text=texts, images=images, return_tensors="pt", padding=True)
+                enc = encode_prompts(proc, prompt, [
+                    [random_image(rng, image_size) for _ in range(prompt.num_images)]
+                    for _ in range(samples)])
                 out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0,
                                      top_k=0, max_new_tokens=24)
                 answers = proc.batch_decode(out[:, enc["input_ids"].shape[1]:],
@@ -241,16 +239,16 @@ def warmup(model_in: str | Path, model_out: str | Path, *, steps: int = 200, lr:
             rows.append((imgs, answer(pick.choice(values))))
         return kind, prompt, rows
 
+    summary = {"batch_size": batch_size, "compare_every": compare_every}
     until = None
     if min_valid > 0:
+        summary["min_valid"] = min_valid
+
         def until(model, proc):
             shares = answer_validity(model, proc, samples=check_samples, seed=seed,
                                      image_size=image_size)
             return min(shares.values()) >= min_valid, {"valid": shares}
 
-    summary = {"batch_size": batch_size, "compare_every": compare_every}
-    if min_valid > 0:
-        summary["min_valid"] = min_valid
     return supervise(model_in, model_out, next_batch, steps=steps, lr=lr, seed=seed,
                      summary=summary, name="warmup", log_every=log_every, quiet=quiet,
                      until=until, max_steps=max_steps or 5 * steps)
@@ -281,9 +279,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from evoq_data.core.errors import EvoqError
+    from evoq_data.core.errors import main_or_exit
 
-    try:
-        main()
-    except EvoqError as exc:  # one line, exit code 1, as the evoq commands do
-        raise SystemExit(f"error: {exc}") from None
+    main_or_exit(main)

@@ -21,7 +21,6 @@ as a fraction, so no rounding decides a stop.
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import lru_cache
 from math import comb
 
 STOPS = ("fixed", "decided", "confident")
@@ -69,7 +68,6 @@ def stop_reason(a: int, b: int, n: int, k: int, stop: str,
 
 
 
-@lru_cache(maxsize=65536)
 def can_stop(a: int, b: int, asked: int, n: int, k: int, stop: str,
              confidence: float | None = None) -> bool:
     """Whether a pair with ``a`` valid votes for A and ``b`` for B after ``asked`` of ``k``
