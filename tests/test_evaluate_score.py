@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -280,7 +281,8 @@ def test_a_resume_with_other_engine_args_is_refused(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["load_seconds"] >= 0 and summary["score_seconds"] > 0
-    assert summary["load_seconds"] + summary["score_seconds"] == \
+    assert summary["close_seconds"] >= 0
+    assert summary["load_seconds"] + summary["score_seconds"] + summary["close_seconds"] == \
         pytest.approx(summary["seconds"], abs=0.002)
     manifest = json.loads((tmp_path / "s.manifest.json").read_text())
     assert manifest["engine_args"] == {"random_crop": 0.7}
@@ -299,3 +301,29 @@ def test_a_folder_with_one_usable_image_is_scored(tmp_path):
     assert json.loads(res.stdout)["images"] == 1
     rows = pq.read_table(out).to_pylist()
     assert [r["image_path"] for r in rows] == [str((folder / "im00.png").resolve())] * 2
+
+
+def test_the_engines_shutdown_is_not_score_time(tmp_path, monkeypatch):
+    """As for vote: an engine's slow shutdown is close_seconds, not score_seconds."""
+    pytest.importorskip("pypiqe")
+    from fixtures.images import make_images
+
+    from evoq_data.generation.engines import piqe
+
+    slow, close = 0.6, piqe.PiqeEngine.close
+
+    def slow_close(self):
+        time.sleep(slow)
+        close(self)
+
+    monkeypatch.setattr(piqe.PiqeEngine, "close", slow_close)
+    make_images(tmp_path / "pool", 3)
+    res = runner.invoke(app, ["score", "--images", str(tmp_path / "pool"), "--engine", "piqe",
+                              "--samples", "2", "--out", str(tmp_path / "s.parquet"), "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["samples"] == 6
+    assert slow <= summary["close_seconds"] < slow + 1.0
+    assert summary["score_seconds"] < summary["close_seconds"]
+    assert summary["load_seconds"] + summary["score_seconds"] + summary["close_seconds"] == \
+        pytest.approx(summary["seconds"], abs=0.002)

@@ -335,11 +335,40 @@ def test_stdout_holds_the_summary_alone_and_its_times(engine, tiny_vlm, tmp_path
         if extra:  # the first run votes; the second finds everything done
             assert (summary["votes"], summary["shards_written"]) == (8, 2)
             assert summary["load_seconds"] > 0 and summary["vote_seconds"] > 0
-            assert summary["load_seconds"] + summary["vote_seconds"] == \
-                pytest.approx(summary["seconds"], abs=0.002)
+            assert summary["close_seconds"] >= 0
+            assert summary["load_seconds"] + summary["vote_seconds"] + \
+                summary["close_seconds"] == pytest.approx(summary["seconds"], abs=0.002)
         else:
             assert summary["pairs_already_done"] == 4
-            assert (summary["load_seconds"], summary["vote_seconds"]) == (0, 0)
+            assert (summary["load_seconds"], summary["vote_seconds"],
+                    summary["close_seconds"]) == (0, 0, 0)
+
+
+def test_the_engines_shutdown_is_not_vote_time(tmp_path, monkeypatch):
+    """An engine that takes its time to shut down (vLLM on CPU: 2-3 s) is timed as
+    close_seconds: vote_seconds is what the settings cost, so shares of it compare settings.
+    (Every runner closes its engine after its last chunk; the summary's clock is one.)"""
+    pytest.importorskip("pypiqe")
+    from evoq_data.generation.engines import piqe
+
+    slow = 0.6
+    close = piqe.PiqeEngine.close
+
+    def slow_close(self):
+        time.sleep(slow)
+        close(self)
+
+    monkeypatch.setattr(piqe.PiqeEngine, "close", slow_close)
+    res = runner.invoke(app, ["vote", "--pairs", str(_small_pairs(tmp_path)), "--engine",
+                              "piqe", "-k", "2", "--chunk-pairs", "2", "--out",
+                              str(tmp_path / "v"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["votes"] == 8
+    assert slow <= summary["close_seconds"] < slow + 1.0
+    assert summary["vote_seconds"] < summary["close_seconds"]
+    assert summary["load_seconds"] + summary["vote_seconds"] + summary["close_seconds"] == \
+        pytest.approx(summary["seconds"], abs=0.002)
 
 
 PIQE_PAIRS = 40  # x K = 4 votes: PIQE_VOTES rows when a run completes

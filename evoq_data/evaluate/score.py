@@ -290,15 +290,18 @@ def _run_score(images, spec: GenerationSpec, out, *, rule: ScoreStop, seed: int,
                                        unit="img", disable=quiet, dynamic_ncols=True))
         chunks = [todo[start : start + chunk_images] for start in range(0, len(todo),
                                                                         chunk_images)]
-        loading, first = time.time(), None
+        loading, first, last = time.time(), None, None
         for n, began in _scored_chunks(spec, settings["model_revision"], chunks, parts,
                                        rule, seed, runner, ray_options, quiet, stack,
                                        schedule):
             first = began if first is None else min(first, began)
+            last = time.time()
             bar.update(n)
         if first is not None:  # engine start (with Ray also the cluster's) to the first chunk
             load_seconds = max(0.0, first - loading)
         done = _read_parts(parts)
+    # the last chunk to the engine's shutdown (the stack closes it; with Ray the actors' end)
+    close_seconds = 0.0 if last is None else max(0.0, time.time() - last)
     # assemble, in pool order, each image's samples under the path it has now
     cols = {name: [] for name in SCORES_SCHEMA.names}
     model = model_revision = engine_name = None
@@ -336,4 +339,5 @@ def _run_score(images, spec: GenerationSpec, out, *, rule: ScoreStop, seed: int,
             "stop_reasons": dict(sorted(reasons.items())),
             "invalid_samples": invalid, "images_without_valid_score": unscored,
             "load_seconds": round(load_seconds, 3),
-            "score_seconds": round(seconds - load_seconds, 3), "seconds": round(seconds, 3)}
+            "score_seconds": round(seconds - load_seconds - close_seconds, 3),
+            "close_seconds": round(close_seconds, 3), "seconds": round(seconds, 3)}

@@ -67,16 +67,20 @@ def vote_manifest(spec: GenerationSpec, settings: VoteSettings, *, pairs: str | 
 class _Tally:
     """The summary's counts, chunk by chunk, and its times: ``load_seconds`` from the
     runner's start to the first chunk a worker began voting (engine start and model load;
-    with Ray also the cluster's and the actors' start), ``vote_seconds`` the rest."""
+    with Ray also the cluster's and the actors' start), ``close_seconds`` from the last chunk
+    written to the runner's end (the engine's shutdown; with Ray the actors' end),
+    ``vote_seconds`` the rest: what the settings cost, start and shutdown apart."""
 
     def __init__(self, summary: dict, votes_per_pair: int) -> None:
         self.summary, self.k = summary, votes_per_pair
         self.started = time.time()
         self.first_chunk: float | None = None
+        self.last_chunk: float | None = None
 
     def add(self, done: ChunkDone) -> None:
         if self.first_chunk is None or done.started_at < self.first_chunk:
             self.first_chunk = done.started_at
+        self.last_chunk = time.time()
         s = self.summary
         s["pairs_voted"] += done.pairs
         s["votes"] += done.votes
@@ -92,11 +96,14 @@ class _Tally:
         return self.summary["votes"] / max(time.time() - since, 1e-9)
 
     def times(self) -> dict:
-        seconds = time.time() - self.started
+        ended = time.time()
+        seconds = ended - self.started
         load = seconds if self.first_chunk is None else self.first_chunk - self.started
         load = min(max(load, 0.0), seconds)
-        return {"load_seconds": round(load, 3), "vote_seconds": round(seconds - load, 3),
-                "seconds": round(seconds, 3)}
+        close = 0.0 if self.last_chunk is None else min(max(ended - self.last_chunk, 0.0),
+                                                        seconds - load)
+        return {"load_seconds": round(load, 3), "vote_seconds": round(seconds - load - close, 3),
+                "close_seconds": round(close, 3), "seconds": round(seconds, 3)}
 
 
 def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
@@ -161,7 +168,8 @@ def run_vote(pairs: str | Path, spec: GenerationSpec, out: str | Path, *,
                    "votes_planned": 0, "invalid_votes": 0, "stop_reasons": {},
                    "shards_written": 0}
         if not todo:
-            return {**summary, "load_seconds": 0.0, "vote_seconds": 0.0, "seconds": 0.0}
+            return {**summary, "load_seconds": 0.0, "vote_seconds": 0.0, "close_seconds": 0.0,
+                    "seconds": 0.0}
         stack.enter_context(shard_lock(votes_dir, shard_index, num_shards))
         remove_stale_temp_files(votes_dir, shard_index, num_shards)
         # on exit, in this order: the runner stops (Ray's actors end), the temp files of
