@@ -40,7 +40,9 @@ Three parts, in one run:
    after the engine's load, ``load_seconds``) against fixed/chunked, and whether the
    streaming rows equal the chunked ones. ``--model DIR`` names the judge (default: a fresh
    random tiny Qwen2.5-VL, whose answers are mostly unreadable, so nothing stops early; a
-   format-warmed or skilled tiny judge makes the stops real).
+   format-warmed or skilled tiny judge makes the stops real). ``--trace`` runs each vote through
+   ``bench/vllm_step_trace.py`` and adds a table that splits its vote time into vLLM's engine
+   steps and the time outside them (evoq's scheduling, vLLM's per-request front end, shards).
 
 The projection: one paper round is 20,000 pairs x 32 reasoning votes. GPU hours =
 pairs x 32 x (share of votes used) x decode tokens per vote / decode tokens per second /
@@ -345,6 +347,7 @@ def vllm_part(root: Path, args) -> str:
     import sys
 
     import pyarrow.parquet as pq
+    from vllm_step_trace import summarize  # bench/, beside this script
 
     from evoq_data.testing.tiny_vlm import build_tiny_vlm
 
@@ -355,6 +358,7 @@ def vllm_part(root: Path, args) -> str:
     runs = [(name, stop_args, schedule) for name, stop_args in VLLM_SETTINGS
             for schedule in ("chunked", "streaming")]
     seconds: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+    traced: dict[int, list[dict]] = {i: [] for i in range(len(runs))}  # --trace
     results: list[dict | None] = [None] * len(runs)
     for rep in range(args.repeat):
         # --repeat N: N passes, each in another rotation of the runs' order, so that a slow
@@ -363,7 +367,10 @@ def vllm_part(root: Path, args) -> str:
         for i in order:
             name, stop_args, schedule = runs[i]
             out = root / f"vllm-{stop_args[1]}-{schedule}-{rep}"
-            cmd = [sys.executable, "-m", "evoq_data.cli", "vote", "--pairs", str(pairs),
+            trace = root / f"trace-{stop_args[1]}-{schedule}-{rep}.json"
+            head = ([sys.executable, str(Path(__file__).with_name("vllm_step_trace.py")),
+                     str(trace)] if args.trace else [sys.executable, "-m", "evoq_data.cli"])
+            cmd = [*head, "vote", "--pairs", str(pairs),
                    "--out", str(out), "--engine", "vllm", "--model", model, "-k", str(args.k),
                    "--order", "balanced", "--wave", str(args.wave), "--seed", str(args.seed),
                    "--max-tokens", str(args.vllm_max_tokens), "--chunk-pairs",
@@ -379,9 +386,12 @@ def vllm_part(root: Path, args) -> str:
             results[i] = {"name": name, "schedule": schedule, "summary": summary,
                           "rows": rows}
             seconds[i].append(summary["vote_seconds"])
+            if args.trace:
+                traced[i].append(summarize(str(trace)))
             print(f"  {name} {schedule} (pass {rep + 1}): {summary['votes']} votes, load "
-                  f"{summary['load_seconds']} s, vote {summary['vote_seconds']} s",
-                  file=sys.stderr, flush=True)
+                  f"{summary['load_seconds']} s, vote {summary['vote_seconds']} s"
+                  + (f", engine steps {traced[i][-1]['engine_seconds']:.1f} s"
+                     if args.trace else ""), file=sys.stderr, flush=True)
     med = {i: statistics.median(t) for i, t in seconds.items()}
     base = results[0]["summary"]
     lines = ["| setting | schedule | votes | share of votes | load s | vote s (median) | "
@@ -396,9 +406,35 @@ def vllm_part(root: Path, args) -> str:
                      f"{s['votes'] / base['votes']:.1%} | {s['load_seconds']:.1f} | "
                      f"{med[i]:.1f} | {min(seconds[i]):.1f}-{max(seconds[i]):.1f} | "
                      f"{med[i] / med[0]:.1%} | {same} | {reasons} |")
+    if args.trace:
+        lines += ["", trace_table(results, traced, seconds, base)]
     valid = sum(r["answer"] is not None for r in results[0]["rows"]) / len(results[0]["rows"])
     return "\n".join(lines) + (f"\n\nJudge {model}: {valid:.0%} of the fixed run's answers "
                                "readable.")
+
+
+def trace_table(results, traced, seconds, base) -> str:
+    """--trace: each run's vote time split into vLLM's engine steps and the rest (medians over
+    the passes), the engine's share against the first run's, and the steps vLLM ran under half
+    its batch (bench/vllm_step_trace.py)."""
+    import statistics
+
+    def med(i, key):
+        return statistics.median(t[key] for t in traced[i])
+
+    lines = ["| setting | schedule | share of votes | engine s (median) | share of engine time | "
+             "outside the steps s (median) | steps | steps under half a batch (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for i, res in enumerate(results):
+        s = res["summary"]
+        outside = statistics.median(v - t["engine_seconds"]
+                                    for v, t in zip(seconds[i], traced[i], strict=True))
+        lines.append(f"| {res['name']} | {res['schedule']} | {s['votes'] / base['votes']:.1%} | "
+                     f"{med(i, 'engine_seconds'):.1f} | "
+                     f"{med(i, 'engine_seconds') / med(0, 'engine_seconds'):.1%} | "
+                     f"{outside:.1f} | {med(i, 'steps'):.0f} | {med(i, 'low_steps'):.0f} "
+                     f"({med(i, 'low_seconds'):.1f}) |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -442,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
                              "(default: part 1's demo pairs), e.g. brightness pairs for the "
                              "brightness judge")
     parser.add_argument("--vllm-max-tokens", type=int, default=64)
+    parser.add_argument("--trace", action="store_true", help="part 4: time every vLLM engine "
+                        "step (bench/vllm_step_trace.py) and split each run's vote time into "
+                        "the engine's steps and the rest")
     parser.add_argument("--chunk-pairs", type=int, default=4)
     parser.add_argument("--engine-arg", action="append", default=["kv_cache_memory_bytes="
                         "268435456"], help="part 4: vllm engine settings KEY=VALUE")
