@@ -6,7 +6,7 @@ run S; docs/train.md, "Keeping the voting skill"); and its KL coefficient is 0.3
 the bench's default 0.1): at 0.1 seed 1's score answers collapsed to one constant answer in
 every setting tried, the fidelity reward's constant-answer optimum, which a stronger pull
 toward the starting model's varied answers holds off until the ranking is learned
-(docs/evolve.md, "Seed 1 with beta 0.3").
+(docs/evolve.md, "Seed 1 with a stronger KL term").
 
 Slow: one seed is two rounds of 1,024 pairs x K = 8 votes and 300 GRPO steps each, about
 40 minutes on 2 CPU cores; the three seeds side by side 52 minutes (December 2026, held-out
