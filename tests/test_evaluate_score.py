@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -306,17 +305,11 @@ def test_a_folder_with_one_usable_image_is_scored(tmp_path):
 def test_the_engines_shutdown_is_not_score_time(tmp_path, monkeypatch):
     """As for vote: an engine's slow shutdown is close_seconds, not score_seconds."""
     pytest.importorskip("pypiqe")
+    from fixtures.engines import slow_piqe_close
     from fixtures.images import make_images
 
-    from evoq_data.generation.engines import piqe
-
-    slow, close = 0.6, piqe.PiqeEngine.close
-
-    def slow_close(self):
-        time.sleep(slow)
-        close(self)
-
-    monkeypatch.setattr(piqe.PiqeEngine, "close", slow_close)
+    slow = 0.6
+    slow_piqe_close(monkeypatch, slow)
     make_images(tmp_path / "pool", 3)
     res = runner.invoke(app, ["score", "--images", str(tmp_path / "pool"), "--engine", "piqe",
                               "--samples", "2", "--out", str(tmp_path / "s.parquet"), "-q"])

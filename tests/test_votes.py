@@ -349,16 +349,10 @@ def test_the_engines_shutdown_is_not_vote_time(tmp_path, monkeypatch):
     close_seconds: vote_seconds is what the settings cost, so shares of it compare settings.
     (Every runner closes its engine after its last chunk; the summary's clock is one.)"""
     pytest.importorskip("pypiqe")
-    from evoq_data.generation.engines import piqe
+    from fixtures.engines import slow_piqe_close
 
     slow = 0.6
-    close = piqe.PiqeEngine.close
-
-    def slow_close(self):
-        time.sleep(slow)
-        close(self)
-
-    monkeypatch.setattr(piqe.PiqeEngine, "close", slow_close)
+    slow_piqe_close(monkeypatch, slow)
     res = runner.invoke(app, ["vote", "--pairs", str(_small_pairs(tmp_path)), "--engine",
                               "piqe", "-k", "2", "--chunk-pairs", "2", "--out",
                               str(tmp_path / "v"), "--quiet"])
