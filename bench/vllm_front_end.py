@@ -1,4 +1,4 @@
-"""What one vote request costs vLLM's front end before the engine runs it, two ways.
+"""What one vote request costs vLLM's front end before the engine runs it, three ways.
 
     python bench/vllm_front_end.py --model JUDGE --pairs pairs.parquet [--pairs-used 32]
     python bench/vllm_front_end.py --large-images 768   # photo-sized JPEGs, a tiny model
@@ -7,18 +7,24 @@ A ``--stop`` run asks each pair in waves: one vLLM request per wave and shown or
 rendered by the front end (chat template, tokenizer, multimodal processor, image loading)
 before the engine sees it. This bench times only that part, on the real vllm engine, for the
 requests a ``--stop decided`` run would ask (every pair in both shown orders, ``--waves``
-waves of ``--wave`` answers), in the same process and alternating the two ways:
+waves of ``--wave`` answers), in the same process and taking turns:
 
-* **chat (baseline)**: what the vllm engine did before: per request, the images read, checked
+* **chat (baseline)**: what the vllm engine did first: per request, the images read, checked
   and decoded again and the conversation handed to ``LLM.enqueue_chat``, which renders the
   chat template and hashes the images' pixels;
-* **evoq**: the engine's own ``_prompts``: the chat's token ids made once per prompt, each
-  image decoded once per pair, its id passed as the multimodal UUID (``LLM.enqueue``).
+* **prompts**: the engine's ``_prompt`` per request, handed to ``LLM.enqueue``: the chat's
+  token ids made once per prompt, each image decoded once per pair, its id passed as the
+  multimodal UUID; vLLM's renderer still renders every request (how the engine sent
+  requests until December 2026);
+* **evoq**: the engine's own ``_add``: the same prompts, rendered by vLLM's renderer once per
+  pair and shown order and the rendered input kept for the pair's later waves
+  (:class:`~evoq_data.generation.engines.vllm.KeptInputs`; every wave but the last is asked
+  with ``asked_again``, as a ``--stop`` run asks it).
 
-Before every pass the engine's multimodal cache and the decoded images are emptied, so each
-pass starts cold as a round does; the requests are aborted after being added (no engine step
-runs). Prints the milliseconds per request of each way, the ratio, and what the difference
-comes to for a paper round's requests.
+Before every pass the engine's multimodal cache, the decoded images and the kept inputs are
+emptied, so each pass starts cold as a round does; the requests are aborted after being
+added (no engine step runs). Prints the milliseconds per request of each way, the ratios, and
+what the differences come to for a paper round's requests.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ def wave_requests(pairs: list[dict], waves: int, wave: int) -> list:
             a, b = (p["image_a_path"], p["image_a_id"]), (p["image_b_path"], p["image_b_id"])
             for k, (x, y) in enumerate(((a, b), (b, a))):
                 out.append(GenRequest((x[0], y[0]), prompt, n=wave // 2,
-                                      seed=1000 * i + 100 * w + 10 * k, image_ids=(x[1], y[1])))
+                                      seed=1000 * i + 100 * w + 10 * k, image_ids=(x[1], y[1]),
+                                      asked_again=w < waves - 1))
     return out
 
 
@@ -52,19 +59,22 @@ def one_pass(engine, requests, way: str) -> float:
     from vllm import SamplingParams
 
     from evoq_data.generation.engines import DecodedImages
+    from evoq_data.generation.engines.vllm import KeptInputs, chat_conversations
 
     engine.llm.reset_mm_cache()
-    engine._images = DecodedImages()
+    engine._images, engine._inputs = DecodedImages(), KeptInputs()
     params = [SamplingParams(n=r.n, seed=r.seed, max_tokens=32) for r in requests]
     t0 = time.perf_counter()
     if way == "chat":
-        from evoq_data.generation.engines.vllm import chat_conversations
-
         ids = engine.llm.enqueue_chat(chat_conversations(requests), params, use_tqdm=False)
+    elif way == "prompts":
+        ids = engine.llm.enqueue([engine._prompt(r) for r in requests], params,
+                                 use_tqdm=False)
     else:
-        ids = engine.llm.enqueue(engine._prompts(requests), params, use_tqdm=False)
+        ids = engine._add(requests, params)
     seconds = time.perf_counter() - t0
-    engine.llm.llm_engine.abort_request([str(i) for i in ids], internal=True)
+    # LLM.enqueue gives vLLM's internal ids, the engine its own (vLLM's external ones)
+    engine.llm.llm_engine.abort_request([str(i) for i in ids], internal=way != "evoq")
     if engine.llm.llm_engine.has_unfinished_requests():
         raise SystemExit("requests left in the engine after the abort")
     return seconds
@@ -120,27 +130,30 @@ def run(args, pairs: list[dict]) -> None:
 
     requests = wave_requests(pairs, args.waves, args.wave)
     engine = get_engine("vllm", args.model, kv_cache_memory_bytes=2**28)
-    times: dict[str, list[float]] = {"chat": [], "evoq": []}
-    one_pass(engine, requests, "evoq")  # warm the code paths once, untimed
-    one_pass(engine, requests, "chat")
+    ways = ("chat", "prompts", "evoq")
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    for way in ways:  # warm the code paths once, untimed
+        one_pass(engine, requests, way)
     for r in range(args.repeat):
-        for way in (("chat", "evoq") if r % 2 == 0 else ("evoq", "chat")):
+        for way in ways[r % 3:] + ways[:r % 3]:  # each way first in turn
             times[way].append(one_pass(engine, requests, way))
     engine.close()
     n = len(requests)
     ms = {way: 1000 * statistics.median(t) / n for way, t in times.items()}
     print(f"### vLLM front end: {n} requests ({len(pairs)} pairs x 2 shown orders x "
           f"{args.waves} waves of {args.wave // 2} answers), median of {args.repeat} passes each\n")
-    print("| way | ms per request (median) | min | max | ratio to chat |")
-    print("|---|---:|---:|---:|---:|")
-    for way, label in (("chat", "chat (before: LLM.enqueue_chat)"),
-                       ("evoq", "evoq (_prompts + LLM.enqueue)")):
+    print("| way | ms per request (median) | min | max | ratio to chat | ratio to prompts |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for way, label in (("chat", "chat (first: LLM.enqueue_chat)"),
+                       ("prompts", "prompts (_prompt + LLM.enqueue)"),
+                       ("evoq", "evoq (_add: rendered once per pair and order)")):
         t = [1000 * s / n for s in times[way]]
         print(f"| {label} | {ms[way]:.2f} | {min(t):.2f} | {max(t):.2f} | "
-              f"{ms[way] / ms['chat']:.2f} |")
-    saved = (ms["chat"] - ms["evoq"]) * args.round_requests / 1000 / 60
-    print(f"\nAt {args.round_requests:,} requests (a paper round under decided), the difference "
-          f"is {saved:.1f} minutes of front-end work.")
+              f"{ms[way] / ms['chat']:.2f} | {ms[way] / ms['prompts']:.2f} |")
+    for way in ("prompts", "evoq"):
+        saved = (ms["chat"] - ms[way]) * args.round_requests / 1000 / 60
+        print(f"\nAt {args.round_requests:,} requests (a paper round under decided), {way} "
+              f"saves {saved:.1f} minutes of front-end work against chat.")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def _same_as_vllm_chat(engine, tmp_path) -> list:
     requests += [GenRequest((a,), score_prompt(r), n=1, seed=0, image_ids=(ia,))
                  for r in (True, False)]
     params = SamplingParams(max_tokens=1, temperature=0, logprobs=5)
-    ours = engine._add(requests, params, queue=False)
+    ours = engine._run(engine._add(requests, [params] * len(requests)))
     theirs = engine.llm.chat(chat_conversations(requests), params, use_tqdm=False)
     for x, y in zip(ours, theirs, strict=True):
         assert list(x.prompt_token_ids) == list(y.prompt_token_ids)
@@ -176,8 +176,7 @@ def test_prompts_are_the_token_ids_of_vllms_own_chat_rendering(engine, tmp_path)
     first = [{t: lp.logprob for t, lp in o.outputs[0].logprobs[0].items()} for o in ours[:2]]
     assert first[0] != first[1]
     (a, b), ids = _two_sizes(tmp_path / "again")
-    [prompt] = engine._prompts([GenRequest((a, b), compare_prompt(), n=1, seed=0,
-                                           image_ids=ids)])
+    prompt = engine._prompt(GenRequest((a, b), compare_prompt(), n=1, seed=0, image_ids=ids))
     uuids = prompt["multi_modal_uuids"]["image"]
     assert [u.split(":")[1] for u in uuids] == list(ids)
     assert len({u.split(":")[2] for u in uuids}) == 1  # one salt: model and its settings
@@ -385,3 +384,63 @@ def test_vote_and_score_stdout_hold_the_summary_alone(tiny_vlm, pairs_file, tmp_
             assert summary["votes"] == 8 and summary["vote_seconds"] > 0
         else:
             assert summary["samples"] == 4 and summary["score_seconds"] > 0
+
+
+def test_a_prompt_asked_again_is_rendered_once_and_answers_the_same(engine, pairs_file):
+    """A ``--stop`` pair's waves: vLLM renders each shown order's input once and the later
+    waves reuse it (KeptInputs), freed at the last wave; the answers are those of inputs
+    rendered anew for every wave (same seeds)."""
+    from dataclasses import replace
+
+    from evoq_data.generation.engines import GenRequest, Sampling
+    from evoq_data.generation.prompts import compare_prompt
+
+    pair = pq.read_table(pairs_file).to_pylist()[1]
+    a, b = (pair["image_a_path"], pair["image_a_id"]), (pair["image_b_path"], pair["image_b_id"])
+    waves = [[GenRequest((x[0], y[0]), compare_prompt(True), n=2, seed=50 * w + 10 * k,
+                         image_ids=(x[1], y[1]), asked_again=w < 2)
+              for k, (x, y) in enumerate(((a, b), (b, a)))] for w in range(3)]
+    sampling = Sampling(max_tokens=8)
+    kept_before, rendered = len(engine._inputs), engine._inputs.rendered
+    kept_answers = []
+    for w, wave in enumerate(waves):
+        kept_answers.append(engine.generate(wave, sampling))
+        assert engine._inputs.rendered == rendered + 2  # the first wave's two renders only
+        assert len(engine._inputs) == kept_before + (2 if w < 2 else 0)
+    anew = [engine.generate([replace(r, asked_again=False) for r in wave], sampling)
+            for wave in waves]
+    assert engine._inputs.rendered == rendered + 2 + 6
+    assert kept_answers == anew
+    assert len({t for wave in anew for answers in wave for t in answers}) > 1
+
+
+def test_kept_inputs_drop_the_least_recently_used_past_their_bytes():
+    """Inputs left by pairs that stopped early (never asked without ``asked_again``) go
+    first once the kept tensors pass ``max_bytes``; a prompt without image ids is never
+    kept."""
+    import torch
+
+    from evoq_data.generation.engines import GenRequest
+    from evoq_data.generation.engines.vllm import KeptInputs
+    from evoq_data.generation.prompts import compare_prompt
+
+    def req(i, again=True, ids=True):
+        return GenRequest((f"a{i}", f"b{i}"), compare_prompt(), n=1, seed=0,
+                          image_ids=(f"ia{i}", f"ib{i}") if ids else (), asked_again=again)
+
+    def render(r):  # 400 bytes of "image tensors" per input
+        return {"prompt": r.images, "mm_kwargs": {"pixel_values": torch.zeros(100)}}
+
+    kept = KeptInputs(max_bytes=1000)
+    first = kept.get(req(0), render)
+    kept.get(req(1), render)
+    assert kept.get(req(0), render) is first and kept.rendered == 2  # 0 is now most recent
+    kept.get(req(2), render)  # 1,200 bytes: the least recently used (1) goes
+    assert len(kept) == 2 and kept.rendered == 3
+    kept.get(req(1), render)
+    assert kept.rendered == 4  # rendered again; 0 went out in its place
+    kept.get(req(2, again=False), render)
+    assert len(kept) == 1 and kept.rendered == 4  # the last wave took 2 out
+    kept.get(req(3, ids=False), render)
+    kept.get(req(3, ids=False), render)
+    assert len(kept) == 1 and kept.rendered == 6

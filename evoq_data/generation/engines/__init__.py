@@ -73,6 +73,16 @@ class GenRequest:
         return [load_image(p, i) for p, i in zip(self.images, ids, strict=True)]
 
 
+def prompt_key(req: GenRequest) -> tuple | None:
+    """What decides a prompt's tokens and pixels (the engine's processor aside): its images,
+    by path and id, and its template; the key under which an engine keeps what it made of a
+    prompt asked again (``GenRequest.asked_again``). None when the images carry no ids: a
+    file could then change between two calls unseen, so nothing of such a prompt is kept."""
+    if not req.image_ids:
+        return None
+    return req.images, req.image_ids, req.prompt.template
+
+
 def read_image_bytes(path: str, expected_id: str | None = None) -> bytes:
     """A file's bytes, checked against its image id when one is given."""
     from evoq_data.core.ids import image_id

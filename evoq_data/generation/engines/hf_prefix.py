@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from evoq_data.generation.engines import GenRequest
+from evoq_data.generation.engines import GenRequest, prompt_key
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,6 @@ class Prefix:
     @property
     def length(self) -> int:
         return int(self.input_ids.shape[1])
-
-
-def prompt_key(req: GenRequest) -> tuple | None:
-    """What decides a prompt's tokens and pixels (the engine's processor aside): its images,
-    by path and id, and its template. None when the images carry no ids: a file could then
-    change between two calls unseen, so such a prefix is never kept."""
-    if not req.image_ids:
-        return None
-    return req.images, req.image_ids, req.prompt.template
 
 
 def compute_prefix(engine, req: GenRequest) -> Prefix:

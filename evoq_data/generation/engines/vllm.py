@@ -3,10 +3,12 @@
 One vLLM request per :class:`GenRequest` with ``SamplingParams(n=req.n, seed=req.seed)``: vLLM
 fans it out into ``n`` children seeded ``seed + i`` that share the prompt through prefix caching
 (and the two images through its encoder cache), so a pair's prompt is prefilled about once per
-shown order rather than K times. All requests of one :meth:`VLLMEngine.generate` call go to
-vLLM in one batched ``LLM.generate`` call, each as the token ids of the checkpoint's own chat
-template (rendered once per prompt), the decoded images and their ids as multimodal UUIDs
-(:meth:`VLLMEngine._prompts`).
+shown order rather than K times. All requests of one :meth:`VLLMEngine.generate` call go into
+vLLM's engine at once and its steps run until they are answered, each as the token ids of the
+checkpoint's own chat template (rendered once per prompt), the decoded images and their ids as
+multimodal UUIDs (:meth:`VLLMEngine._prompt`), rendered by vLLM's renderer into the engine's
+input; a prompt the caller will ask again (a ``--stop`` pair's next waves) keeps that input
+(:class:`KeptInputs`) instead of being rendered again.
 
 Engine arguments pass through to ``vllm.LLM`` (``--engine-arg key=value`` on the command line):
 ``tensor_parallel_size``, ``dtype``, ``gpu_memory_utilization``, ``max_model_len``,
@@ -29,12 +31,22 @@ nothing else).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import DecodedImages, GenRequest, Sampling, answer_token_ids
+from evoq_data.generation.engines import (
+    DecodedImages,
+    GenRequest,
+    Sampling,
+    answer_token_ids,
+    prompt_key,
+)
 from evoq_data.generation.modeling import check_vlm_checkpoint
 from evoq_data.generation.prompts import chat_messages
 
@@ -89,6 +101,58 @@ def chat_conversations(requests: list[GenRequest]) -> list:
     return conversations
 
 
+class KeptInputs:
+    """vLLM's engine inputs of the prompts the caller will ask again, each rendered once.
+
+    vLLM's front end renders every request anew: its multimodal processor parses the images,
+    looks them up in its caches and expands their placeholders, about 1 ms a request on CPU
+    (bench/vllm_front_end.py), in the thread that runs the engine's steps on CPU. A ``--stop``
+    pair asks the same two prompts (one per shown order) in every wave, so a run's many small
+    waves multiply that cost. Here the input rendered for a request with ``asked_again`` is
+    kept until a request for the same prompt comes without it (the pair's last wave); a pair
+    that stopped earlier leaves its inputs behind, and those go first (least recently used)
+    once the kept inputs' image tensors pass ``max_bytes``. Keyed by
+    :func:`~evoq_data.generation.engines.prompt_key`: images without ids are rendered every
+    time."""
+
+    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()
+        self._bytes = 0
+        self.rendered = 0  # inputs rendered (for tests and the bench)
+
+    def get(self, req: GenRequest, render: Callable[[GenRequest], dict]) -> dict:
+        """``req``'s engine input: the kept one, else ``render(req)`` (kept when asked
+        again)."""
+        key = prompt_key(req)
+        kept = self._items.pop(key, None) if key is not None else None
+        if kept is None:
+            engine_input = render(req)
+            self.rendered += 1
+        else:
+            engine_input, size = kept
+            self._bytes -= size
+        if key is not None and req.asked_again:
+            size = _tensor_bytes(engine_input)
+            self._items[key] = (engine_input, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, (_, old) = self._items.popitem(last=False)
+                self._bytes -= old
+        return engine_input
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _tensor_bytes(engine_input: dict) -> int:
+    """The bytes of an engine input's processed images (vLLM's own measure of them)."""
+    from vllm.multimodal.cache.base import MultiModalCache
+
+    mm = engine_input.get("mm_kwargs")
+    return MultiModalCache.get_item_size(mm) if mm else 0
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -113,6 +177,8 @@ class VLLMEngine:
         self.settings = engine_settings(engine_args, is_cpu)
         self._pending: dict[str, tuple[int, bool]] = {}  # streaming: id -> (n, greedy)
         self._images = DecodedImages()
+        self._inputs = KeptInputs()
+        self._ids = itertools.count()  # this engine's request ids: evoq-0, evoq-1, ...
         self._chat_token_ids: dict[tuple, list[int]] = {}  # prompt -> its chat's tokens
         self._resolved_template: str | bool | None = None  # None: not resolved yet
         salt = json.dumps([model, model_revision, self.settings.get("mm_processor_kwargs")],
@@ -139,7 +205,7 @@ class VLLMEngine:
         if not requests:
             return []
         params = [self._sampling_params(r, sampling) for r in requests]
-        outputs = self._add(requests, params, queue=False)
+        outputs = self._run(self._add(requests, params))
         answers = []
         for req, out in zip(requests, outputs, strict=True):
             texts = [c.text for c in sorted(out.outputs, key=lambda c: c.index)]
@@ -149,9 +215,8 @@ class VLLMEngine:
         return answers
 
     # The streaming entry points (``evoq-data vote --schedule streaming``): requests go into
-    # vLLM's engine as they are ready (LLM.enqueue, the offline API's own way to queue
-    # without waiting) and each step of its engine hands back those that finished, so a
-    # caller keeps the engine full instead of waiting for a whole batch.
+    # vLLM's engine as they are ready and each step of its engine hands back those that
+    # finished, so a caller keeps the engine full instead of waiting for a whole batch.
 
     def wants_more(self) -> bool:
         """Whether fewer sequences are queued than twice what the engine runs at once
@@ -165,10 +230,7 @@ class VLLMEngine:
         if not requests:
             return []
         params = [self._sampling_params(r, sampling) for r in requests]
-        added = self._add(requests, params, queue=True)
-        # vLLM returns its internal ids (the LLM's own id, "-", 8 random characters) and
-        # answers under the LLM's id: the ids here are the latter
-        ids = [str(rid).rsplit("-", 1)[0] for rid in added]
+        ids = self._add(requests, params)
         for rid, req in zip(ids, requests, strict=True):
             self._pending[rid] = (req.n, sampling.temperature == 0)
         return ids
@@ -192,21 +254,66 @@ class VLLMEngine:
             finished.append((str(out.request_id), texts * n if greedy else texts))
         return finished
 
-    def _add(self, requests: list[GenRequest], params, *, queue: bool) -> list:
-        """Hand ``requests`` to vLLM, as token prompts (:meth:`_prompts`) where the chat
-        template takes the messages' content as a list of parts (Qwen's does), else as
-        conversations through vLLM's own chat rendering. ``queue``: ``LLM.enqueue`` /
-        ``enqueue_chat`` (the ids) instead of ``LLM.generate`` / ``chat`` (the outputs)."""
-        if self._template() is not None:
-            call = self.llm.enqueue if queue else self.llm.generate
-            return call(self._prompts(requests), params, use_tqdm=False)
-        call = self.llm.enqueue_chat if queue else self.llm.chat
-        return call(chat_conversations(requests), params, use_tqdm=False)
+    def _add(self, requests: list[GenRequest], params: list) -> list[str]:
+        """Queue ``requests`` in vLLM's engine without running it; their ids (vLLM answers
+        under them). Where the chat template takes the messages' content as a list of parts
+        (Qwen's does), each goes in as the engine input vLLM's renderer makes of
+        :meth:`_prompt` (kept across waves, :class:`KeptInputs`), else as a conversation
+        rendered by vLLM's own chat path (``LLM.enqueue_chat``)."""
+        if self._template() is None:
+            added = self.llm.enqueue_chat(chat_conversations(requests), params, use_tqdm=False)
+            # vLLM returns its internal ids (the LLM's own id, "-", 8 random characters)
+            # and answers under the LLM's id: the ids here are the latter
+            return [str(rid).rsplit("-", 1)[0] for rid in added]
+        from vllm.sampling_params import RequestOutputKind
 
-    def _prompts(self, requests: list[GenRequest]) -> list[dict]:
-        """vLLM prompts for ``requests``, rendered with as little per-request work as vLLM
-        allows (each request otherwise pays the front end a few milliseconds, which a
-        ``--stop`` run's many small waves multiply; docs/pairs-and-votes.md):
+        engine, ids = self.llm.llm_engine, []
+        try:
+            for req, p in zip(requests, params, strict=True):
+                p.output_kind = RequestOutputKind.FINAL_ONLY  # as LLM.generate asks
+                rid = f"evoq-{next(self._ids)}"
+                engine.add_request(rid, self._inputs.get(req, self._render), p,
+                                   arrival_time=time.time())
+                ids.append(rid)
+        except Exception:
+            if ids:  # none of a call half in the engine, as LLM.generate does
+                engine.abort_request(ids, internal=False)
+            raise
+        return ids
+
+    def _run(self, ids: list[str]) -> list:
+        """Run vLLM's engine until the requests ``ids`` are answered; their outputs, in
+        order (LLM.generate's loop, for inputs rendered here)."""
+        engine, want, done = self.llm.llm_engine, set(ids), {}
+        while len(done) < len(want):
+            if not engine.has_unfinished_requests():
+                raise EvoqError(f"vLLM holds none of the {len(want) - len(done)} requests "
+                                "still awaited")
+            for out in engine.step():
+                if out.finished:
+                    if str(out.request_id) not in want:
+                        raise EvoqError(f"vLLM answered request {out.request_id}, which "
+                                        "was not asked")
+                    done[str(out.request_id)] = out
+        return [done[i] for i in ids]
+
+    def _render(self, req: GenRequest) -> dict:
+        """vLLM's engine input for ``req``, made by vLLM's renderer as ``LLM.generate`` makes
+        it, but with its images' processed tensors in the input itself
+        (``skip_mm_cache``: still processed once, in vLLM's processor-only cache): an input
+        kept and sent again must not rely on vLLM's sender cache, whose record of what the
+        engine core holds a reuse would bypass."""
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+        renderer = self.llm.renderer
+        prompt = parse_model_prompt(self.llm.model_config, self._prompt(req))
+        (engine_input,) = renderer.render_cmpl([prompt], renderer.default_cmpl_tok_params,
+                                               skip_mm_cache=True)
+        return engine_input
+
+    def _prompt(self, req: GenRequest) -> dict:
+        """The vLLM prompt of ``req``, made with as little per-request work as vLLM allows
+        (docs/pairs-and-votes.md):
 
         * the text: the chat template vLLM's chat rendering would use, rendered and
           tokenized once per prompt (images are placeholders in it, the same for every
@@ -217,15 +324,11 @@ class VLLMEngine:
           pixels), salted with the model and its processor settings, as its multimodal
           UUID, so vLLM does not hash the pixels again.
         """
-        prompts = []
-        for req in requests:
-            images = self._images.load(req)
-            prompt = {"prompt_token_ids": list(self._chat_ids(req.prompt)),
-                      "multi_modal_data": {"image": images}}
-            if req.image_ids:
-                prompt["multi_modal_uuids"] = {"image": [self._uuid(i) for i in req.image_ids]}
-            prompts.append(prompt)
-        return prompts
+        prompt = {"prompt_token_ids": list(self._chat_ids(req.prompt)),
+                  "multi_modal_data": {"image": self._images.load(req)}}
+        if req.image_ids:
+            prompt["multi_modal_uuids"] = {"image": [self._uuid(i) for i in req.image_ids]}
+        return prompt
 
     def _uuid(self, image_id: str) -> str:
         """An image's multimodal UUID: its id, and what else fixes its embedding (the model,
@@ -287,7 +390,7 @@ class VLLMEngine:
         ids = answer_token_ids(self.llm.get_tokenizer())
         params = SamplingParams(n=1, max_tokens=1, temperature=1.0, top_p=1.0,
                                 allowed_token_ids=list(ids), logprobs=2, seed=0)
-        outputs = self._add(requests, [params] * len(requests), queue=False)
+        outputs = self._run(self._add(requests, [params] * len(requests)))
         probs = []
         for out in outputs:
             first = out.outputs[0].logprobs[0]
