@@ -207,6 +207,8 @@ def main(argv=None) -> None:
     p.add_argument("--order", default="balanced", choices=["balanced", "random"],
                    help="shown order of the votes (balanced needs an even -k; -k 1 takes "
                         "random)")
+    p.add_argument("--init-from", default="previous", choices=["previous", "base"],
+                   help="what round r >= 2 trains from (evolve's --init-from)")
     p.add_argument("--train-arg", action="append", default=[],
                    help="KEY=VALUE added to every round's GRPO settings (repeatable)")
     p.add_argument("--warmup-steps", type=int, default=200)
@@ -262,7 +264,8 @@ def main(argv=None) -> None:
            "-k", str(args.k), "--max-tokens", str(args.max_tokens),
            f"--vote-arg=--order={args.order}", "--train-config", "cpu-smoke",
            "--eval", f"heldout={task['heldout_labels']}",
-           "--score-samples", str(args.score_samples), "--seed", str(args.seed), "--quiet"]
+           "--score-samples", str(args.score_samples), "--seed", str(args.seed),
+           "--init-from", args.init_from, "--quiet"]
     for k, v in settings.items():
         cmd += ["--train-arg", f"{k}={v}"]
     cmd += [f"--train-arg={kv}" for kv in args.train_arg]
@@ -292,7 +295,8 @@ def main(argv=None) -> None:
     who = ("pure self-evolution from the judge" if args.pure_self
            else f"round 1 voted by the {args.judge_skill} judge")
     summary = (f"{args.rounds} rounds, {args.pairs} pairs x K = {args.k} a round, "
-               f"{args.max_steps} GRPO steps a round, {who} (scores: {args.judge_scores}), "
+               f"{args.max_steps} GRPO steps a round (round 2 on from the {args.init_from} "
+               f"model), {who} (scores: {args.judge_scores}), "
                f"reasoning votes: {not args.no_reasoning}, order {args.order}, min agreement: "
                f"{args.min_agreement}, extra train args: {args.train_arg or '-'}, seed "
                f"{args.seed}, judge seed {args.judge_seed}; evolve {evolve_s:.0f} s, total {time.time() - t0:.0f} s; run "

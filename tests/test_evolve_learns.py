@@ -38,7 +38,7 @@ def test_teacher_then_self_raises_held_out_srcc(tmp_path, seed):
     cmd = [sys.executable, str(ROOT / "bench" / "evolve_learns.py"), "--rounds", "2",
            "--n-train", "256", "--n-heldout", "64", "--pairs", "1024", "-k", "8",
            "--min-agreement", "0.6", "--max-steps", "300", "--train-arg", "compare_weight=1",
-           "--train-arg", "beta=0.3", "--seed", str(seed),
+           "--train-arg", "beta=0.3", "--init-from", "base", "--seed", str(seed),
            "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
