@@ -238,20 +238,25 @@ class VLLMEngine:
     def poll(self) -> list[tuple[str, list[str]]]:
         """Run one engine step; (id, the ``n`` answers in sample order) of every request
         that finished in it."""
-        engine = self.llm.llm_engine
-        if self._pending and not engine.has_unfinished_requests():
-            raise EvoqError(f"vLLM holds none of the {len(self._pending)} requests still "
-                            "awaited")
         finished = []
-        for out in engine.step():
-            if not out.finished:
-                continue
-            if str(out.request_id) not in self._pending:
-                raise EvoqError(f"vLLM answered request {out.request_id}, which was not "
-                                "asked")
+        for out in self._step(self._pending.keys()):
             n, greedy = self._pending.pop(str(out.request_id))
             texts = [c.text for c in sorted(out.outputs, key=lambda c: c.index)]
             finished.append((str(out.request_id), texts * n if greedy else texts))
+        return finished
+
+    def _step(self, awaited) -> list:
+        """One step of vLLM's engine: the outputs of the requests that finished in it, each
+        one of ``awaited`` (request ids; refused otherwise, as is a step with requests
+        awaited and none left in the engine)."""
+        engine = self.llm.llm_engine
+        if awaited and not engine.has_unfinished_requests():
+            raise EvoqError(f"vLLM holds none of the {len(awaited)} requests still awaited")
+        finished = [out for out in engine.step() if out.finished]
+        for out in finished:
+            if str(out.request_id) not in awaited:
+                raise EvoqError(f"vLLM answered request {out.request_id}, which was not "
+                                "asked")
         return finished
 
     def _add(self, requests: list[GenRequest], params: list) -> list[str]:
@@ -284,17 +289,11 @@ class VLLMEngine:
     def _run(self, ids: list[str]) -> list:
         """Run vLLM's engine until the requests ``ids`` are answered; their outputs, in
         order (LLM.generate's loop, for inputs rendered here)."""
-        engine, want, done = self.llm.llm_engine, set(ids), {}
-        while len(done) < len(want):
-            if not engine.has_unfinished_requests():
-                raise EvoqError(f"vLLM holds none of the {len(want) - len(done)} requests "
-                                "still awaited")
-            for out in engine.step():
-                if out.finished:
-                    if str(out.request_id) not in want:
-                        raise EvoqError(f"vLLM answered request {out.request_id}, which "
-                                        "was not asked")
-                    done[str(out.request_id)] = out
+        awaited, done = set(ids), {}
+        while awaited:
+            for out in self._step(awaited):
+                awaited.discard(str(out.request_id))
+                done[str(out.request_id)] = out
         return [done[i] for i in ids]
 
     def _render(self, req: GenRequest) -> dict:
