@@ -33,7 +33,7 @@ pairs_file = pairs_fixture(images=5, pairs=4, image_seed=3)
 @pytest.fixture(scope="module")
 def two_runs(tiny_vlm, pairs_file, tmp_path_factory):
     """The same vote twice, in different chunkings and schedules (2 pairs per batch, then
-    all 4 pairs in flight at once through ``--schedule streaming``: ``LLM.enqueue`` and
+    all 4 pairs in flight at once through ``--schedule streaming``: ``LLMEngine.add_request`` and
     the engine's steps)."""
     from evoq_data.votes.run import run_vote
 
@@ -219,7 +219,7 @@ def test_an_engine_arg_chat_template_is_the_one_used(template, engine, tmp_path)
 
 
 def test_vllm_score_streaming_gives_the_chunked_rows(engine, pairs_file):
-    """``score --schedule streaming`` on the real engine (``LLM.enqueue`` and the
+    """``score --schedule streaming`` on the real engine (``LLMEngine.add_request`` and the
     engine's steps): every image's samples are those of the chunked loop, waves and all."""
     from evoq_data.evaluate.score_stop import score_stop
     from evoq_data.evaluate.score_stream import stream_scores
