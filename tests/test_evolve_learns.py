@@ -6,13 +6,15 @@ run S; docs/train.md, "Keeping the voting skill"); and its KL coefficient is 0.3
 the bench's default 0.1): at 0.1 seed 1's score answers collapsed to one constant answer in
 every setting tried, the fidelity reward's constant-answer optimum, which a stronger pull
 toward the starting model's varied answers holds off until the ranking is learned
-(docs/evolve.md, "Seed 1 with a stronger KL term").
+(docs/evolve.md, "Seed 1 with a stronger KL term"); and round 2 trains from the base model
+(`--init-from base`; evolve's default trains on from the round-1 model): trained on from
+round 1, seed 0's round 2 saturated its scores at the ends of the scale and lost 0.14
+(docs/evolve.md, "Round 2 from the base model").
 
 Slow: one seed is two rounds of 1,024 pairs x K = 8 votes and 300 GRPO steps each, about
-40 minutes on 2 CPU cores; the three seeds side by side 52 minutes (December 2026, held-out
-SRCC base -> round 1 -> round 2: seed 0 -0.144, 0.810, 0.670; seed 1 0.040, 0.697, 0.812;
-seed 2 0.017, 0.570, 0.591). Seed 0 fails the round-2 criterion (its round 2 lost 0.14 from
-labels 97 % right), a known failure this test keeps visible. The fast test that
+40 minutes on 2 CPU cores; the three seeds side by side 58 minutes (December 2026, held-out
+SRCC base -> round 1 -> round 2: seed 0 -0.144, 0.810, 0.844; seed 1 0.040, 0.697, 0.779;
+seed 2 0.017, 0.570, 0.572). The fast test that
 fails on the same sign bugs is tests/test_orientation.py (every stage's p* and the reward
 point the known way for swapped and unswapped votes).
 """
