@@ -18,7 +18,7 @@ waves of ``--wave`` answers), in the same process and taking turns:
   requests until December 2026);
 * **evoq**: the engine's own ``_add``: the same prompts, rendered by vLLM's renderer once per
   pair and shown order and the rendered input kept for the pair's later waves
-  (:class:`~evoq_data.generation.engines.vllm.KeptInputs`; every wave but the last is asked
+  (:class:`~evoq_data.generation.engines.vllm_inputs.KeptInputs`; every wave but the last is asked
   with ``asked_again``, as a ``--stop`` run asks it).
 
 Before every pass the engine's multimodal cache, the decoded images and the kept inputs are
@@ -59,7 +59,8 @@ def one_pass(engine, requests, way: str) -> float:
     from vllm import SamplingParams
 
     from evoq_data.generation.engines import DecodedImages
-    from evoq_data.generation.engines.vllm import KeptInputs, chat_conversations
+    from evoq_data.generation.engines.vllm import chat_conversations
+    from evoq_data.generation.engines.vllm_inputs import KeptInputs
 
     engine.llm.reset_mm_cache()
     engine._images, engine._inputs = DecodedImages(), KeptInputs()

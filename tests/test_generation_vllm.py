@@ -421,7 +421,7 @@ def test_kept_inputs_drop_the_least_recently_used_past_their_bytes():
     import torch
 
     from evoq_data.generation.engines import GenRequest
-    from evoq_data.generation.engines.vllm import KeptInputs
+    from evoq_data.generation.engines.vllm_inputs import KeptInputs
     from evoq_data.generation.prompts import compare_prompt
 
     def req(i, again=True, ids=True):

@@ -109,6 +109,47 @@ def load_image(path: str, expected_id: str | None = None):
         raise EvoqError(f"cannot read image {path}: {exc}") from exc
 
 
+class BytesLRU:
+    """Values kept by key, the least recently used dropped first once the kept values'
+    bytes (``size(value)``) pass ``max_bytes``; the newest always stays. What an engine
+    keeps between requests (decoded images, vLLM's rendered inputs) is bounded this way."""
+
+    def __init__(self, max_bytes: int, size) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes, self._size = max_bytes, size
+        self._items: OrderedDict = OrderedDict()  # key -> (value, its bytes)
+        self._bytes = 0
+
+    def get(self, key):
+        """The value kept under ``key`` (now the most recently used), or None."""
+        if key not in self._items:
+            return None
+        self._items.move_to_end(key)
+        return self._items[key][0]
+
+    def put(self, key, value) -> None:
+        """Keep ``value`` under ``key`` as the most recently used."""
+        self.pop(key)
+        size = self._size(value)
+        self._items[key] = (value, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, (_, old) = self._items.popitem(last=False)
+            self._bytes -= old
+
+    def pop(self, key):
+        """Take the value under ``key`` out; None when none is kept."""
+        if key not in self._items:
+            return None
+        value, size = self._items.pop(key)
+        self._bytes -= size
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class DecodedImages:
     """The images of recent requests, decoded once (an LRU bounded by pixel bytes).
 
@@ -118,27 +159,17 @@ class DecodedImages:
     checked against its id when first read, as :func:`load_image` does."""
 
     def __init__(self, max_bytes: int = 256 * 2**20) -> None:
-        from collections import OrderedDict
-
-        self.max_bytes = max_bytes
-        self._items: OrderedDict = OrderedDict()
-        self._bytes = 0
+        self._kept = BytesLRU(max_bytes, _size)
 
     def load(self, request: GenRequest) -> list:
         ids = request.image_ids or (None,) * len(request.images)
         return [self._get(p, i) for p, i in zip(request.images, ids, strict=True)]
 
     def _get(self, path: str, expected_id: str | None):
-        key = (path, expected_id)
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        im = load_image(path, expected_id)
-        self._items[key] = im
-        self._bytes += _size(im)
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= _size(old)
+        im = self._kept.get((path, expected_id))
+        if im is None:
+            im = load_image(path, expected_id)
+            self._kept.put((path, expected_id), im)
         return im
 
 

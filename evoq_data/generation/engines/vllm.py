@@ -36,17 +36,10 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 
 from evoq_data.core.errors import EvoqError
-from evoq_data.generation.engines import (
-    DecodedImages,
-    GenRequest,
-    Sampling,
-    answer_token_ids,
-    prompt_key,
-)
+from evoq_data.generation.engines import DecodedImages, GenRequest, Sampling, answer_token_ids
+from evoq_data.generation.engines.vllm_inputs import KeptInputs
 from evoq_data.generation.modeling import check_vlm_checkpoint
 from evoq_data.generation.prompts import chat_messages
 
@@ -99,58 +92,6 @@ def chat_conversations(requests: list[GenRequest]) -> list:
                 part.update(type="image_pil", image_pil=part.pop("image"))
         conversations.append(messages)
     return conversations
-
-
-class KeptInputs:
-    """vLLM's engine inputs of the prompts the caller will ask again, each rendered once.
-
-    vLLM's front end renders every request anew: its multimodal processor parses the images,
-    looks them up in its caches and expands their placeholders, about 1 ms a request on CPU
-    (bench/vllm_front_end.py), in the thread that runs the engine's steps on CPU. A ``--stop``
-    pair asks the same two prompts (one per shown order) in every wave, so a run's many small
-    waves multiply that cost. Here the input rendered for a request with ``asked_again`` is
-    kept until a request for the same prompt comes without it (the pair's last wave); a pair
-    that stopped earlier leaves its inputs behind, and those go first (least recently used)
-    once the kept inputs' image tensors pass ``max_bytes``. Keyed by
-    :func:`~evoq_data.generation.engines.prompt_key`: images without ids are rendered every
-    time."""
-
-    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()
-        self._bytes = 0
-        self.rendered = 0  # inputs rendered (for tests and the bench)
-
-    def get(self, req: GenRequest, render: Callable[[GenRequest], dict]) -> dict:
-        """``req``'s engine input: the kept one, else ``render(req)`` (kept when asked
-        again)."""
-        key = prompt_key(req)
-        kept = self._items.pop(key, None) if key is not None else None
-        if kept is None:
-            engine_input = render(req)
-            self.rendered += 1
-        else:
-            engine_input, size = kept
-            self._bytes -= size
-        if key is not None and req.asked_again:
-            size = _tensor_bytes(engine_input)
-            self._items[key] = (engine_input, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, (_, old) = self._items.popitem(last=False)
-                self._bytes -= old
-        return engine_input
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def _tensor_bytes(engine_input: dict) -> int:
-    """The bytes of an engine input's processed images (vLLM's own measure of them)."""
-    from vllm.multimodal.cache.base import MultiModalCache
-
-    mm = engine_input.get("mm_kwargs")
-    return MultiModalCache.get_item_size(mm) if mm else 0
 
 
 class VLLMEngine:
