@@ -83,6 +83,24 @@ def test_answers_equal_plain_generate_whatever_the_packing(engine, pairs_file, s
     engine.batch_size = 64
 
 
+def test_an_engine_around_a_model_in_memory_answers_as_the_loaded_one(engine, tiny_vlm,
+                                                                     pairs_file):
+    """from_loaded (what bench/gpu_votes.py uses for its random 7B model) is the same engine:
+    a copy of the loaded model and processor gives the same answers for the same seeds."""
+    import copy
+
+    from evoq_data.generation.engines import Sampling
+    from evoq_data.generation.engines.hf import TransformersEngine
+
+    s = Sampling(temperature=0.9, max_tokens=5)
+    reqs = requests_of(pairs_file, reasoning=True)
+    other = TransformersEngine.from_loaded(copy.deepcopy(engine.net), engine.processor,
+                                           model="in memory", batch_size=3)
+    assert other.net is not engine.net and other.batch_size == 3
+    assert other.generate(reqs, s) == engine.generate(reqs, s)
+    assert other.answer_probs(reqs[:1]) == engine.answer_probs(reqs[:1])
+
+
 def test_a_prompt_asked_again_keeps_its_prefix_until_a_call_leaves_it_out(engine, pairs_file):
     from evoq_data.generation.engines import Sampling
 

@@ -58,7 +58,7 @@ _CORPUS = [
 ]
 
 
-def _tokenizer(out: Path, vocab_size: int):
+def train_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -92,7 +92,7 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(out, vocab_size=400)
+    tokenizer = train_tokenizer(vocab_size=400)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vocab = len(tokenizer)
     config = Qwen2_5_VLConfig(

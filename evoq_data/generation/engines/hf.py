@@ -78,14 +78,29 @@ class TransformersEngine:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise EvoqError(f"engine transformers: batch_size must be a whole number >= 1, got "
                             f"{batch_size!r}")
+        self._setup(
+            model, model_revision, batch_size,
+            load_processor(model, revision=revision, min_pixels=min_pixels,
+                           max_pixels=max_pixels),
+            load_model(model, revision=revision, dtype=dtype, device=device,
+                       attn_implementation=attn_implementation))
+
+    @classmethod
+    def from_loaded(cls, net, processor, *, model: str, model_revision: str = "unknown",
+                    batch_size: int = 64) -> TransformersEngine:
+        """An engine around a model and processor already in memory (a benchmark's
+        random-weight model, say); everything else as a loaded checkpoint."""
+        engine = cls.__new__(cls)
+        engine._setup(model, model_revision, batch_size, processor, net.eval())
+        return engine
+
+    def _setup(self, model, model_revision, batch_size, processor, net) -> None:
         self.torch = require("torch", "transformers")
         self.model = model
         self.model_revision = model_revision
         self.batch_size = batch_size
-        self.processor = load_processor(model, revision=revision, min_pixels=min_pixels,
-                                        max_pixels=max_pixels)
-        self.net = load_model(model, revision=revision, dtype=dtype, device=device,
-                              attn_implementation=attn_implementation)
+        self.processor = processor
+        self.net = net
         self.device = next(self.net.parameters()).device
         self.prefixes = PrefixStore(self)
         self._images = DecodedImages()  # a pair's images, once for both shown orders
