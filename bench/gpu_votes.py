@@ -25,7 +25,12 @@ batches of ``batch_size`` rows), fed the requests ``evoq-data vote`` makes for o
   are these passes, each a probability rather than a vote).
 
 For each: seconds, votes/s, answer tokens/s (votes x max tokens), seconds per decode step,
-prompts prefilled, and peak GPU memory (allocated; reserved). Each setting runs once after a
+prompts prefilled, peak GPU memory (allocated; reserved), and two ratios against baselines of
+the same run: seconds per vote over ``fixed`` at the same ``batch_size`` (``x_fixed_same_batch``:
+what waves cost) and votes/s over ``fixed`` at the default ``batch_size`` 64
+(``x_default_batch``). The first setting of a process also pays the warm-up of its shapes
+(10-15 s on an H200): put a setting first that no ratio leans on, or read the ratios with
+that in mind. Each setting runs once after a
 warm-up call; the script stops starting settings once ``--budget`` seconds have passed and
 writes what it has after each one (``--out``), so a run cut short keeps its numbers.
 """
@@ -184,6 +189,26 @@ def run_setting(engine, name: str, images, prompt, args, sampling, torch) -> dic
     return result
 
 
+def add_ratios(results: list[dict], default_batch: int = 64) -> None:
+    """The baselines of the same run: each setting's seconds per vote over those of
+    ``fixed`` at the same ``batch_size`` (what the stop modes' waves cost) and its votes/s over
+    ``fixed`` at the engine's default ``batch_size`` (what a larger batch buys); the first
+    such setting run is the baseline, and a missing baseline leaves the column empty."""
+    def first(pred):
+        return next((r for r in results if pred(r) and "seconds" in r), None)
+
+    for r in results:
+        if "seconds" not in r or r["setting"] == "logprob":
+            continue
+        same = first(lambda b, r=r: b["setting"] == "fixed" and b["batch_size"] == r["batch_size"])
+        if same is not None:
+            r["x_fixed_same_batch"] = round((r["seconds"] / r["votes"])
+                                            / (same["seconds"] / same["votes"]), 2)
+        default = first(lambda b: b["setting"] == "fixed" and b["batch_size"] == default_batch)
+        if default is not None:
+            r["x_default_batch"] = round(r["votes_per_s"] / default["votes_per_s"], 2)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-vl-7b")
@@ -264,8 +289,10 @@ def main(argv: list[str] | None = None) -> None:
                     torch.cuda.empty_cache()
             print(json.dumps(results[-1]), flush=True)
             save()
+    add_ratios(results)
     cols = ["setting", "batch_size", "votes", "seconds", "votes_per_s", "answer_tokens_per_s",
-            "s_per_step", "prompts_prefilled", "peak_allocated_gib", "peak_reserved_gib", "error"]
+            "s_per_step", "x_fixed_same_batch", "x_default_batch", "prompts_prefilled",
+            "peak_allocated_gib", "peak_reserved_gib", "error"]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))
     for r in results:
