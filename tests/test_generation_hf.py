@@ -14,6 +14,7 @@ from fixtures.votes import read_votes, spec
 from typer.testing import CliRunner
 
 from evoq_data.cli import app
+from evoq_data.core.errors import EvoqError
 from evoq_data.votes.run import run_vote
 
 runner = CliRunner()
@@ -99,6 +100,8 @@ def test_an_engine_around_a_model_in_memory_answers_as_the_loaded_one(engine, ti
     assert other.net is not engine.net and other.batch_size == 3
     assert other.generate(reqs, s) == engine.generate(reqs, s)
     assert other.answer_probs(reqs[:1]) == engine.answer_probs(reqs[:1])
+    with pytest.raises(EvoqError, match="batch_size must be a whole number >= 1, got 0"):
+        TransformersEngine.from_loaded(engine.net, engine.processor, model="m", batch_size=0)
 
 
 def test_a_prompt_asked_again_keeps_its_prefix_until_a_call_leaves_it_out(engine, pairs_file):

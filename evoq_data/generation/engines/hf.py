@@ -68,6 +68,12 @@ class PerSampleSampler:
         return out.scatter_(-1, choice, 0.0)
 
 
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise EvoqError(f"engine transformers: batch_size must be a whole number >= 1, got "
+                        f"{batch_size!r}")
+
+
 class TransformersEngine:
     name = "transformers"
 
@@ -75,9 +81,7 @@ class TransformersEngine:
                  device: str = "auto", dtype: str = "auto", min_pixels: int | None = None,
                  max_pixels: int | None = None, attn_implementation: str | None = None,
                  batch_size: int = 64) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise EvoqError(f"engine transformers: batch_size must be a whole number >= 1, got "
-                            f"{batch_size!r}")
+        _check_batch_size(batch_size)  # before the model loads
         self._setup(
             model, model_revision, batch_size,
             load_processor(model, revision=revision, min_pixels=min_pixels,
@@ -90,6 +94,7 @@ class TransformersEngine:
                     batch_size: int = 64) -> TransformersEngine:
         """An engine around a model and processor already in memory (a benchmark's
         random-weight model, say); everything else as a loaded checkpoint."""
+        _check_batch_size(batch_size)
         engine = cls.__new__(cls)
         engine._setup(model, model_revision, batch_size, processor, net.eval())
         return engine
