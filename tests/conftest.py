@@ -5,10 +5,20 @@ Everything is made on the spot: no weights or images are downloaded.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
+# `datasets` keeps an Arrow copy of every folder it loads, under a name made from the folder's
+# path; the tests' folders are new each run, so in the user's cache (~/.cache/huggingface)
+# every run would leave tens of MB behind. The session (and every command it starts) uses a
+# folder of its own, removed at exit.
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="evoq-tests-datasets-")
+atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
+os.environ["HF_DATASETS_CACHE"] = _DATASETS_CACHE
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
