@@ -7,8 +7,9 @@ Qwen2.5-VL-7B-Instruct's published shape in bf16: no weights to download.
 The model is built from Qwen2.5-VL-7B-Instruct's config (written out below: 28 layers of
 3584, 4 KV heads, vocabulary 152,064, the 32-block vision tower) with random weights, so
 its cost per token is the real model's; the tokenizer is the tiny test model's (a few
-hundred tokens, Qwen's special tokens), so the prompt's text is a few dozen tokens shorter
-than Qwen's and its images exactly as long. A random model almost never writes its
+hundred tokens, Qwen's special tokens), so the prompt's text is cut into other tokens than
+Qwen's (168 with 1024x768 images: 2,240 in all, 1,036 per image) and its images exactly as
+long. A random model almost never writes its
 end-of-answer token, so every answer runs to ``--max-tokens``: a reasoning-length answer
 for every vote, and the same length for all (the engine decodes a batch until its longest
 answer ends, so real answers of mixed lengths cost the same steps as their longest).
