@@ -9,10 +9,10 @@ The model is built from Qwen2.5-VL-7B-Instruct's config (written out below: 28 l
 its cost per token is the real model's; the tokenizer is the tiny test model's (a few
 hundred tokens, Qwen's special tokens), so the prompt's text is cut into other tokens than
 Qwen's (168 with 1024x768 images: 2,240 in all, 1,036 per image) and its images exactly as
-long. A random model almost never writes its
-end-of-answer token, so every answer runs to ``--max-tokens``: a reasoning-length answer
-for every vote, and the same length for all (the engine decodes a batch until its longest
-answer ends, so real answers of mixed lengths cost the same steps as their longest).
+long. A random model almost never writes its end-of-answer token, so every answer runs to
+``--max-tokens``: a reasoning-length answer for every vote, and the same length for all (the
+engine decodes a batch until its longest answer ends, so real answers of mixed lengths cost
+the same steps as their longest).
 
 The engine is evoq's own (:class:`TransformersEngine`, prompt prefixes, per-sample seeds,
 batches of ``batch_size`` rows), fed the requests ``evoq-data vote`` makes for one chunk of
@@ -31,9 +31,9 @@ the same run: seconds per vote over ``fixed`` at the same ``batch_size`` (``x_fi
 what waves cost) and votes/s over ``fixed`` at the default ``batch_size`` 64
 (``x_default_batch``). The first setting of a process also pays the warm-up of its shapes
 (10-15 s on an H200): put a setting first that no ratio leans on, or read the ratios with
-that in mind. Each setting runs once after a
-warm-up call; the script stops starting settings once ``--budget`` seconds have passed and
-writes what it has after each one (``--out``), so a run cut short keeps its numbers.
+that in mind. Each setting runs once after a warm-up call; the script stops starting
+settings once ``--budget`` seconds have passed and writes what it has after each one
+(``--out``), so a run cut short keeps its numbers.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from evoq_data.testing.tiny_vlm import TINY_TEXT, TINY_VISION, qwen25_vl_config
 
 # Qwen/Qwen2.5-VL-7B-Instruct's config.json, the fields that set its size and shape.
 QWEN25_VL_7B = {
@@ -57,46 +59,23 @@ QWEN25_VL_7B = {
                    fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2,
                    hidden_act="silu"),
 }
-# The same code path at a size a CPU runs in seconds (for checking the script itself).
-TINY = {
-    "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
-                 max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=10000.0,
-                 mrope_section=[4, 6, 6], tie_word_embeddings=True, head_dim=32),
-    "vision": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-                   out_hidden_size=64, patch_size=14, spatial_merge_size=2,
-                   temporal_patch_size=2, in_channels=3, window_size=56,
-                   fullatt_block_indexes=[1], tokens_per_second=2, hidden_act="silu"),
-}
-SHAPES = {"qwen2.5-vl-7b": QWEN25_VL_7B, "tiny": TINY}
+# "tiny": the test model's shape (evoq_data.testing.tiny_vlm), the same code path at a size a
+# CPU runs in seconds, for checking the script itself.
+SHAPES = {"qwen2.5-vl-7b": QWEN25_VL_7B,
+          "tiny": {"text": TINY_TEXT, "vision": TINY_VISION}}
 
 
 def build_model(shape: dict, tokenizer, device: str, dtype):
     """A random-weight Qwen2.5-VL of ``shape`` on ``device``, with the tokenizer's ids."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t)
-           for t in ("<|im_end|>", "<|endoftext|>", "<|image_pad|>", "<|video_pad|>",
-                     "<|vision_start|>", "<|vision_end|>")}
-    text = dict(shape["text"])
-    mrope, theta = text.pop("mrope_section"), text.pop("rope_theta")
-    text.update(rope_scaling={"type": "mrope", "rope_type": "default", "mrope_section": mrope},
-                rope_parameters={"rope_type": "default", "rope_theta": theta,
-                                 "mrope_section": mrope},
-                bos_token_id=None, eos_token_id=ids["<|im_end|>"],
-                pad_token_id=ids["<|endoftext|>"])
-    config = Qwen2_5_VLConfig(
-        text_config=text, vision_config=shape["vision"],
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=text["tie_word_embeddings"],
-    )
+    config = qwen25_vl_config(tokenizer, shape["text"], shape["vision"])
     torch.manual_seed(0)
     with torch.device(device):
         net = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
-    net.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"],
-                                             pad_token_id=ids["<|endoftext|>"])
+    net.generation_config = GenerationConfig(eos_token_id=config.text_config.eos_token_id,
+                                             pad_token_id=config.text_config.pad_token_id)
     return net.eval()
 
 

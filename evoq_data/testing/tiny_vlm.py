@@ -79,14 +79,44 @@ def train_tokenizer(vocab_size: int):
     return fast
 
 
+# The tiny model's shape: the text model's fields (with its rope's theta and 3D sections)
+# and the vision tower's; the vocabulary is the tokenizer's.
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                 max_position_embeddings=4096, rope_theta=10000.0, mrope_section=[4, 6, 6],
+                 tie_word_embeddings=True)
+TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                   out_hidden_size=64, patch_size=14, spatial_merge_size=2,
+                   temporal_patch_size=2, in_channels=3, window_size=56,
+                   fullatt_block_indexes=[1], tokens_per_second=2)
+
+
+def qwen25_vl_config(tokenizer, text: dict, vision: dict):
+    """A Qwen2.5-VL config of the given shape (``text`` as :data:`TINY_TEXT`), its special
+    token ids those of ``tokenizer`` and, unless ``text`` names one, its vocabulary too."""
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = dict(text)
+    mrope, theta = text.pop("mrope_section"), text.pop("rope_theta")
+    text.setdefault("vocab_size", len(tokenizer))
+    text.update(rope_scaling={"type": "mrope", "rope_type": "default", "mrope_section": mrope},
+                rope_parameters={"rope_type": "default", "rope_theta": theta,
+                                 "mrope_section": mrope},
+                bos_token_id=None, eos_token_id=ids["<|im_end|>"],
+                pad_token_id=ids["<|endoftext|>"])
+    return Qwen2_5_VLConfig(
+        text_config=text, vision_config=dict(vision),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=text["tie_word_embeddings"],
+    )
+
+
 def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
     """Write the tiny checkpoint to ``out_dir`` and return the path."""
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-    )
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     from evoq_data.generation.modeling import build_processor
 
@@ -94,27 +124,7 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(vocab_size=400)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    vocab = len(tokenizer)
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-            max_position_embeddings=4096, rope_scaling={"type": "mrope", "rope_type": "default",
-                                                        "mrope_section": [4, 6, 6]},
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                             "mrope_section": [4, 6, 6]},
-            tie_word_embeddings=True, bos_token_id=None, eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
-            window_size=56, fullatt_block_indexes=[1], tokens_per_second=2,
-        ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
+    config = qwen25_vl_config(tokenizer, TINY_TEXT, TINY_VISION)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
     model.generation_config = GenerationConfig(
